@@ -1,0 +1,292 @@
+"""snntorch backend: fast multi-step simulation in torch (CPU or CUDA), and export of a
+network as a plain snntorch ``nn.Module`` that advances one step per ``forward`` call.
+
+Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
+
+* time is processed in chunks of ``chunk`` steps; within a chunk, layer by layer, a
+  layer's synaptic input for all steps of the chunk is one batched torch op over
+  ``chunk * B`` samples, then the IF update runs as a loop over the chunk's steps;
+* values that do not change over time (the input under constant encoding, and every
+  stateless node that depends only on it, i.e. the first layer) are computed once;
+* only chunk-sized tensors exist at any time, so peak memory does not grow with T
+  (per-step spike counts, which are per neuron and summed over the batch, do).
+
+The IF update uses snntorch's association, ``u[t] = (u[t-1] + I[t]) - theta * s[t-1]``
+(reset to zero: ``u[t] = (1 - s[t-1]) * u[t-1] + I[t]``), so that the exported snntorch
+model gives bit-identical membranes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from snn import encode as enc
+from snn import ir
+from snn.backends import torch_ops
+from snn.errors import SnnError
+from snn.simulate import BatchRecord
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise SnnError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SnnError("device 'cuda' requested but no CUDA GPU is available; use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise SnnError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+    return dev
+
+
+class _IFState:
+    """Membrane ``u`` and previous spikes of one IF layer, for one batch."""
+
+    def __init__(self, node: ir.IF, shape: tuple[int, ...], dev: torch.device, dtype: torch.dtype):
+        self.node = node
+        self.u = torch.full(shape, node.v_init * node.threshold, device=dev, dtype=dtype)
+        self.prev: torch.Tensor | None = None  # float spikes of the previous step
+
+    def scan(self, current: torch.Tensor, k: int, static: bool) -> torch.Tensor:
+        """Run ``k`` steps; ``current`` is (k, B, ...) or, if ``static``, (B, ...). Returns (k, B, ...) spikes."""
+        th, u = self.node.threshold, self.u
+        out = torch.empty((k,) + tuple(u.shape), device=u.device, dtype=u.dtype)
+        subtract = self.node.reset == "subtract"
+        for t in range(k):
+            if self.prev is not None and not subtract:
+                u.mul_(1.0 - self.prev)
+            u.add_(current if static else current[t])
+            if self.prev is not None and subtract:
+                u.sub_(self.prev, alpha=th)
+            torch.gt(u, th, out=out[t])
+            self.prev = out[t]
+        return out
+
+
+def _chunk_size(graph: ir.Graph, batch: int, itemsize: int, budget: int = 256 * 2**20) -> int:
+    """Steps per chunk so that one node's (chunk, B, neurons) tensor stays under ``budget`` bytes."""
+    widest = max(int(np.prod(s)) for s in graph.shapes.values())
+    return int(max(1, min(64, budget // max(1, batch * widest * itemsize))))
+
+
+def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: int, start: int,
+        precision: str, device: str, record: str, chunk: int | None = None, **options: Any) -> BatchRecord:
+    """Simulate one batch ``x`` (B, *input shape); see :mod:`snn.simulate` for the record."""
+    if options:
+        raise SnnError(f"unknown option(s) for backend 'snntorch': {', '.join(options)}; valid: chunk")
+    dtype, dev = DTYPES[precision], _device(device)
+    params = torch_ops.Params(graph, dev, dtype)
+    B, T = len(x), timesteps
+    k_max = int(chunk) if chunk else _chunk_size(graph, B, torch.finfo(dtype).bits // 8)
+    xt = torch.as_tensor(np.ascontiguousarray(x), device=dev, dtype=dtype)
+    static_input = enc.is_static(encoding)
+    spiking = set(graph.spiking_nodes())
+    recorded = graph.recorded_nodes() + ([] if static_input else [graph.input])
+    sums = {n: torch.zeros(graph.shapes[n], dtype=torch.float64, device=dev) for n in recorded}
+    steps = {n: torch.zeros((T,) + graph.shapes[n], dtype=torch.float64, device=dev) for n in recorded} \
+        if record == "steps" else None
+    n_out = int(np.prod(graph.shapes[graph.output]))
+    outputs = torch.empty((T, B, n_out), dtype=dtype, device=dev)
+
+    if_state = {n: _IFState(node, (B,) + graph.shapes[n], dev, dtype)
+                for n, node in graph.nodes.items() if isinstance(node, ir.IF)}
+    pool_state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (cum counts, pooled cum)
+    readout_acc = torch.zeros((B, n_out), dtype=dtype, device=dev)
+    static_cache: dict[str, torch.Tensor] = {}
+
+    with torch.no_grad():
+        for c0 in range(0, T, k_max):
+            k = min(k_max, T - c0)
+            vals: dict[str, tuple[torch.Tensor, bool]] = {}  # name -> (value, is_static)
+            for name, node in graph.nodes.items():
+                ins = [vals[i] for i in graph.inputs_of(name)]
+                if isinstance(node, ir.Input):
+                    if static_input:
+                        vals[name] = (xt, True)
+                    else:
+                        v = np.stack([enc.encode_step(x, c0 + t, encoding, seed, start) for t in range(k)])
+                        vals[name] = (torch.as_tensor(v, device=dev, dtype=dtype), False)
+                elif isinstance(node, ir.IF):
+                    cur, st = ins[0]
+                    vals[name] = (if_state[name].scan(cur, k, st), False)
+                elif isinstance(node, ir.Readout):
+                    cur, st = ins[0]
+                    cur = cur.reshape((B, n_out)) if st else cur.reshape((k, B, n_out))
+                    cum = readout_acc + (cur.expand((k, B, n_out)) if st else cur).cumsum(0)
+                    readout_acc = cum[-1].clone()
+                    steps_done = torch.arange(c0 + 1, c0 + k + 1, device=dev, dtype=dtype).reshape(k, 1, 1)
+                    outputs[c0:c0 + k] = cum / steps_done
+                    vals[name] = (cum, False)
+                elif isinstance(node, ir.MaxPool2d) and name in spiking:
+                    vals[name] = (_spike_maxpool(node, name, ins[0][0], k, pool_state, params), False)
+                elif all(st for _, st in ins):
+                    if name not in static_cache:
+                        static_cache[name] = torch_ops.forward(node, params.t[name], [v for v, _ in ins])
+                    vals[name] = (static_cache[name], True)
+                else:
+                    flat = []
+                    for v, st in ins:
+                        if st:
+                            v = v.unsqueeze(0).expand((k,) + tuple(v.shape))
+                        flat.append(v.reshape((k * B,) + tuple(v.shape[2:])))
+                    y = torch_ops.forward(node, params.t[name], flat)
+                    vals[name] = (y.reshape((k, B) + tuple(y.shape[1:])), False)
+                if name in sums:
+                    s, st = vals[name]
+                    if st:
+                        s = s.expand((k,) + tuple(s.shape))
+                    per_step = s.sum(dim=1, dtype=torch.float64)
+                    sums[name] += per_step.sum(dim=0)
+                    if steps is not None:
+                        steps[name][c0:c0 + k] = per_step
+            for n in list(vals):  # chunk values are not kept across chunks
+                del vals[n]
+
+    def _np(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {n: np.rint(v.cpu().numpy()).astype(np.int64) for n, v in d.items()}
+
+    return BatchRecord(outputs=outputs.cpu().numpy(), spike_sums=_np(sums),
+                       step_sums=_np(steps) if steps is not None else None)
+
+
+def _spike_maxpool(node: ir.MaxPool2d, name: str, s: torch.Tensor, k: int,
+                   state: dict[str, tuple[torch.Tensor, torch.Tensor]], params: torch_ops.Params) -> torch.Tensor:
+    """Cumulative-count max-pooling of spikes ``s`` (k, B, C, H, W); see :mod:`snn.ir`."""
+    kB = s.shape[0] * s.shape[1]
+    cum0, pooled0 = state.get(name, (None, None))
+    cum = s.cumsum(0)
+    if cum0 is not None:
+        cum = cum + cum0
+    pooled = torch_ops.forward(node, params.t[name], [cum.reshape((kB,) + tuple(s.shape[2:]))])
+    pooled = pooled.reshape((k, s.shape[1]) + tuple(pooled.shape[1:]))
+    prev = torch.cat([pooled0[None] if pooled0 is not None else torch.zeros_like(pooled[:1]), pooled[:-1]])
+    state[name] = (cum[-1].clone(), pooled[-1].clone())
+    return pooled - prev
+
+
+# --------------------------------------------------------------------------- export
+class _SpikeMaxPool(nn.Module):
+    """One-step cumulative-count max-pooling of spikes (stateful)."""
+
+    def __init__(self, node: ir.MaxPool2d):
+        super().__init__()
+        self.pool = nn.MaxPool2d(node.kernel, node.stride, node.padding, node.dilation)
+        self.cum: torch.Tensor | None = None
+        self.pooled: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.cum = self.pooled = None
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        self.cum = s if self.cum is None else self.cum + s
+        pooled = self.pool(self.cum)
+        out = pooled if self.pooled is None else pooled - self.pooled
+        self.pooled = pooled
+        return out
+
+
+class _Op(nn.Module):
+    """A stateless IR node with its parameters as buffers (Linear/Conv2d become the real
+    torch layers, so tools that hook ``nn.Linear``/``nn.Conv2d`` see them)."""
+
+    def __init__(self, node: ir.Node, dtype: torch.dtype):
+        super().__init__()
+        self.node = node
+        self.layer: nn.Module | None = None
+        if isinstance(node, ir.Linear):
+            self.layer = nn.Linear(node.weight.shape[1], node.weight.shape[0], bias=node.bias is not None)
+        elif isinstance(node, ir.Conv2d):
+            co, cig, kh, kw = node.weight.shape
+            self.layer = nn.Conv2d(cig * node.groups, co, (kh, kw), node.stride, node.padding, node.dilation,
+                                   node.groups, bias=node.bias is not None)
+        if self.layer is not None:
+            self.layer = self.layer.to(dtype)
+            with torch.no_grad():
+                self.layer.weight.copy_(torch.as_tensor(node.weight))
+                if node.bias is not None:
+                    self.layer.bias.copy_(torch.as_tensor(node.bias))
+            self.layer.requires_grad_(False)
+        for f in ("scale", "shift", "gains"):
+            v = getattr(node, f, None)
+            if isinstance(v, np.ndarray):
+                self.register_buffer(f, torch.as_tensor(v, dtype=dtype))
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.layer is not None:
+            return self.layer(xs[0])
+        p = {f: getattr(self, f) for f in ("scale", "shift", "gains") if hasattr(self, f)}
+        return torch_ops.forward(self.node, p, xs)
+
+
+class SnnTorchNetwork(nn.Module):
+    """A converted network as a plain snntorch module: one timestep per ``forward``.
+
+    ``forward(x)`` takes the input at this step, shape (B, *input shape), and returns
+    ``(y, mem)``: ``y`` the output layer's value at this step (its input current) and
+    ``mem`` the readout membrane (the sum of ``y`` so far), like snntorch neurons'
+    ``(spk, mem)``. Call ``reset()`` before a new sequence. IF layers are
+    ``snntorch.Leaky(beta=1.0, threshold=theta, reset_mechanism=...)`` whose membranes
+    start at ``v_init * theta``.
+    """
+
+    def __init__(self, graph: ir.Graph, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        import snntorch
+
+        self.graph = graph
+        self.mods = nn.ModuleDict()
+        self._keys = {}
+        spiking = set(graph.spiking_nodes())
+        for i, (name, node) in enumerate(graph.nodes.items()):
+            key = f"n{i}"
+            self._keys[name] = key
+            if isinstance(node, ir.IF):
+                self.mods[key] = snntorch.Leaky(beta=1.0, threshold=node.threshold,
+                                                reset_mechanism=node.reset, init_hidden=False)
+            elif isinstance(node, ir.MaxPool2d) and name in spiking:
+                self.mods[key] = _SpikeMaxPool(node)
+            elif not isinstance(node, (ir.Input, ir.Readout)):
+                self.mods[key] = _Op(node, dtype)
+        self.mem: dict[str, torch.Tensor] = {}
+        self.readout: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.mem = {}
+        self.readout = None
+        for m in self.mods.values():
+            if isinstance(m, _SpikeMaxPool):
+                m.reset()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.graph
+        vals: dict[str, torch.Tensor] = {}
+        out = None
+        for name, node in g.nodes.items():
+            ins = [vals[i] for i in g.inputs_of(name)]
+            if isinstance(node, ir.Input):
+                vals[name] = x
+            elif isinstance(node, ir.Readout):
+                out = ins[0].reshape(len(ins[0]), -1)
+                self.readout = out.clone() if self.readout is None else self.readout + out
+                vals[name] = self.readout
+            elif isinstance(node, ir.IF):
+                mem = self.mem.get(name)
+                if mem is None:
+                    mem = torch.full_like(ins[0], node.v_init * node.threshold)
+                spk, self.mem[name] = self.mods[self._keys[name]](ins[0], mem)
+                vals[name] = spk
+            else:
+                vals[name] = self.mods[self._keys[name]](*ins)
+        if out is None:
+            raise SnnError("graph has no Readout node")
+        return out, self.readout
+
+
+def to_snntorch(graph: ir.Graph, dtype: torch.dtype = torch.float32) -> SnnTorchNetwork:
+    """Export an SNN graph as a :class:`SnnTorchNetwork`."""
+    return SnnTorchNetwork(graph, dtype).eval()

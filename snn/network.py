@@ -1,0 +1,68 @@
+"""The converted network: an SNN graph, the ANN graph it came from, and conversion metadata."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snn import ir
+from snn.errors import SnnError
+from snn.util import atomic_path
+
+
+@dataclass
+class SpikingNetwork:
+    """A spiking network ready to simulate.
+
+    ``graph``: the SNN graph (IF layers, ``Readout`` output). ``ann``: the traced ANN
+    graph (BN folded), kept for reference evaluation and ANN operation counts. ``meta``:
+    how it was converted (method, percentile, reset, per-layer scales, ...).
+    """
+
+    graph: ir.Graph
+    ann: ir.Graph | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        """Write to HDF5 (atomically): groups ``graph`` and ``ann``, attribute ``meta`` (JSON)."""
+        import h5py
+
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            ir.write_graph(f.create_group("graph"), self.graph)
+            if self.ann is not None:
+                ir.write_graph(f.create_group("ann"), self.ann)
+            f.attrs["meta"] = json.dumps(self.meta)
+            f.attrs["format"] = "snn.SpikingNetwork"
+
+    def to_snntorch(self, precision: str = "float32"):
+        """The network as a plain snntorch ``nn.Module``, one timestep per ``forward`` call
+        (see :class:`snn.backends.snntorch.SnnTorchNetwork`)."""
+        from snn.backends.snntorch import DTYPES, to_snntorch
+
+        if precision not in DTYPES:
+            raise SnnError(f"unknown precision {precision!r}; valid: {', '.join(DTYPES)}")
+        return to_snntorch(self.graph, DTYPES[precision])
+
+    def summary(self) -> str:
+        """One line per node: name, kind, output shape."""
+        return "\n".join(f"{n:30s} {v.kind:10s} {self.graph.shapes[n]}" for n, v in self.graph.nodes.items())
+
+
+def load(path: str | Path) -> SpikingNetwork:
+    """Read a network written by :meth:`SpikingNetwork.save`."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise SnnError(f"no such file: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != "snn.SpikingNetwork" or "graph" not in f:
+                raise SnnError(f"{path} is not an snn network file")
+            graph = ir.read_graph(f["graph"])
+            ann = ir.read_graph(f["ann"]) if "ann" in f else None
+            meta = json.loads(f.attrs.get("meta", "{}"))
+    except OSError as e:
+        raise SnnError(f"{path} is not a readable snn network file ({e})") from e
+    return SpikingNetwork(graph=graph, ann=ann, meta=meta)

@@ -1,0 +1,153 @@
+"""Run a spiking network on inputs with a named backend; the :class:`SimulationResult`.
+
+A backend (see :mod:`snn.backends`) simulates one batch at a time and returns a
+:class:`BatchRecord`; :func:`simulate` splits the inputs into batches, encodes them with
+:mod:`snn.encode` and merges the records. Shapes: ``N`` samples, ``T`` timesteps, ``K``
+outputs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from snn import encode as enc
+from snn.errors import SnnError
+
+PRECISIONS = ("float32", "float64")
+RECORD = ("steps", "totals")
+
+
+@dataclass
+class BatchRecord:
+    """What a backend returns for one batch of ``B`` samples.
+
+    ``outputs``: (T, B, K) readout after each step (mean output current so far).
+    ``spike_sums``: {node: int64 (*node shape)} spikes summed over steps and the batch.
+    ``step_sums``: {node: int64 (T, *node shape)} spikes per step summed over the batch,
+    or None when only totals were recorded.
+    """
+
+    outputs: np.ndarray
+    spike_sums: dict[str, np.ndarray]
+    step_sums: dict[str, np.ndarray] | None
+
+
+@dataclass
+class SimulationResult:
+    """Outputs and spike records of a simulation.
+
+    ``outputs`` (T, N, K): the readout (mean output current so far, in the ANN's units)
+    after each step. ``spike_counts``: {node: per-neuron spike counts summed over the T
+    steps, mean over samples}. ``spike_counts_per_step``: {node: (T, *node shape) mean
+    spikes per sample at each step}, or None when recorded with ``record="totals"``.
+    Spiking nodes are the IF layers and max-pools of spikes; with Poisson encoding the
+    input node's spikes are recorded too.
+    """
+
+    outputs: np.ndarray
+    spike_sums: dict[str, np.ndarray]
+    step_sums: dict[str, np.ndarray] | None
+    n_samples: int
+    timesteps: int
+    backend: str
+    encoding: str
+    precision: str
+    device: str
+    seed: int
+    batch_size: int
+    wall_time_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """(T, N) predicted class after each step: argmax of the readout."""
+        return self.outputs.argmax(axis=-1)
+
+    def accuracy(self, labels: Any) -> np.ndarray:
+        """Accuracy after each of the T timesteps, as a (T,) float array in [0, 1]."""
+        y = np.asarray(labels).reshape(-1)
+        if len(y) != self.n_samples:
+            raise SnnError(f"{len(y)} labels for {self.n_samples} simulated samples")
+        return (self.predictions == y[None, :]).mean(axis=1)
+
+    @property
+    def spike_counts(self) -> dict[str, np.ndarray]:
+        return {k: v / self.n_samples for k, v in self.spike_sums.items()}
+
+    @property
+    def spike_counts_per_step(self) -> dict[str, np.ndarray] | None:
+        if self.step_sums is None:
+            return None
+        return {k: v / self.n_samples for k, v in self.step_sums.items()}
+
+    def firing_rates(self) -> dict[str, float]:
+        """Mean spikes per neuron per step, for each spiking node."""
+        return {k: float(v.mean() / self.timesteps) for k, v in self.spike_counts.items()}
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x)
+
+
+def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encoding: str = "constant",
+             batch_size: int = 256, device: str = "cpu", precision: str = "float32", seed: int = 0,
+             record: str = "steps", progress: bool = False, **options: Any) -> SimulationResult:
+    """Simulate ``net`` (a :class:`snn.network.SpikingNetwork` or SNN graph) on ``x`` (N, *input shape).
+
+    ``record="steps"`` keeps per-step spike counts per neuron (for energy at each step);
+    ``"totals"`` keeps only the sums over steps. Extra ``options`` go to the backend
+    (e.g. ``target=`` for brian2).
+    """
+    from snn.backends import get_backend
+
+    graph = getattr(net, "graph", net)
+    if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
+        raise SnnError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+    if precision not in PRECISIONS:
+        raise SnnError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if record not in RECORD:
+        raise SnnError(f"unknown record mode {record!r}; valid: {', '.join(RECORD)}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise SnnError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    run = get_backend(backend)
+    xs = _to_numpy(x).astype(precision, copy=False)
+    in_shape = graph.shapes[graph.input]
+    if xs.ndim != len(in_shape) + 1 or xs.shape[1:] != in_shape:
+        raise SnnError(f"inputs of shape {xs.shape} do not match the network input (N, {', '.join(map(str, in_shape))})")
+    if len(xs) == 0:
+        raise SnnError("no inputs to simulate")
+    if not np.all(np.isfinite(xs)):
+        raise SnnError("inputs contain NaN or inf")
+    enc.check_encoding(encoding, xs)
+
+    t0 = time.perf_counter()
+    outs, sums, steps = [], {}, {}
+    starts = range(0, len(xs), int(batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"simulate ({backend})", unit="batch")
+    for s in starts:
+        rec = run(graph, xs[s:s + batch_size], timesteps=int(timesteps), encoding=encoding, seed=int(seed),
+                  start=s, precision=precision, device=device, record=record, **options)
+        outs.append(rec.outputs)
+        for k, v in rec.spike_sums.items():
+            sums[k] = sums.get(k, 0) + v
+        if rec.step_sums is not None:
+            for k, v in rec.step_sums.items():
+                steps[k] = steps.get(k, 0) + v
+    return SimulationResult(
+        outputs=np.concatenate(outs, axis=1), spike_sums=sums, step_sums=steps if record == "steps" else None,
+        n_samples=len(xs), timesteps=int(timesteps), backend=backend, encoding=encoding, precision=precision,
+        device=str(device), seed=int(seed), batch_size=int(batch_size), wall_time_s=time.perf_counter() - t0,
+        info={"options": {k: str(v) for k, v in options.items()}})
