@@ -22,3 +22,20 @@ def convert(model, calibration, **kwargs):
 
 __all__ = ["convert", "simulate", "load", "SpikingNetwork", "SimulationResult", "SnnError",
            "ConversionError", "ConfigError", "DataError", "__version__"]
+
+
+def energy_report(net, res, hardware=("45nm-fp32", "loihi", "gpu-h100"), **kwargs):
+    """Operation counts and energy of ``net`` given a simulation result; see :mod:`snn.energy`."""
+    from snn.energy import energy_report as _energy_report
+
+    return _energy_report(net, res, hardware=hardware, **kwargs)
+
+
+def run_experiment(config, **kwargs):
+    """Run one experiment from a config (path, dict or object); see :mod:`snn.runner`."""
+    from snn.runner import run_experiment as _run_experiment
+
+    return _run_experiment(config, **kwargs)
+
+
+__all__ += ["energy_report", "run_experiment"]
