@@ -17,7 +17,7 @@ from snn import encode as enc
 from snn.errors import SnnError
 
 PRECISIONS = ("float32", "float64")
-RECORD = ("steps", "totals")
+RECORD = ("steps", "totals", "none")
 
 
 @dataclass
@@ -105,7 +105,8 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
     """Simulate ``net`` (a :class:`snn.network.SpikingNetwork` or SNN graph) on ``x`` (N, *input shape).
 
     ``record="steps"`` keeps per-step spike counts per neuron (for energy at each step);
-    ``"totals"`` keeps only the sums over steps. Extra ``options`` go to the backend
+    ``"totals"`` keeps only the sums over steps; ``"none"`` counts no spikes (outputs only,
+    for timing the cost of counting). Extra ``options`` go to the backend
     (e.g. ``target=`` for brian2).
     """
     from snn.backends import get_backend

@@ -86,7 +86,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     xt = torch.as_tensor(np.ascontiguousarray(x), device=dev, dtype=dtype)
     static_input = enc.is_static(encoding)
     spiking = set(graph.spiking_nodes())
-    recorded = graph.recorded_nodes() + ([] if static_input else [graph.input])
+    recorded = [] if record == "none" else graph.recorded_nodes() + ([] if static_input else [graph.input])
     sums = {n: torch.zeros(graph.shapes[n], dtype=torch.float64, device=dev) for n in recorded}
     steps = {n: torch.zeros((T,) + graph.shapes[n], dtype=torch.float64, device=dev) for n in recorded} \
         if record == "steps" else None
