@@ -1,0 +1,264 @@
+"""The ``snn`` command.
+
+::
+
+    snn run CONFIG [--set key.path=value ...]        one experiment -> results/<name>/<run>/
+    snn sweep CONFIG [--workers N | --ray [--address ADDR]]
+    snn report RUN_DIR                               (re)build a run's report
+    snn compare RUN_DIR RUN_DIR ... [--out DIR]      table + plots of several runs
+    snn convert model.pt --arch lenet5 --calib mnist --out net.h5
+    snn energy net.h5 --data mnist --timesteps 32    simulate a saved network and price it
+    snn data list | verify NAME | download NAME
+
+Every error a user can cause (:class:`snn.errors.SnnError`, bad arguments) prints one
+line to stderr and exits with code 2; no traceback. Ctrl-C exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from snn.errors import SnnError
+
+USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_run(a: argparse.Namespace) -> int:
+    from snn.runner import run_experiment
+
+    run = run_experiment(a.config, a.set, results_dir=a.results, progress=not a.quiet,
+                         log=(lambda m: None) if a.quiet else _err)
+    s = run.summary
+    print(f"ANN accuracy {100 * s['ann_accuracy']:.2f}%, SNN accuracy {100 * s['snn_accuracy']:.2f}% "
+          f"at T={s['timesteps']}")
+    print(f"run:    {run.path}")
+    if (run.path / "report.html").is_file():
+        print(f"report: {run.path / 'report.html'}")
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from snn.sweep import run_sweep
+
+    res = run_sweep(a.config, a.set, results_dir=a.results, workers=a.workers, use_ray=a.ray, address=a.address)
+    print(f"sweep {res.name}: {len(res.runs)}/{res.total} runs complete "
+          f"({len(res.ran)} run now, {len(res.skipped)} already done, {len(res.failed)} failed)")
+    for point, err in res.failed:
+        print(f"  failed: {point}: {err}")
+    if res.compare_dir:
+        print(f"comparison: {res.compare_dir / 'compare.html'}")
+    return 1 if res.failed else 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from snn.report import build_report
+
+    print(f"report: {build_report(a.run_dir)}")
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from snn.report import compare_runs, compare_table
+    from snn.results import read_run
+
+    out = Path(a.out) if a.out else Path(a.results) / "compare" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    runs = [read_run(p) for p in a.runs]
+    head, rows = compare_table(runs)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for r in [head] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    compare_runs(a.runs, out, title=a.title)
+    print(f"comparison: {out / 'compare.html'}")
+    return 0
+
+
+def _kv(items: Sequence[str], flag: str) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise SnnError(f"{flag} {item!r}: expected name=value")
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    import snn
+    from snn import data, train, zoo
+
+    info = data.info(a.calib)
+    kwargs = {"in_shape": info.shape, "num_classes": info.num_classes, **_kv(a.arch_arg, "--arch-arg")}
+    if a.arch not in zoo.MODELS:
+        raise SnnError(f"unknown architecture {a.arch!r}; valid: {', '.join(zoo.MODELS)}")
+    model = zoo.create_model(a.arch, **kwargs)
+    train.load_checkpoint(model, a.model)
+    x, _ = data.load_dataset(a.calib, "train", root=a.data_root, limit=a.calib_samples)
+    net = snn.convert(model.eval(), x, method=a.method, percentile=a.percentile, max_calibration=a.calib_samples)
+    net.save(a.out)
+    n_if = sum(1 for v in net.graph.nodes.values() if v.kind == "if")
+    print(f"converted {a.arch} ({n_if} IF layers, calibrated on {len(x)} {a.calib} samples) -> {a.out}")
+    return 0
+
+
+def cmd_energy(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    import snn
+    from snn import data
+
+    net = snn.load(a.network)
+    x, y = data.load_dataset(a.data, "test", root=a.data_root, limit=a.samples)
+    shape = net.graph.shapes[net.graph.input]
+    if x.shape[1:] != shape:
+        if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+            raise SnnError(f"{a.data} samples of shape {x.shape[1:]} do not fit the network input {shape}")
+        x = x.reshape((len(x),) + tuple(shape))
+    res = snn.simulate(net, x, timesteps=a.timesteps, backend=a.backend, encoding=a.encoding,
+                       batch_size=a.batch_size, device=a.device, record="steps", progress=True)
+    print(f"SNN accuracy at T={a.timesteps} on {len(x)} {a.data} test samples: {100 * res.accuracy(y)[-1]:.2f}%")
+    kwargs = {"hardware": a.hardware} if a.hardware else {}
+    report = snn.energy_report(net, res, **kwargs)
+    print(report.table())
+    for path, writer in ((a.json, report.to_json), (a.md, report.to_markdown), (a.html, report.to_html)):
+        if path:
+            writer(path)
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    from snn import data
+
+    root = data.data_root(a.data_root)
+    if a.action == "list":
+        print(f"data root: {root}  (set SNN_DATA or --data-root to change it)")
+        for name, ds in data.DATASETS.items():
+            try:
+                where = data.dataset_label(name, a.data_root)
+                status = f"present: {where}"
+            except SnnError:
+                status = "missing"
+            sizes = "/".join(str(ds.sizes[s]) for s in ("train", "test"))
+            print(f"  {name:14s} {'x'.join(map(str, ds.shape)):9s} {ds.num_classes:3d} classes  "
+                  f"train/test {sizes:12s} {status}")
+        return 0
+    if not a.name:
+        raise SnnError(f"`snn data {a.action}` needs a dataset name; valid: {', '.join(data.DATASETS)}")
+    if a.action == "verify":
+        checks = data.verify(a.name, a.data_root)
+        for c in checks:
+            print(f"  {c.status:7s} {c.file}  {c.path or ''}")
+        bad = [c for c in checks if not c.ok]
+        if bad:
+            raise SnnError(f"{a.name}: {len(bad)} of {len(checks)} files missing or corrupt; "
+                           f"{bad[0].detail or bad[0].status}")
+        print(f"{a.name}: all {len(checks)} files verified")
+        return 0
+    paths = data.download(a.name, a.data_root, base_url=a.base_url)
+    print(f"{a.name}: {len(paths)} files present and verified under {root}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="snn", description="Convert ANNs to spiking networks, simulate, price and report them.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="experiment YAML (see experiments/)")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value (YAML syntax), e.g. --set sim.timesteps=64; repeatable")
+        sp.add_argument("--results", default=None, metavar="DIR", help="results root (default: the config's output.dir)")
+
+    sp = sub.add_parser("run", help="run one experiment")
+    with_config(sp)
+    sp.add_argument("--quiet", action="store_true", help="no progress output")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("sweep", help="run every combination of the config's sweep lists (resumable)")
+    with_config(sp)
+    sp.add_argument("--workers", type=int, default=1, help="local worker processes (with --ray: CPUs of a local cluster)")
+    sp.add_argument("--ray", action="store_true", help="run the runs as Ray tasks")
+    sp.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("report", help="(re)build the report of a run")
+    sp.add_argument("run_dir")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("compare", help="tabulate and plot several runs")
+    sp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    sp.add_argument("--out", default=None, help="output folder (default: results/compare/<timestamp>)")
+    sp.add_argument("--results", default="results", help=argparse.SUPPRESS)
+    sp.add_argument("--title", default="Comparison of runs")
+    sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("convert", help="convert a trained checkpoint of a zoo architecture to an SNN file")
+    sp.add_argument("model", help="state dict checkpoint (.pt/.pth loaded with weights_only=True, or .safetensors)")
+    sp.add_argument("--arch", required=True, help="zoo architecture of the checkpoint")
+    sp.add_argument("--arch-arg", action="append", default=[], metavar="NAME=VALUE", help="zoo argument; repeatable")
+    sp.add_argument("--calib", required=True, help="dataset whose training split calibrates the conversion")
+    sp.add_argument("--calib-samples", type=int, default=2048)
+    sp.add_argument("--method", default="percentile", choices=["max", "percentile"])
+    sp.add_argument("--percentile", type=float, default=99.99)
+    sp.add_argument("--data-root", default=None)
+    sp.add_argument("--out", required=True, help="output network file (.h5)")
+    sp.set_defaults(func=cmd_convert)
+
+    sp = sub.add_parser("energy", help="simulate a saved network on a dataset and print its energy report")
+    sp.add_argument("network", help="network file written by `snn convert` or a run (network.h5)")
+    sp.add_argument("--data", required=True, help="dataset (test split)")
+    sp.add_argument("--timesteps", type=int, default=32)
+    sp.add_argument("--samples", type=int, default=1000, help="test samples to simulate")
+    sp.add_argument("--hardware", nargs="+", default=None, help="hardware profiles")
+    sp.add_argument("--backend", default="snntorch")
+    sp.add_argument("--encoding", default="constant")
+    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--data-root", default=None)
+    sp.add_argument("--json", default=None, help="also write the report as JSON")
+    sp.add_argument("--md", default=None, help="also write the report as Markdown")
+    sp.add_argument("--html", default=None, help="also write the report as HTML")
+    sp.set_defaults(func=cmd_energy)
+
+    sp = sub.add_parser("data", help="list, verify (md5) or download datasets")
+    sp.add_argument("action", choices=["list", "verify", "download"])
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--data-root", default=None, help="default: $SNN_DATA, else ~/.cache/snn/data")
+    sp.add_argument("--base-url", default=None, help="download from this mirror instead")
+    sp.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``snn`` command; returns the exit code (2 for user errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SnnError as e:
+        _err(f"snn {args.command}: error: {' '.join(str(e).split())}")
+        return USER_ERROR
+    except KeyboardInterrupt:
+        _err(f"snn {args.command}: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Experiment configuration: a pydantic schema read from YAML, ``--set`` overrides, sweeps.
+
+A config has the sections ``data``, ``model``, ``train``, ``convert``, ``sim``,
+``energy``, ``output`` and, for a grid of runs, ``sweep`` (see ``experiments/*.yaml``)::
+
+    name: quickstart
+    seed: 0
+    data:    {name: digits}
+    model:   {name: mlp, kwargs: {hidden: [128, 64]}}
+    train:   {epochs: 30, lr: 0.003}
+    convert: {method: percentile, percentile: 99.99}
+    sim:     {backend: snntorch, timesteps: 32}
+    sweep:                        # optional: the cartesian product of these lists
+      sim.timesteps: [8, 16, 32, 64]
+      convert.method: [max, percentile]
+
+Every section rejects unknown keys, and every error names its key path
+(``sim.timesteps: must be >= 1 (got -4)``). ``--set key.path=value`` overrides are parsed
+as YAML scalars/lists and validated the same way. Only the ``sweep`` section holds lists
+to sweep over: a list elsewhere (``energy.hardware``) is an ordinary value.
+
+The config hash (:func:`config_hash`) is the SHA-256 of the resolved config minus the
+fields that cannot change a result (``description``, ``output``, ``sweep``, ``data.root``);
+it names the run directory and is how a sweep recognises runs that already finished.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from snn.errors import ConfigError
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+HASH_EXCLUDE: dict[str, Any] = {"description": True, "output": True, "sweep": True, "data": {"root"}}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Dataset (see :mod:`snn.data`): ``name``; ``root`` overrides ``$SNN_DATA``;
+    ``train_limit``/``test_limit`` use the first N samples of each split."""
+
+    name: str = "digits"
+    root: str | None = None
+    train_limit: int | None = Field(default=None, ge=1)
+    test_limit: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from snn.data import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS)}")
+        return v
+
+
+class ModelConfig(_Section):
+    """The ANN: a zoo name (:data:`snn.zoo.MODELS`) or ``package.module:Class`` of the
+    user's own ``nn.Module``, built with ``kwargs``. Its weights come from ``checkpoint``
+    (a state dict: ``.safetensors`` or ``torch.save``, loaded with ``weights_only=True``),
+    from the zoo's ``pretrained`` weights, or from training (section ``train``)."""
+
+    name: str = "mlp"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+    pretrained: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if ":" in v:
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+                raise ValueError(f"{v!r} is not of the form package.module:Class")
+            return v
+        from snn.zoo import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS)} or package.module:Class")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if self.pretrained and self.checkpoint:
+            raise ValueError("give either checkpoint or pretrained: true, not both")
+        return self
+
+
+class TrainConfig(_Section):
+    """ANN training when the weights come from neither a checkpoint nor ``pretrained``.
+    The trained weights are cached by the hash of everything that affects them."""
+
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0)
+    cache_dir: str = ".cache/snn"
+
+
+class ConvertConfig(_Section):
+    """ANN -> SNN conversion (:func:`snn.conversion.convert`); ``calibration_samples``
+    training samples set the activation scales."""
+
+    method: str = "percentile"
+    percentile: float = Field(default=99.99, gt=0, le=100)
+    channelwise: bool = False
+    reset: Literal["subtract", "zero"] = "subtract"
+    v_init: float = Field(default=0.5, ge=0, le=1)
+    calibration_samples: int = Field(default=2048, ge=1)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from snn.conversion import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"unknown normalisation method {v!r}; valid: {', '.join(METHODS)}")
+        return v
+
+
+class SimConfig(_Section):
+    """Simulation (:func:`snn.simulate`): one run of ``timesteps`` steps gives the accuracy
+    after every step. ``options`` go to the backend (e.g. ``target`` for brian2)."""
+
+    backend: str = "snntorch"
+    timesteps: int = Field(default=64, ge=1)
+    encoding: str = "constant"
+    batch_size: int = Field(default=256, ge=1)
+    device: str = "cpu"
+    precision: Literal["float32", "float64"] = "float32"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from snn.backends import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; valid: {', '.join(BACKENDS)}")
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        from snn.encode import ENCODINGS
+
+        if v not in ENCODINGS:
+            raise ValueError(f"unknown encoding {v!r}; valid: {', '.join(ENCODINGS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+        return v
+
+
+class EnergyConfig(_Section):
+    """Energy estimate (:func:`snn.energy_report`): hardware profiles to price the run on,
+    and the grid's carbon intensity in gCO2e/kWh (``null``: the profile's default)."""
+
+    enabled: bool = True
+    hardware: list[str] = Field(default_factory=lambda: ["45nm-fp32", "loihi", "gpu-h100"])
+    grid_intensity: float | None = Field(default=None, gt=0)
+
+
+class OutputConfig(_Section):
+    """What a run writes besides ``results.h5`` and ``summary.json``. ``dir``: the results
+    root (runs go to ``<dir>/<name>/<timestamp>-<hash>/``)."""
+
+    dir: str = "results"
+    report: bool = True
+    save_network: bool = True
+
+
+class ExperimentConfig(_Section):
+    """One experiment: dataset -> model -> train/load -> convert -> simulate -> energy -> report."""
+
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    convert: ConvertConfig = Field(default_factory=ConvertConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if key.split(".")[0] in ("sweep", "name", "output"):
+                raise ValueError(f"{key!r} cannot be swept")
+            if not values:
+                raise ValueError(f"{key!r} has an empty list")
+        return v
+
+
+# --------------------------------------------------------------------------- errors
+def _keys_at(loc: tuple) -> list[str]:
+    """The valid keys of the section at ``loc`` (empty if ``loc`` is not a section)."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = field.annotation if field is not None else None
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_error(e: ValidationError, source: str) -> str:
+    """One line: ``source: key.path: message (got value)`` for each error, joined by '; '."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            valid = _keys_at(err["loc"][:-1])
+            msg = "unknown key" + (f" (valid: {', '.join(valid)})" if valid else "")
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] != "value_error" and "input" in err and not isinstance(err["input"], (dict, list)):
+            msg += f" (got {err['input']!r})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def validate(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a config dict; raise :class:`ConfigError` (one line naming each key path)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        cfg = ExperimentConfig.model_validate(dict(raw))
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+    for key, values in cfg.sweep.items():
+        for value in values:  # every swept value must be valid where it goes
+            point = apply_overrides(cfg.model_dump(exclude={"sweep"}), {key: value}, source=f"{source}: sweep")
+            try:
+                ExperimentConfig.model_validate(point)
+            except ValidationError as e:
+                raise ConfigError(_format_error(e, f"{source}: sweep {key}={value!r}")) from None
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file; missing, unreadable, empty or malformed files raise ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got a {type(raw).__name__}")
+    return raw
+
+
+# --------------------------------------------------------------------------- overrides
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["sim.timesteps=64", "convert.method=max"]`` -> ``{"sim.timesteps": 64, ...}`` (values as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+    return out
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "--set") -> dict[str, Any]:
+    """A deep copy of ``raw`` with each dotted key path set (``sweep.<key.path>`` sets one sweep list).
+
+    A path through a non-mapping value is an error; an unknown key is left for validation
+    to reject, so it is reported with its full path.
+    """
+    out = copy.deepcopy(dict(raw))
+    for path, value in overrides.items():
+        parts = path.split(".")
+        if parts[0] == "sweep" and len(parts) > 1:
+            parts = ["sweep", ".".join(parts[1:])]
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{source} {path}: {'.'.join(parts[:i + 1])} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+# --------------------------------------------------------------------------- entry points
+def load_config(config: str | Path | Mapping[str, Any] | ExperimentConfig,
+                overrides: Sequence[str] | Mapping[str, Any] = ()) -> ExperimentConfig:
+    """A validated config from a YAML path, a dict or a config object, with overrides applied.
+
+    ``overrides``: ``["key.path=value", ...]`` (as on the command line) or a mapping
+    ``{"key.path": value}``.
+    """
+    if isinstance(config, ExperimentConfig):
+        raw, source = config.model_dump(), "config"
+    elif isinstance(config, Mapping):
+        raw, source = dict(config), "config"
+    elif isinstance(config, (str, Path)):
+        raw, source = read_yaml(config), str(config)
+    else:
+        raise ConfigError(f"a config must be a path, a mapping or an ExperimentConfig, got {type(config).__name__}")
+    ov = dict(overrides) if isinstance(overrides, Mapping) else parse_set(overrides)
+    if ov:
+        raw = apply_overrides(raw, ov)
+    return validate(raw, source + (" (with --set)" if ov else ""))
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain data (every default filled in)."""
+    return cfg.model_dump(mode="json")
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: ExperimentConfig, length: int = 12) -> str:
+    """Hex prefix of the SHA-256 of the canonical JSON of the result-relevant fields."""
+    data = cfg.model_dump(mode="json", exclude=HASH_EXCLUDE)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def expand_sweep(cfg: ExperimentConfig) -> list[tuple[dict[str, Any], ExperimentConfig]]:
+    """The runs of a sweep: ``[(point, config), ...]`` over the cartesian product of the
+    ``sweep`` lists, in order (first key slowest); a config without ``sweep`` is one run."""
+    base = cfg.model_dump(exclude={"sweep"})
+    keys = list(cfg.sweep)
+    runs = []
+    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
+        point = dict(zip(keys, values))
+        runs.append((point, validate(apply_overrides(base, point), f"sweep point {point}")))
+    return runs

@@ -1,0 +1,283 @@
+"""Reports of stored runs (``report.md`` + ``report.html`` with PNG plots) and comparisons.
+
+A report is built only from what a run directory holds (config.yaml, summary.json,
+results.h5, energy.md), so ``snn report RUN_DIR`` rebuilds it at any time. Plots:
+
+* ``accuracy_vs_timesteps.png``: SNN test accuracy after each step t, ANN accuracy as a line;
+* ``energy_vs_accuracy.png``: energy per inference of a run of t steps against its accuracy,
+  one curve per hardware profile (log energy axis);
+* ``firing_rates.png``: mean spikes per neuron per step of every spiking layer.
+
+The text is assembled once as a list of blocks and rendered to both Markdown and HTML
+(images embedded in the HTML as base64, so it is a single self-contained file).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from snn.errors import SnnError
+from snn.results import Run, read_run
+from snn.util import atomic_path, atomic_write_text
+
+Block = tuple  # ("h1"|"h2"|"p"|"pre", text) | ("table", headers, rows) | ("img", file, alt) | ("raw_md", md)
+
+
+# --------------------------------------------------------------------------- rendering
+def _md(blocks: list[Block]) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + b[1])
+        elif kind == "p":
+            out.append(b[1])
+        elif kind == "pre":
+            out.append("```\n" + b[1].rstrip() + "\n```")
+        elif kind == "table":
+            head, rows = b[1], b[2]
+            out.append("\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                                 + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]))
+        elif kind == "img":
+            out.append(f"![{b[2]}]({b[1]})")
+        elif kind == "raw_md":
+            out.append(b[1].rstrip())
+    return "\n\n".join(out) + "\n"
+
+
+def _html(blocks: list[Block], title: str, folder: Path) -> str:
+    body = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(b[1])}</p>")
+        elif kind in ("pre", "raw_md"):
+            body.append(f"<pre>{html.escape(b[1])}</pre>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode((folder / b[1]).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;"
+             "text-align:right}th{background:#eee}td:first-child{text-align:left}img{max-width:100%}"
+             "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _write(folder: Path, blocks: list[Block], title: str, stem: str) -> tuple[Path, Path]:
+    md, page = folder / f"{stem}.md", folder / f"{stem}.html"
+    atomic_write_text(md, _md(blocks))
+    atomic_write_text(page, _html(blocks, title, folder))
+    return md, page
+
+
+# --------------------------------------------------------------------------- plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def _plot_accuracy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for run, lab in zip(runs, labels):
+        acc = 100 * run.data.accuracy
+        line, = ax.plot(np.arange(1, len(acc) + 1), acc, label=f"SNN {lab}".strip())
+        ax.axhline(100 * run.data.ann_accuracy, ls="--", lw=1, color=line.get_color(),
+                   label=f"ANN {lab}".strip() if len(runs) > 1 else "ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs timesteps")
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _plot_energy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> bool:
+    curves = [(r, lab) for r, lab in zip(runs, labels) if r.data.energy and r.data.energy.get("curve")]
+    if not curves:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for run, lab in curves:
+        c = run.data.energy["curve"]
+        for hw, e in c["energy_j"].items():
+            ax.plot(np.asarray(e), 100 * np.asarray(c["accuracy"]), marker="o", ms=3, label=f"{hw} {lab}".strip())
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (J)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Energy vs accuracy (points: runs of t steps)")
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def _plot_rates(run: Run, path: Path) -> None:
+    plt = _pyplot()
+    rates = run.data.firing_rates()
+    fig, ax = plt.subplots(figsize=(6.4, max(2.5, .3 * len(rates) + 1)))
+    names = list(rates)
+    ax.barh(np.arange(len(names)), [rates[n] for n in names])
+    ax.set_yticks(np.arange(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("spikes per neuron per step")
+    ax.set_title("Per-layer firing rates")
+    ax.grid(alpha=.3, axis="x")
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------- one run
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def _joules(v: float) -> str:
+    for unit, f in (("J", 1.0), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)):
+        if abs(v) >= f:
+            return f"{v / f:.3g} {unit}"
+    return f"{v:.3g} J"
+
+
+def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
+    """The report of one run as blocks (see :func:`build_report`)."""
+    s, d, cfg = run.summary, run.data, run.config
+    T = d.timesteps
+    blocks: list[Block] = [
+        ("h1", f"{s['experiment']}: {s['model']} on {s['dataset_label']}"),
+        ("p", f"Run {run.path.name} (config hash {s['config_hash']}), started {s.get('started', '?')}, "
+              f"{s['n_test']} test samples, backend {s['backend']}, {s['encoding']} encoding, T = {T}."
+              + (f" Sweep point: {json.dumps(s['sweep_point'])}." if s.get("sweep_point") else "")),
+        ("h2", "Accuracy"),
+        ("table", ["network", "test accuracy"], [
+            [f"ANN ({s['model']}, {s['model_source']})", _pct(d.ann_accuracy)],
+            [f"SNN ({s['backend']}, T = {T}, {s['method']} normalisation)", _pct(float(d.accuracy[-1]))],
+            ["ANN - SNN", f"{100 * (d.ann_accuracy - float(d.accuracy[-1])):.2f} points"]]),
+        ("table", ["T"] + list(s["accuracy_at"]), [["SNN accuracy"] + [_pct(v) for v in s["accuracy_at"].values()]]),
+        ("img", images["accuracy"], "SNN accuracy after each timestep; dashed: ANN accuracy"),
+        ("h2", "Energy"),
+    ]
+    if d.energy:
+        e = d.energy
+        curve = e.get("curve", {})
+        rows = [[hw, _joules(v)] + ([_joules(curve["energy_j"][hw][i]) for i in range(len(curve["t"]))]
+                                    if curve else []) for hw, v in e["per_inference_j"].items()]
+        blocks.append(("table", ["hardware", f"per inference (T = {T})"]
+                       + [f"t = {t}" for t in curve.get("t", [])], rows))
+        if "energy" in images:
+            blocks.append(("img", images["energy"], "Energy per inference of a run of t steps vs its accuracy"))
+        if (run.path / "energy.md").is_file():
+            blocks += [("h3", "Energy report (operation counts, per-op energies and assumptions)"),
+                       ("raw_md", (run.path / "energy.md").read_text())]
+    else:
+        blocks.append(("p", "Energy estimation was disabled for this run (energy.enabled: false)."))
+    rates = d.firing_rates()
+    blocks += [
+        ("h2", "Per-layer firing rates"),
+        ("table", ["layer", "neurons", "spikes per sample", "spikes per neuron per step"],
+         [[n, d.neurons[n], f"{float(d.spikes[n].sum()):.1f}", f"{rates[n]:.4f}"] for n in d.spikes]),
+        ("img", images["rates"], "Mean spikes per neuron per step of each spiking layer"),
+    ]
+    if d.training:
+        keys = [k for k in d.training[0] if k != "epoch"]
+        blocks += [("h2", "Training"), ("table", ["epoch"] + keys, [
+            [r.get("epoch", i + 1)] + [f"{r[k]:.4g}" if isinstance(r.get(k), float) else r.get(k, "") for k in keys]
+            for i, r in enumerate(d.training)])]
+    blocks += [
+        ("h2", "Timings"),
+        ("table", ["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in s.get("timings_s", {}).items()]),
+        ("h2", "Environment"),
+        ("table", ["item", "value"], [[k, v] for k, v in d.environment.items()]),
+        ("h2", "Configuration"),
+        ("pre", (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file()
+         else json.dumps(cfg, indent=2)),
+    ]
+    return blocks
+
+
+def build_report(run_dir: str | Path, complete: bool = True) -> Path:
+    """(Re)build ``report.md``, ``report.html`` and the plots of a run; return report.html.
+
+    ``complete=False``: the run is still being written (no ``COMPLETE`` marker yet)."""
+    p = Path(run_dir)
+    run = read_run(p, require_complete=complete)
+    images = {"accuracy": "accuracy_vs_timesteps.png", "rates": "firing_rates.png"}
+    _plot_accuracy([run], [""], p / images["accuracy"])
+    if _plot_energy([run], [""], p / "energy_vs_accuracy.png"):
+        images["energy"] = "energy_vs_accuracy.png"
+    _plot_rates(run, p / images["rates"])
+    title = f"{run.summary['experiment']} ({p.name})"
+    return _write(p, report_blocks(run, images), title, "report")[1]
+
+
+# --------------------------------------------------------------------------- several runs
+def _run_label(run: Run, others: Sequence[Run]) -> str:
+    """A short label: the sweep point if any, else experiment (and hash if ambiguous)."""
+    if run.summary.get("sweep_point"):
+        return " ".join(f"{k.split('.')[-1]}={v}" for k, v in run.summary["sweep_point"].items())
+    names = [o.summary["experiment"] for o in others]
+    name = run.summary["experiment"]
+    return name if names.count(name) == 1 else f"{name} {run.summary['config_hash'][:6]}"
+
+
+def compare_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows: one row per run, with accuracies and energy per inference."""
+    hws: list[str] = []
+    for r in runs:
+        for hw in (r.summary.get("energy") or {}):
+            if hw not in hws:
+                hws.append(hw)
+    head = ["run", "dataset", "model", "backend", "T", "method", "ANN acc", "SNN acc", "gap (points)"] \
+        + [f"E/inf {hw}" for hw in hws]
+    rows = []
+    for r in runs:
+        s, e = r.summary, r.summary.get("energy") or {}
+        rows.append([_run_label(r, runs), s["dataset_label"], s["model"], s["backend"], str(s["timesteps"]),
+                     s["method"], _pct(s["ann_accuracy"]), _pct(s["snn_accuracy"]),
+                     f"{100 * s['accuracy_gap']:.2f}"] + [_joules(e[hw]) if hw in e else "n/a" for hw in hws])
+    return head, rows
+
+
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "Comparison") -> Path:
+    """Tabulate and plot several runs into ``out_dir`` (compare.md, compare.html, plots);
+    return ``out_dir``. Every path must be a complete run directory."""
+    if not run_dirs:
+        raise SnnError("nothing to compare: give at least one run directory")
+    runs = [read_run(p) for p in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [_run_label(r, runs) for r in runs]
+    head, rows = compare_table(runs)
+    blocks: list[Block] = [("h1", title), ("p", f"{len(runs)} runs, compared {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
+                           ("table", head, rows)]
+    _plot_accuracy(runs, labels, out / "accuracy_vs_timesteps.png")
+    blocks.append(("img", "accuracy_vs_timesteps.png", "SNN accuracy vs timesteps; dashed: ANN accuracy"))
+    if _plot_energy(runs, labels, out / "energy_vs_accuracy.png"):
+        blocks.append(("img", "energy_vs_accuracy.png", "Energy per inference vs accuracy"))
+    blocks += [("h2", "Runs"), ("table", ["run", "directory"], [[lab, str(r.path)] for lab, r in zip(labels, runs)])]
+    _write(out, blocks, title, "compare")
+    return out

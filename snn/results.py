@@ -1,0 +1,267 @@
+"""The results store: one directory per run, written atomically.
+
+Layout::
+
+    results/<experiment>/<timestamp>-<hash>/
+        config.yaml      the resolved config (every default filled in) and its hash
+        results.h5       accuracy per timestep, per-layer spike counts, energy tables,
+                         training history, environment (versions, git commit, device)
+        summary.json     the headline numbers
+        network.h5       the converted network (``output.save_network``)
+        report.md, report.html, *.png     (``output.report``; see :mod:`snn.report`)
+        COMPLETE         written last
+
+A run is built in ``results/<experiment>/.partial-<timestamp>-<hash>-<host>-<pid>/``
+and renamed into place only when everything (``COMPLETE`` included) is written, so a
+failed or killed run never leaves a directory that looks complete. Partial directories
+of dead processes are removed by :func:`clean_partials`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from snn.errors import SnnError
+
+MARKER = "COMPLETE"
+PARTIAL = ".partial-"
+RESULTS_FORMAT = "snn.results/1"
+
+
+# --------------------------------------------------------------------------- directories
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunDir:
+    """A run being written: ``path`` is the temporary directory to write into; ``final`` is
+    set to the complete run's directory once :func:`new_run` has renamed it."""
+
+    path: Path
+    final: Path | None = None
+
+
+@contextlib.contextmanager
+def new_run(results_dir: str | Path, experiment: str, config_hash: str) -> Iterator[RunDir]:
+    """Yield a :class:`RunDir` with an empty temporary directory; on success write the
+    marker and rename it to ``<results_dir>/<experiment>/<UTC timestamp>-<hash>``; on any
+    exception (KeyboardInterrupt included) delete it."""
+    exp_dir = Path(results_dir) / experiment
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run = RunDir(exp_dir / f"{PARTIAL}{stamp}-{config_hash}-{socket.gethostname()}-{os.getpid()}")
+    run.path.mkdir()
+    try:
+        yield run
+        (run.path / MARKER).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        final = exp_dir / f"{stamp}-{config_hash}"
+        n = 1
+        while final.exists():
+            final = exp_dir / f"{stamp}-{config_hash}-{n}"
+            n += 1
+        os.rename(run.path, final)
+        run.final = final
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """True for a finished run directory (not partial, marker present)."""
+    p = Path(run_dir)
+    return p.is_dir() and not p.name.startswith(".") and (p / MARKER).is_file()
+
+
+def list_runs(results_dir: str | Path, experiment: str | None = None) -> list[Path]:
+    """Complete run directories under ``results_dir`` (of one experiment, or all), oldest first."""
+    root = Path(results_dir)
+    exps = [root / experiment] if experiment else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    runs = [r for e in exps if e.is_dir() for r in e.iterdir() if is_complete(r)]
+    return sorted(runs, key=lambda r: (r.name, str(r)))
+
+
+def find_run(results_dir: str | Path, experiment: str, config_hash: str) -> Path | None:
+    """The newest complete run of ``experiment`` whose config hash is ``config_hash``, or None."""
+    hits = [r for r in list_runs(results_dir, experiment) if r.name.split("-")[2] == config_hash]
+    return hits[-1] if hits else None
+
+
+def clean_partials(results_dir: str | Path, experiment: str) -> list[Path]:
+    """Remove partial run directories left by processes on this host that no longer exist."""
+    exp_dir = Path(results_dir) / experiment
+    removed = []
+    if not exp_dir.is_dir():
+        return removed
+    host = socket.gethostname()
+    for p in exp_dir.glob(PARTIAL + "*"):
+        head, _, pid = p.name.rpartition("-")
+        if head.endswith("-" + host) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+# --------------------------------------------------------------------------- environment
+def environment(device: str = "cpu") -> dict[str, str]:
+    """Package versions, git commit, Python, platform, CPU and (when used) GPU name."""
+    import importlib.metadata as md
+    import platform
+    import subprocess
+
+    env = {"python": platform.python_version(), "platform": platform.platform(), "hostname": socket.gethostname(),
+           "cpu_count": str(os.cpu_count())}
+    for pkg in ("snn", "torch", "snntorch", "brian2", "numpy", "h5py", "pydantic", "ray"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = "not installed"
+    try:
+        repo = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        env["git_commit"] = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") \
+            if commit.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = "unknown"
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    env["cpu"] = cpu or "unknown"
+    env["device"] = device
+    if device.startswith("cuda"):
+        import torch
+
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else "unavailable"
+    return env
+
+
+# --------------------------------------------------------------------------- results.h5
+@dataclass
+class RunData:
+    """What ``results.h5`` holds, as numpy arrays and plain dicts.
+
+    ``accuracy`` (T,): SNN test accuracy after each step; ``ann_accuracy``: the ANN's.
+    ``spikes``: {node: (T,) mean spikes per sample at each step, summed over the node's
+    neurons}; ``neurons``: {node: neuron count}. ``energy``: the energy report as JSON
+    data (or None); ``training``: per-epoch metrics; ``environment``: str -> str.
+    """
+
+    accuracy: np.ndarray
+    ann_accuracy: float
+    spikes: dict[str, np.ndarray]
+    neurons: dict[str, int]
+    energy: dict[str, Any] | None
+    training: list[dict[str, Any]]
+    environment: dict[str, str]
+    n_samples: int
+
+    @property
+    def timesteps(self) -> int:
+        return len(self.accuracy)
+
+    def firing_rates(self) -> dict[str, float]:
+        """Mean spikes per neuron per step for each spiking node."""
+        T = self.timesteps
+        return {k: float(v.sum() / (self.neurons[k] * T)) for k, v in self.spikes.items()}
+
+
+def write_results(path: str | Path, data: RunData) -> None:
+    """Write ``data`` to ``path`` (HDF5). Node names are kept as attributes, so any name works."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = RESULTS_FORMAT
+        f.attrs["ann_accuracy"] = data.ann_accuracy
+        f.attrs["n_samples"] = data.n_samples
+        f.create_dataset("accuracy", data=np.asarray(data.accuracy, dtype=np.float64))
+        sp = f.create_group("spikes")
+        for i, (name, counts) in enumerate(data.spikes.items()):
+            d = sp.create_dataset(f"{i:04d}", data=np.asarray(counts, dtype=np.float64))
+            d.attrs["node"] = name
+            d.attrs["neurons"] = int(data.neurons[name])
+        f.attrs["energy"] = json.dumps(data.energy)
+        f.attrs["training"] = json.dumps(data.training)
+        env = f.create_group("environment")
+        for k, v in data.environment.items():
+            env.attrs[k] = str(v)
+
+
+def read_results(path: str | Path) -> RunData:
+    """Read a ``results.h5``; a missing, truncated or foreign file raises :class:`SnnError`."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise SnnError(f"no results file: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != RESULTS_FORMAT:
+                raise SnnError(f"{path} is not an snn results file (format {f.attrs.get('format')!r})")
+            spikes, neurons = {}, {}
+            for key in sorted(f["spikes"]):
+                d = f["spikes"][key]
+                spikes[str(d.attrs["node"])] = d[()]
+                neurons[str(d.attrs["node"])] = int(d.attrs["neurons"])
+            return RunData(accuracy=f["accuracy"][()], ann_accuracy=float(f.attrs["ann_accuracy"]), spikes=spikes,
+                           neurons=neurons, energy=json.loads(f.attrs["energy"]),
+                           training=json.loads(f.attrs["training"]),
+                           environment={k: str(v) for k, v in f["environment"].attrs.items()},
+                           n_samples=int(f.attrs["n_samples"]))
+    except SnnError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise SnnError(f"{path} is corrupted or not an snn results file ({e})") from None
+
+
+# --------------------------------------------------------------------------- a stored run
+@dataclass
+class Run:
+    """A complete run directory read back: its config (dict), summary and data."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    data: RunData
+
+
+def read_run(run_dir: str | Path, require_complete: bool = True) -> Run:
+    """Read a run directory; anything missing or corrupt raises :class:`SnnError` naming the file.
+    ``require_complete=False`` also reads a run still being written (no marker yet)."""
+    import yaml
+
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise SnnError(f"no such run directory: {p}")
+    if require_complete and not (p / MARKER).is_file():
+        raise SnnError(f"{p} is not a complete run (no {MARKER} marker: it failed, was interrupted, or is not a run)")
+    try:
+        config = yaml.safe_load((p / "config.yaml").read_text())
+        summary = json.loads((p / "summary.json").read_text())
+    except FileNotFoundError as e:
+        raise SnnError(f"{p}: missing {Path(e.filename).name}") from None
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise SnnError(f"{p}: corrupted config.yaml or summary.json ({e})") from None
+    if not isinstance(config, dict) or not isinstance(summary, dict):
+        raise SnnError(f"{p}: config.yaml or summary.json does not hold a mapping")
+    return Run(path=p, config=config, summary=summary, data=read_results(p / "results.h5"))
