@@ -47,11 +47,14 @@ def _calibration_tensor(calibration: Any, limit: int | None) -> torch.Tensor:
     """A float32 (N, ...) tensor from a tensor, array, or iterable of batches (x or (x, y))."""
     if isinstance(calibration, (torch.Tensor, np.ndarray)):
         x = torch.as_tensor(np.asarray(calibration) if isinstance(calibration, np.ndarray) else calibration)
-    elif isinstance(calibration, Iterable):
+    elif isinstance(calibration, Iterable) and not isinstance(calibration, (str, bytes)):
         parts, n = [], 0
         for batch in calibration:
             xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-            xb = torch.as_tensor(xb)
+            try:
+                xb = torch.as_tensor(np.asarray(xb, dtype=np.float32))
+            except (TypeError, ValueError) as e:
+                raise ConversionError(f"calibration batch is not numeric data ({e})") from e
             parts.append(xb)
             n += len(xb)
             if limit is not None and n >= limit:
@@ -80,8 +83,8 @@ def _commute_maxpool_relu(g: ir.Graph) -> ir.Graph:
             relu = cons[0]
             (src,) = g.inputs_of(name)
             order = list(g.nodes)
-            i = order.index(name)
-            order[i], order[order.index(relu)] = relu, name
+            i, j = order.index(name), order.index(relu)
+            order[i], order[j] = relu, name
             edges = []
             for a, b in g.edges:
                 if (a, b) == (src, name):
@@ -149,13 +152,19 @@ def _structural_factor(node: ir.Node, g: ir.Graph, name: str, fins: list[np.ndar
 
 def _requirements(g: ir.Graph, lam: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Wanted output factor of each rescalable node: that of the IF/readout it feeds,
-    pushed back through structural nodes."""
+    pushed back through structural nodes and through additions (so a residual branch's
+    current is scaled in its conv weights and enters the sum with gain 1)."""
     req: dict[str, np.ndarray] = {}
 
     def push(name: str, f: np.ndarray) -> None:
         node = g.nodes[name]
         if isinstance(node, RESCALABLE):
-            req.setdefault(name, f)
+            if name in req:
+                return
+            req[name] = f
+            if isinstance(node, ir.Add):  # let current branches scale in their weights: gain 1
+                for i in g.inputs_of(name):
+                    push(i, f)
         elif isinstance(node, STRUCTURAL):
             ins = g.inputs_of(name)
             if isinstance(node, ir.Concat):

@@ -285,9 +285,9 @@ class _Builder:
             if n.op == "placeholder":
                 if inp is not None:
                     raise ConversionError(f"model takes more than one input ({n.name!r}); only one is supported")
-                inp = n.name
-                self.nodes[n.name] = ir.Input(shape=self.shape_of(n))
-                self.alias[n] = n.name
+                inp = "input"
+                self.nodes[inp] = ir.Input(shape=self.shape_of(n))
+                self.alias[n] = inp
             elif n.op == "output":
                 res = n.args[0]
                 if not isinstance(res, torch.fx.Node):

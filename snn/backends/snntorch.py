@@ -279,7 +279,7 @@ class SnnTorchNetwork(nn.Module):
                 if mem is None:
                     mem = torch.full_like(ins[0], node.v_init * node.threshold)
                 spk, self.mem[name] = self.mods[self._keys[name]](ins[0], mem)
-                vals[name] = spk
+                vals[name] = spk.to(ins[0].dtype)  # snntorch's Heaviside returns float32
             else:
                 vals[name] = self.mods[self._keys[name]](*ins)
         if out is None:
