@@ -1,0 +1,495 @@
+"""Operation counts of a spiking network and of the ANN it came from (tier 1 of the
+energy model, DESIGN.md rule 4): a pure function of the graphs and the spike counts.
+
+Definitions (per inference, i.e. per sample; ``T`` timesteps)
+---------------------------------------------------------------
+*Synaptic layer*: a ``Linear``, ``Conv2d``, ``Affine`` or ``Add`` node. A spike of
+neuron ``i`` of a spike source ``S`` (an IF layer, a max-pool of spikes, or the input
+under Poisson encoding) travels through re-indexing nodes (``Flatten``, ``Reshape``,
+``Concat``) and pooling of spikes (``AvgPool2d``) to the first synaptic layer ``W`` on
+each path, and costs there
+
+    SynOps(W) = sum_t sum_i s_S[t, i] * fanout_{S->W}[i]
+
+where ``fanout_{S->W}[i]`` is the number of distinct outputs of ``W`` that the spike
+reaches through the composite path (structural connections, zero weights included):
+``Linear``: ``out_features``; ``Conv2d``: (output channels of the group) x (output
+positions whose window covers ``i``), exact at borders, for any stride, padding,
+dilation and groups (the "transposed convolution of ones", computed per axis since a
+window is a product of intervals); ``Affine``: 1; ``Add``: 1 per input the spike enters
+(a residual spike enters through its per-channel gain); after an ``AvgPool2d`` the
+distinct targets of all pool windows covering ``i`` (a union, not a sum, when windows
+overlap). A ``MaxPool2d`` of spikes only routes spikes: 0 SynOps; its output spikes are
+recorded and are a source in their own right.
+
+*Analog input* (``encoding="constant"``): the first synaptic layer sees the same analog
+input at every step; the backend computes it once, so it costs
+``input_macs = sum_i fanout[i]`` multiply-accumulates once per inference (dense), and
+``input_macs_effective = mean over samples of sum_{i: x_i != 0} fanout[i]`` when the
+inputs ``x`` are given.
+
+*Current-fed layers*: a ``Linear``/``Conv2d`` whose input is a current (a synaptic
+layer's output, not spikes) computes every connection at every step:
+``current_macs = connections * T`` (``* 1`` when its input is constant over time).
+Element-wise ``Affine``/``Add`` on currents are part of the dendritic sum: not counted.
+
+*Neuron updates*: every ``IF`` and ``Readout`` neuron at every step (dense,
+``neurons * T``); *active updates*: updates that emit a spike (= IF spikes).
+
+*ANN MACs* (``net.ann``, BN folded): ``macs_dense`` = structural connections of every
+``Linear``/``Conv2d``/``Affine`` (padding excluded); ``macs_effective`` = connections
+from non-zero inputs only (sparsity-aware hardware), measured on ``x``. Element-wise
+adds and pooling of the ANN are not counted as MACs.
+
+*Memory model* (accesses, one word each): SNN: one weight read per synaptic op and per
+MAC, one input read per MAC, a membrane read + write per neuron update, one write per
+emitted spike. ANN: one weight read and one activation read per MAC, one write per
+output element of a synaptic layer and per ReLU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from snn import ir
+from snn.errors import SnnError
+
+SYNAPTIC = (ir.Linear, ir.Conv2d, ir.Affine, ir.Add)
+MAC_NODES = (ir.Linear, ir.Conv2d, ir.Affine)
+NEURONS = (ir.IF, ir.Readout)
+
+
+# --------------------------------------------------------------------------- 1-D connectivity
+def window_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
+    """Boolean (n_out, n_in): ``M[o, i]`` is True when input ``i`` lies in output ``o``'s
+    window ``{o*s - p + d*m : m = 0..k-1}`` (padding positions fall outside ``0..n_in-1``)."""
+    m = np.zeros((n_out, n_in), dtype=bool)
+    o = np.arange(n_out)[:, None]
+    idx = o * s - p + d * np.arange(k)[None, :]  # (n_out, k)
+    for col in range(k):
+        ok = (idx[:, col] >= 0) & (idx[:, col] < n_in)
+        m[np.nonzero(ok)[0], idx[ok, col]] = True
+    return m
+
+
+def group_matrix(c_out: int, c_in: int, groups: int) -> np.ndarray:
+    """Boolean (c_out, c_in) channel connectivity of a grouped convolution."""
+    go = np.arange(c_out) // (c_out // groups)
+    gi = np.arange(c_in) // (c_in // groups)
+    return go[:, None] == gi[None, :]
+
+
+def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Boolean matrix product."""
+    return (a.astype(np.int64) @ b.astype(np.int64)) > 0
+
+
+# --------------------------------------------------------------------------- composite paths
+@dataclass
+class _Path:
+    """Structural connectivity from a spike source (shape ``src``) to a node's output.
+
+    For a 3-D source, three boolean factors ``(Mc, Mh, Mw)`` (node axis x source axis):
+    output ``(c, h, w)`` is reached from source ``(c', h', w')`` iff
+    ``Mc[c, c'] & Mh[h, h'] & Mw[w, w']``; ``flat`` marks a node that holds the same
+    elements flattened (C order). For a 1-D source, one dense matrix ``(n_node, n_src)``.
+    """
+
+    factors: tuple[np.ndarray, ...]
+    flat: bool = False
+
+    @staticmethod
+    def identity(shape: tuple[int, ...], name: str) -> "_Path":
+        if len(shape) not in (1, 3):
+            raise SnnError(f"energy counting: spike source {name!r} has shape {shape}; supported: (F,) or (C, H, W)")
+        return _Path(tuple(np.eye(n, dtype=bool) for n in shape))
+
+    def reached(self) -> np.ndarray:
+        """Per source neuron (source shape): number of distinct node outputs reached."""
+        counts = [f.sum(axis=0) for f in self.factors]
+        out = counts[0]
+        for c in counts[1:]:
+            out = np.multiply.outer(out, c)
+        return out.astype(np.int64)
+
+
+def _step(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> _Path:
+    """The path extended through a non-synaptic node (re-indexing or pooling)."""
+    in_shape = graph.shapes[graph.inputs_of(name)[slot]]
+    out_shape = graph.shapes[name]
+    three_d = len(path.factors) == 3
+    if isinstance(node, (ir.Flatten,)) or (isinstance(node, ir.Reshape) and len(out_shape) == 1):
+        return _Path(path.factors, flat=three_d or path.flat)
+    if isinstance(node, ir.Reshape) and out_shape == in_shape:
+        return path
+    if isinstance(node, ir.Concat) and not path.flat:
+        ins = graph.inputs_of(name)
+        offset = sum(graph.shapes[i][0] for i in ins[:slot])
+        first = path.factors[0]
+        rows = np.zeros((out_shape[0], first.shape[1]), dtype=bool)
+        rows[offset:offset + first.shape[0]] = first
+        return _Path((rows,) + path.factors[1:])
+    if isinstance(node, (ir.AvgPool2d, ir.MaxPool2d)) and three_d and not path.flat:
+        d = getattr(node, "dilation", (1, 1))
+        mh = window_matrix(in_shape[1], out_shape[1], node.kernel[0], node.stride[0], node.padding[0], d[0])
+        mw = window_matrix(in_shape[2], out_shape[2], node.kernel[1], node.stride[1], node.padding[1], d[1])
+        return _Path((path.factors[0], _bmm(mh, path.factors[1]), _bmm(mw, path.factors[2])))
+    raise SnnError(f"energy counting: node {name!r} ({node.kind}) on a spike path from a "
+                   f"{'3-D' if three_d else '1-D'} source is not supported; supported on spike paths: "
+                   "flatten, reshape to 1-D, concat, avgpool2d, then linear/conv2d/affine/add")
+
+
+def _fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> np.ndarray:
+    """Distinct outputs of synaptic (or neuron) node ``name`` reached per source neuron."""
+    if isinstance(node, ir.Linear):
+        return np.where(path.reached() > 0, node.weight.shape[0], 0).astype(np.int64)
+    if isinstance(node, ir.Conv2d):
+        if len(path.factors) != 3 or path.flat:
+            raise SnnError(f"energy counting: conv2d {name!r} fed by a flattened spike path is not supported")
+        in_shape = graph.shapes[graph.inputs_of(name)[slot]]
+        co, _, kh, kw = node.weight.shape
+        _, ho, wo = graph.shapes[name]
+        gc = group_matrix(co, in_shape[0], node.groups)
+        kh_m = window_matrix(in_shape[1], ho, kh, node.stride[0], node.padding[0], node.dilation[0])
+        kw_m = window_matrix(in_shape[2], wo, kw, node.stride[1], node.padding[1], node.dilation[1])
+        mc, mh, mw = path.factors
+        return _Path((_bmm(gc, mc), _bmm(kh_m, mh), _bmm(kw_m, mw))).reached()
+    # Affine, Add, IF, Readout: one-to-one on the path's elements
+    return path.reached()
+
+
+@dataclass
+class _SourceFan:
+    """Fan-out maps of one spike source: {synaptic node: int64 (source shape)}."""
+
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    routed_to: list[str] = field(default_factory=list)  # spike max-pools fed (routing, 0 SynOps)
+
+
+def source_fanout(graph: ir.Graph, source: str, stop: set[str]) -> _SourceFan:
+    """Walk every path from ``source`` to its first synaptic layers; ``stop`` holds the
+    recorded spike nodes (a max-pool of spikes there is routing, not a synapse)."""
+    fan = _SourceFan()
+    stack = [(source, _Path.identity(graph.shapes[source], source))]
+    while stack:
+        name, path = stack.pop()
+        for c in dict.fromkeys(graph.consumers_of(name)):
+            node = graph.nodes[c]
+            for slot, i in enumerate(graph.inputs_of(c)):
+                if i != name:
+                    continue
+                if c in stop and isinstance(node, ir.MaxPool2d):
+                    fan.routed_to.append(c)
+                elif isinstance(node, SYNAPTIC + NEURONS):
+                    m = _fanout(path, node, c, graph, slot)
+                    fan.maps[c] = fan.maps.get(c, 0) + m
+                else:
+                    stack.append((c, _step(path, node, c, graph, slot)))
+    return fan
+
+
+def connections(node: ir.Node, in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> int:
+    """Structural connections of a synaptic node from all its inputs (padding excluded)."""
+    if isinstance(node, ir.Linear):
+        return int(node.weight.size)
+    if isinstance(node, ir.Conv2d):
+        co, _, kh, kw = node.weight.shape
+        s = in_shapes[0]
+        gc = group_matrix(co, s[0], node.groups).sum(axis=0)
+        rh = window_matrix(s[1], out_shape[1], kh, node.stride[0], node.padding[0], node.dilation[0]).sum(axis=0)
+        rw = window_matrix(s[2], out_shape[2], kw, node.stride[1], node.padding[1], node.dilation[1]).sum(axis=0)
+        return int(gc.sum() * rh.sum() * rw.sum())
+    if isinstance(node, ir.Affine):
+        return int(np.prod(out_shape))
+    if isinstance(node, ir.Add):
+        return int(np.prod(out_shape)) * len(in_shapes)
+    return 0
+
+
+def immediate_fanout(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
+    """Fan-out map (input shape) of one synaptic node from one of its inputs."""
+    if isinstance(node, ir.Linear):
+        return np.full(in_shape, node.weight.shape[0], dtype=np.int64)
+    if isinstance(node, ir.Conv2d):
+        co, _, kh, kw = node.weight.shape
+        gc = group_matrix(co, in_shape[0], node.groups).sum(axis=0)
+        rh = window_matrix(in_shape[1], out_shape[1], kh, node.stride[0], node.padding[0], node.dilation[0]).sum(0)
+        rw = window_matrix(in_shape[2], out_shape[2], kw, node.stride[1], node.padding[1], node.dilation[1]).sum(0)
+        return np.multiply.outer(np.multiply.outer(gc, rh), rw).astype(np.int64)
+    return np.ones(in_shape, dtype=np.int64)
+
+
+def _params(node: ir.Node) -> int:
+    return int(sum(np.asarray(getattr(node, f)).size for f in ("weight", "bias", "scale", "shift", "gains")
+                   if isinstance(getattr(node, f, None), np.ndarray)))
+
+
+def _zero_weights(node: ir.Node) -> tuple[int, int]:
+    w = getattr(node, "weight", None)
+    if w is None:
+        w = getattr(node, "scale", None)
+    if w is None:
+        return 0, 0
+    return int((w == 0).sum()), int(w.size)
+
+
+# --------------------------------------------------------------------------- the counts
+@dataclass
+class Counts:
+    """Operation counts per inference: ``totals`` (dict), ``layers`` (rows), ``per_step``
+    (cumulative spike-dependent counts after each step, for the energy-vs-T curve)."""
+
+    totals: dict[str, Any]
+    layers: list[dict[str, Any]]
+    per_step: dict[str, np.ndarray] | None
+    notes: list[str]
+
+
+def _static_nodes(graph: ir.Graph, static_input: bool) -> set[str]:
+    """Nodes whose value is the same at every step (computed once by the backends)."""
+    out: set[str] = set()
+    if not static_input:
+        return out
+    for n, node in graph.nodes.items():
+        if isinstance(node, ir.Input) or (not isinstance(node, NEURONS)
+                                          and graph.inputs_of(n) and all(i in out for i in graph.inputs_of(n))):
+            out.add(n)
+    return out
+
+
+def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, batch: int = 256
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Per-node ANN MACs (dense, effective) and ReLU activation sparsity."""
+    rows: dict[str, dict[str, Any]] = {}
+    tot: dict[str, Any] = {"macs_dense": 0, "macs_effective": None, "ann_neurons": 0, "ann_activation_writes": 0,
+                           "ann_io_elements": 0, "activation_sparsity": None}
+    if ann is None:
+        return rows, tot
+    mac_nodes = [n for n, v in ann.nodes.items() if isinstance(v, MAC_NODES)]
+    relus = [n for n, v in ann.nodes.items() if isinstance(v, (ir.ReLU, ir.IF))]
+    for n in mac_nodes:
+        node = ann.nodes[n]
+        ins = [ann.shapes[i] for i in ann.inputs_of(n)]
+        rows[n] = {"macs_dense": connections(node, ins, ann.shapes[n]), "macs_effective": None}
+    tot["macs_dense"] = sum(r["macs_dense"] for r in rows.values())
+    tot["ann_neurons"] = int(sum(np.prod(ann.shapes[n]) for n in relus))
+    tot["ann_activation_writes"] = int(sum(np.prod(ann.shapes[n]) for n in mac_nodes + relus))
+    tot["ann_io_elements"] = tot["ann_activation_writes"] + int(sum(
+        np.prod(ann.shapes[i]) for n in mac_nodes + relus for i in ann.inputs_of(n)))
+    if x is None:
+        return rows, tot
+    xs = np.asarray(x, dtype=np.float64)[:max_samples]
+    feeds = sorted({ann.inputs_of(n)[0] for n in mac_nodes})
+    eff = {n: 0.0 for n in mac_nodes}
+    zeros = {n: 0 for n in relus}
+    fan = {n: immediate_fanout(ann.nodes[n], ann.shapes[ann.inputs_of(n)[0]], ann.shapes[n]) for n in mac_nodes}
+    for s in range(0, len(xs), batch):
+        vals = ir.evaluate(ann, xs[s:s + batch], keep=set(feeds) | set(relus))
+        for n in mac_nodes:
+            nz = vals[ann.inputs_of(n)[0]] != 0
+            eff[n] += float((nz * fan[n]).sum())
+        for n in relus:
+            zeros[n] += int((vals[n] == 0).sum())
+    for n in mac_nodes:
+        rows[n]["macs_effective"] = eff[n] / len(xs)
+    for n in relus:
+        rows.setdefault(n, {})["activation_sparsity"] = zeros[n] / (len(xs) * np.prod(ann.shapes[n]))
+    tot["macs_effective"] = sum(eff.values()) / len(xs)
+    tot["activation_sparsity"] = sum(zeros.values()) / (len(xs) * max(1, tot["ann_neurons"]))
+    return rows, tot
+
+
+def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dict[str, np.ndarray] | None,
+              n_samples: int, timesteps: int, encoding: str, ann: ir.Graph | None = None,
+              x: np.ndarray | None = None, max_samples: int = 2000) -> Counts:
+    """Count operations per inference (see the module docstring for every definition).
+
+    ``spike_sums``/``step_sums``: as in :class:`snn.simulate.SimulationResult` (summed
+    over samples). ``x`` (N, *input shape), optional: the simulated inputs, for effective
+    MACs of the ANN and of the analog first layer (at most ``max_samples`` are used).
+    """
+    from snn.encode import is_static
+
+    static_input = is_static(encoding)
+    sources = graph.recorded_nodes() + ([] if static_input else [graph.input])
+    if not spike_sums:
+        raise SnnError("the simulation result recorded no spikes (simulated with record='none'?); "
+                       "simulate with record='steps' (energy per step) or record='totals'")
+    missing = [s for s in sources if s not in spike_sums]
+    if missing:
+        raise SnnError(f"the simulation result has no spike counts for {', '.join(missing)}; "
+                       f"it holds {', '.join(spike_sums)} (was it simulated with this network and encoding?)")
+    for s in sources:
+        if spike_sums[s].shape != graph.shapes[s]:
+            raise SnnError(f"spike counts of {s!r} have shape {spike_sums[s].shape}, node shape is {graph.shapes[s]}")
+    N, T = int(n_samples), int(timesteps)
+    stop = set(graph.recorded_nodes())
+    statics = _static_nodes(graph, static_input)
+    notes: list[str] = []
+
+    syn: dict[str, float] = {}
+    syn_t: dict[str, np.ndarray] = {}
+    conn_spk: dict[str, int] = {}
+    routed: dict[str, float] = {}
+    for s in sources:
+        fan = source_fanout(graph, s, stop)
+        for w, m in fan.maps.items():
+            syn[w] = syn.get(w, 0.0) + float((spike_sums[s] * m).sum()) / N
+            conn_spk[w] = conn_spk.get(w, 0) + int(m.sum())
+            if step_sums is not None:
+                st = np.tensordot(step_sums[s], m, axes=m.ndim).astype(np.float64) / N
+                syn_t[w] = syn_t.get(w, 0.0) + st
+        for p in fan.routed_to:
+            routed[p] = routed.get(p, 0.0) + float(spike_sums[s].sum()) / N
+
+    # analog input (constant encoding): first synaptic layers, once per inference
+    in_macs: dict[str, float] = {}
+    in_macs_eff: dict[str, float | None] = {}
+    if static_input:
+        fan = source_fanout(graph, graph.input, stop)
+        nz = None
+        if x is not None:
+            xs = np.asarray(x)[:max_samples]
+            nz = (xs != 0).mean(axis=0)
+        for w, m in fan.maps.items():
+            in_macs[w] = float(m.sum())
+            in_macs_eff[w] = float((nz * m).sum()) if nz is not None else None
+        notes.append("Constant (analog) input: the first synaptic layer(s) "
+                     f"({', '.join(in_macs) or 'none'}) see the same input at every step; the backend computes "
+                     "them once, so they are counted as MACs once per inference, not as SynOps.")
+    else:
+        notes.append(f"{encoding} input: input spikes are synaptic events of the first layer (SynOps).")
+
+    spike_fed = set(syn) | set(in_macs)
+    ann_rows, ann_tot = _ann_counts(ann, x, max_samples)
+    layers: list[dict[str, Any]] = []
+    cur_macs = 0.0
+    cur_macs_static = 0.0
+    n_neurons = 0
+    n_if = 0
+    for n, node in graph.nodes.items():
+        ins = graph.inputs_of(n)
+        if isinstance(node, SYNAPTIC):
+            conns = connections(node, [graph.shapes[i] for i in ins], graph.shapes[n])
+            c_macs = 0.0
+            if n not in spike_fed and isinstance(node, (ir.Linear, ir.Conv2d)):
+                c_macs = float(conns) * (1 if n in statics else T)
+                notes.append(f"{n!r} ({node.kind}) is fed by a current, not spikes: counted as {conns} MACs "
+                             f"{'once' if n in statics else 'per step'}.")
+            cur_macs += c_macs
+            cur_macs_static += c_macs if n in statics else 0.0
+            zero_w, n_w = _zero_weights(node)
+            a = ann_rows.get(n, {})
+            layers.append({
+                "node": n, "kind": node.kind, "synops": syn.get(n, 0.0), "input_macs": in_macs.get(n, 0.0),
+                "input_macs_effective": in_macs_eff.get(n, 0.0 if n not in in_macs else None),
+                "current_macs": c_macs, "connections": conns, "spike_connections": conn_spk.get(n, 0),
+                "macs_dense": a.get("macs_dense", 0), "macs_effective": a.get("macs_effective"),
+                "params": _params(node), "connection_sparsity": zero_w / n_w if n_w else None,
+                "neurons": 0, "neuron_updates": 0, "spikes": 0.0, "firing_rate": None,
+                "activation_sparsity": None})
+        elif isinstance(node, NEURONS) or n in stop or (n == graph.input and not static_input):
+            k = int(np.prod(graph.shapes[n]))
+            is_neuron = isinstance(node, NEURONS)
+            spikes = float(spike_sums[n].sum()) / N if n in spike_sums else 0.0
+            n_neurons += k if is_neuron else 0
+            n_if += k if isinstance(node, ir.IF) else 0
+            layers.append({
+                "node": n, "kind": node.kind, "synops": 0.0, "input_macs": 0.0, "input_macs_effective": 0.0,
+                "current_macs": 0.0, "connections": 0, "spike_connections": 0, "macs_dense": 0,
+                "macs_effective": None, "params": 0, "connection_sparsity": None,
+                "neurons": k if is_neuron else 0, "neuron_updates": k * T if is_neuron else 0, "spikes": spikes,
+                "firing_rate": spikes / (k * T) if n in spike_sums else None,
+                "activation_sparsity": ann_rows.get(n, {}).get("activation_sparsity"),
+                "routed_spikes": routed.get(n, 0.0) if isinstance(node, ir.MaxPool2d) else 0.0})
+    for r in layers:
+        r.setdefault("routed_spikes", 0.0)
+
+    if_spikes = sum(float(spike_sums[n].sum()) / N for n in graph.nodes if isinstance(graph.nodes[n], ir.IF))
+    emitted = sum(float(spike_sums[n].sum()) / N for n in stop)
+    synops = sum(syn.values())
+    input_macs = sum(in_macs.values())
+    eff_vals = list(in_macs_eff.values())
+    input_macs_eff = (sum(eff_vals) if all(v is not None for v in eff_vals) else None) if static_input else 0.0
+    neuron_updates = n_neurons * T
+    params = sum(_params(v) for v in graph.nodes.values())
+    # dense per-step tensor traffic of the SNN (for a GPU): inputs and outputs of the
+    # per-step synaptic layers, membrane read + write and spike write per neuron
+    io_step = n_neurons * 3 + sum(int(np.prod(graph.shapes[n])) + sum(int(np.prod(graph.shapes[i]))
+                                                                      for i in graph.inputs_of(n))
+                                  for n, v in graph.nodes.items() if isinstance(v, SYNAPTIC) and n not in statics)
+    zw = [_zero_weights(v) for v in graph.nodes.values() if isinstance(v, MAC_NODES)]
+    macs_dense = ann_tot["macs_dense"]
+    mem_snn = {"weight_reads": synops + input_macs + cur_macs, "input_reads": input_macs + cur_macs,
+               "state_reads_writes": 2 * neuron_updates, "spike_writes": emitted}
+    mem_ann = {"weight_reads": macs_dense, "activation_reads": macs_dense,
+               "activation_writes": ann_tot["ann_activation_writes"]}
+    totals: dict[str, Any] = {
+        "timesteps": T, "encoding": encoding, "n_samples": N,
+        "synops": synops, "input_macs": input_macs, "input_macs_effective": input_macs_eff,
+        "current_macs": cur_macs, "current_macs_static": cur_macs_static,
+        "neurons": n_neurons, "if_neurons": n_if, "neuron_updates": neuron_updates, "active_updates": if_spikes,
+        "spikes": emitted, "routed_spikes": sum(routed.values()),
+        "firing_rate": if_spikes / (n_if * T) if n_if else 0.0,
+        "spike_connections": sum(conn_spk.values()),
+        "memory_accesses": sum(mem_snn.values()), "memory": mem_snn,
+        "macs_dense": macs_dense, "macs_effective": ann_tot["macs_effective"],
+        "ann_neurons": ann_tot["ann_neurons"], "ann_memory_accesses": sum(mem_ann.values()), "ann_memory": mem_ann,
+        "activation_sparsity": ann_tot["activation_sparsity"],
+        "connection_sparsity": (sum(z for z, _ in zw) / max(1, sum(n for _, n in zw))),
+        "ann_io_elements": ann_tot["ann_io_elements"], "snn_io_elements_per_step": io_step,
+        "params": params, "param_bytes_fp32": 4 * params, "param_bytes_int8": params,
+    }
+    if synops == 0 and input_macs == 0:
+        notes.append("No synaptic events: the network did not spike on these inputs.")
+
+    per_step = None
+    if step_sums is not None:
+        missing = [s for s in sources if s not in step_sums]
+        if missing:
+            raise SnnError(f"per-step spike counts missing for {', '.join(missing)}")
+        syn_steps = sum(syn_t.values()) if syn_t else np.zeros(T)
+        if_t = sum(step_sums[n].reshape(T, -1).sum(axis=1) for n in graph.nodes
+                   if isinstance(graph.nodes[n], ir.IF)) / N
+        em_t = sum(step_sums[n].reshape(T, -1).sum(axis=1) for n in stop) / N
+        per_step = {"synops": np.cumsum(np.broadcast_to(syn_steps, (T,))),
+                    "active_updates": np.cumsum(np.broadcast_to(if_t, (T,))),
+                    "spikes": np.cumsum(np.broadcast_to(em_t, (T,)))}
+    return Counts(totals=totals, layers=layers, per_step=per_step, notes=notes)
+
+
+def counts_at(counts: Counts, t: int) -> dict[str, Any]:
+    """The totals of a run stopped after ``t`` steps (1 <= t <= T), from the per-step
+    cumulative counts: spike-dependent counts cumulated, dense neuron updates ``* t``,
+    per-step current MACs ``* t / T``, the analog first layer once."""
+    if counts.per_step is None:
+        raise SnnError("energy per timestep needs per-step spike counts: simulate with record='steps'")
+    tot = counts.totals
+    T = tot["timesteps"]
+    d = dict(tot)
+    d["timesteps"] = t
+    for k in ("synops", "active_updates", "spikes"):
+        d[k] = float(counts.per_step[k][t - 1])
+    d["neuron_updates"] = tot["neurons"] * t
+    return _rescale_memory(d, tot, t / T)
+
+
+def _rescale_memory(d: dict[str, Any], tot: dict[str, Any], frac: float) -> dict[str, Any]:
+    d["current_macs"] = tot["current_macs_static"] + (tot["current_macs"] - tot["current_macs_static"]) * frac
+    mem = {"weight_reads": d["synops"] + d["input_macs"] + d["current_macs"],
+           "input_reads": d["input_macs"] + d["current_macs"],
+           "state_reads_writes": 2 * d["neuron_updates"], "spike_writes": d["spikes"]}
+    d["memory"] = mem
+    d["memory_accesses"] = sum(mem.values())
+    return d
+
+
+def scale_spikes(tot: dict[str, Any], s: float) -> dict[str, Any]:
+    """Totals with every spike-dependent count multiplied by ``s`` (for the break-even rate)."""
+    d = dict(tot)
+    for k in ("synops", "active_updates", "spikes", "routed_spikes"):
+        d[k] = tot[k] * s
+    d["firing_rate"] = tot["firing_rate"] * s
+    return _rescale_memory(d, tot, 1.0)

@@ -1,0 +1,380 @@
+"""The energy report: per-layer table, totals, ANN vs SNN on every profile, ratios, the
+break-even spike rate, energy at each timestep next to accuracy, carbon, and every
+assumption written out. Writes JSON, Markdown and HTML (plots embedded as base64 PNG).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from snn.errors import SnnError
+from snn.util import atomic_write_text
+
+LAYER_COLUMNS = (("node", "node"), ("kind", "kind"), ("synops", "SynOps"), ("input_macs", "input MACs"),
+                 ("macs_dense", "ANN MACs"), ("macs_effective", "ANN eff. MACs"), ("neuron_updates", "neuron upd."),
+                 ("spikes", "spikes"), ("firing_rate", "rate/step"))
+
+
+def fmt(v: Any) -> str:
+    """Three significant digits; '-' for None."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}" if abs(int(v)) < 10**7 else f"{float(v):.3g}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.3g}"
+    return str(v)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types from numpy scalars/arrays, tuples and nested containers."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    return obj
+
+
+@dataclass
+class EnergyReport:
+    """Operation counts and energy per inference of one simulated network.
+
+    ``totals``: counts per inference (synops, input_macs, macs_dense, macs_effective,
+    neuron_updates, active_updates, memory_accesses, ...). ``layers``: one row per
+    synaptic or neuron node (keys as ``totals`` plus ``node``, ``kind`` and ``energy_j``
+    per profile). ``energy``: ``{profile: {"ann_j", "snn_j", "ratio", "estimated", ...}}``
+    where ``ratio = ann_j / snn_j`` (above 1 the SNN is cheaper). ``per_step``: energy
+    after each timestep per profile, next to accuracy when labels were given.
+    """
+
+    totals: dict[str, Any]
+    layers: list[dict[str, Any]]
+    energy: dict[str, dict[str, Any]]
+    assumptions: list[str]
+    profiles: dict[str, dict[str, Any]]
+    carbon: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    per_step: dict[str, Any] | None = None
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ queries
+    def cheapest_timesteps(self, accuracy: float, profile: str) -> dict[str, Any] | None:
+        """The number of steps with the least SNN energy on ``profile`` among those whose
+        accuracy reaches ``accuracy``; None when no step does."""
+        ps = self.per_step
+        if ps is None or ps.get("accuracy") is None:
+            raise SnnError("accuracy per timestep is unknown: pass labels= to energy_report "
+                           "and simulate with record='steps'")
+        if profile not in ps["snn_j"]:
+            raise SnnError(f"profile {profile!r} is not in this report; it has {', '.join(ps['snn_j'])}")
+        best = None
+        for t, a, e in zip(ps["timesteps"], ps["accuracy"], ps["snn_j"][profile]):
+            if a >= accuracy and (best is None or e < best["snn_j"]):
+                best = {"timesteps": t, "accuracy": a, "snn_j": e}
+        return best
+
+    # ------------------------------------------------------------------ text
+    def table(self) -> str:
+        """Per-layer counts and SNN joules per inference per profile, the totals, then ANN
+        vs SNN for every profile."""
+        profs = list(self.energy)
+        head = [h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs]
+        rows = [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r["energy_j"].get(p)) for p in profs]
+                for r in self.layers]
+        t = self.totals
+        rows.append(["TOTAL", "", fmt(t["synops"]), fmt(t["input_macs"]), fmt(t["macs_dense"]),
+                     fmt(t["macs_effective"]), fmt(t["neuron_updates"]), fmt(t["spikes"]), fmt(t["firing_rate"])]
+                    + [fmt(self.energy[p]["snn_j"]) for p in profs])
+        out = [_text_table(head, rows), ""]
+        head2 = ["profile", "ANN J", "ANN eff. J", "SNN J", "SNN range J", "ANN/SNN", "break-even rate",
+                 "SNN gCO2e", "estimated"]
+        rows2 = []
+        for p, e in self.energy.items():
+            rng = e.get("snn_range")
+            rows2.append([p, fmt(e["ann_j"]), fmt(e.get("ann_effective_j")), fmt(e["snn_j"]),
+                          f"{fmt(rng[0])}-{fmt(rng[1])}" if rng else "-", fmt(e["ratio"]),
+                          fmt(e.get("break_even_rate")), fmt(self.carbon["per_profile"].get(p, {}).get("snn_g")),
+                          "estimated" if e["estimated"] else "measured"])
+        out.append(_text_table(head2, rows2))
+        out.append(f"\nper inference, T={t['timesteps']}, {t['encoding']} encoding, {t['n_samples']} samples; "
+                   f"memory accesses SNN {fmt(t['memory_accesses'])}, ANN {fmt(t['ann_memory_accesses'])}; "
+                   f"measured firing rate {fmt(t['firing_rate'])} spikes/neuron/step")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({"format": "snn.EnergyReport", "version": 1, "meta": self.meta, "totals": self.totals,
+                         "layers": self.layers, "energy": self.energy, "per_step": self.per_step,
+                         "assumptions": self.assumptions, "profiles": self.profiles, "carbon": self.carbon,
+                         "measurements": self.measurements})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EnergyReport":
+        if d.get("format") != "snn.EnergyReport":
+            raise SnnError("not an snn energy report (format field missing)")
+        return cls(totals=d["totals"], layers=d["layers"], energy=d["energy"], assumptions=d["assumptions"],
+                   profiles=d["profiles"], carbon=d["carbon"], meta=d.get("meta", {}), per_step=d.get("per_step"),
+                   measurements=d.get("measurements", []))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "EnergyReport":
+        path = Path(path)
+        if not path.exists():
+            raise SnnError(f"no such report: {path}")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise SnnError(f"{path} is not a readable snn energy report ({e})") from e
+
+    def to_json(self, path: str | Path) -> Path:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return Path(path)
+
+    def markdown(self) -> str:
+        """The report as Markdown text."""
+        t = self.totals
+        profs = list(self.energy)
+        m = [f"# Energy report: {self.meta.get('name', 'network')}", "",
+             f"T = {t['timesteps']} steps, {t['encoding']} encoding, {t['n_samples']} samples, "
+             f"backend {self.meta.get('backend', '?')}. All figures per inference.", "", "## Totals", "",
+             _md_table(["count", "value"], [[k, fmt(v)] for k, v in t.items() if not isinstance(v, dict)]), "",
+             "## ANN vs SNN per profile", "", "ratio = ANN J / SNN J (above 1 the SNN is cheaper); "
+             "break-even rate = mean IF firing rate (spikes/neuron/step) at which SNN J = ANN J.", "",
+             _md_table(["profile", "ANN J", "ANN eff. J", "SNN J", "SNN range J", "SNN compute J", "SNN platform J",
+                        "ratio", "break-even rate", "SNN gCO2e", "ANN gCO2e", "status"],
+                       [[p, fmt(e["ann_j"]), fmt(e.get("ann_effective_j")), fmt(e["snn_j"]),
+                         "-" if not e.get("snn_range") else f"{fmt(e['snn_range'][0])} - {fmt(e['snn_range'][1])}",
+                         fmt(e.get("snn_compute_j")), fmt(e.get("snn_platform_j")), fmt(e["ratio"]),
+                         fmt(e.get("break_even_rate")), fmt(self.carbon["per_profile"].get(p, {}).get("snn_g")),
+                         fmt(self.carbon["per_profile"].get(p, {}).get("ann_g")),
+                         "estimated" if e["estimated"] else "measured"] for p, e in self.energy.items()]), "",
+             "## Per layer", "",
+             _md_table([h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs],
+                       [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r["energy_j"].get(p)) for p in profs]
+                        for r in self.layers]), ""]
+        if self.per_step is not None:
+            ps = self.per_step
+            acc = ps.get("accuracy")
+            idx = sorted({0, len(ps["timesteps"]) - 1} | {int(2**k) - 1 for k in range(20)
+                                                        if 2**k <= len(ps["timesteps"])})
+            m += ["## Energy and accuracy per timestep", "",
+                  _md_table(["T", "accuracy"] + [f"SNN J {p}" for p in ps["snn_j"]],
+                            [[ps["timesteps"][i], fmt(acc[i]) if acc else "-"]
+                             + [fmt(ps["snn_j"][p][i]) for p in ps["snn_j"]] for i in idx]), ""]
+            if ps.get("cheapest"):
+                m += [f"Cheapest T reaching accuracy {fmt(ps['target_accuracy'])}:", ""]
+                m += [f"- {p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, {fmt(c['snn_j'])} J"
+                                    if c else "not reached") for p, c in ps["cheapest"].items()]
+                m.append("")
+        if self.measurements:
+            m += ["## Measurements", "", _md_table(list(self.measurements[0]),
+                                                    [[fmt(v) for v in r.values()] for r in self.measurements]), ""]
+        m += ["## Carbon", "", f"grid {fmt(self.carbon['grid_g_per_kwh'])} gCO2e/kWh "
+              f"({self.carbon['sources']['grid_g_per_kwh']}), PUE {fmt(self.carbon['pue'])} "
+              f"({self.carbon['sources']['pue']}).", "", "## Assumptions", ""]
+        m += [f"- {a}" for a in self.assumptions]
+        m += ["", "## Profiles and sources", ""]
+        for p, d in self.profiles.items():
+            m += [f"### {p} ({d['kind']})", "", d["description"], ""]
+            m += [f"- `{k}` = {fmt(v)}" + (f" (range {fmt(d['ranges'][k][0])} - {fmt(d['ranges'][k][1])})"
+                                          if k in d["ranges"] else "") + f": {d['sources'][k]}"
+                  for k, v in d["values"].items()]
+            m.append("")
+        return "\n".join(m)
+
+    def to_markdown(self, path: str | Path) -> Path:
+        atomic_write_text(path, self.markdown())
+        return Path(path)
+
+    # ------------------------------------------------------------------ HTML
+    def figures(self) -> dict[str, str]:
+        """Plots as base64 PNG: per-layer SynOps, firing rates, energy vs accuracy (or vs T)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out: dict[str, str] = {}
+        syn = [r for r in self.layers if r["synops"] or r["input_macs"]]
+        if syn:
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+            names = [r["node"] for r in syn]
+            ax.bar(names, [r["synops"] for r in syn], label="SynOps")
+            ax.bar(names, [r["input_macs"] for r in syn], bottom=[r["synops"] for r in syn], label="input MACs")
+            ax.set_ylabel("per inference")
+            ax.set_title("Synaptic operations per layer")
+            ax.legend()
+            ax.tick_params(axis="x", rotation=45)
+            out["synops"] = _png(fig)
+        fr = [r for r in self.layers if r.get("firing_rate") is not None]
+        if fr:
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+            ax.bar([r["node"] for r in fr], [r["firing_rate"] for r in fr], color="tab:orange")
+            ax.set_ylabel("spikes / neuron / step")
+            ax.set_title("Firing rates")
+            ax.tick_params(axis="x", rotation=45)
+            out["rates"] = _png(fig)
+        ps = self.per_step
+        if ps is not None:
+            fig, ax = plt.subplots(figsize=(7, 3.6))
+            for p, ys in ps["snn_j"].items():
+                if ps.get("accuracy"):
+                    ax.plot(ys, ps["accuracy"], label=p)
+                else:
+                    ax.plot(ps["timesteps"], ys, label=p)
+            ax.set_xscale("log")
+            if ps.get("accuracy"):
+                ax.set_xlabel("SNN energy per inference up to step T (J)")
+                ax.set_ylabel("accuracy at step T")
+                ax.set_title("Accuracy vs energy (one point per timestep)")
+            else:
+                ax.set_yscale("log")
+                ax.set_xlabel("timesteps")
+                ax.set_ylabel("J per inference")
+            ax.legend(fontsize=7)
+            out["energy_accuracy"] = _png(fig)
+        return out
+
+    def to_html(self, path: str | Path) -> Path:
+        figs = self.figures()
+        body = _md_to_html(self.markdown())
+        imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{html.escape(k)}" src="data:image/png;base64,{v}"/>'
+                       for k, v in figs.items())
+        doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>snn energy report</title><style>"
+               "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+               "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
+               f"{body}<h1>Plots</h1>{imgs}</body></html>")
+        atomic_write_text(path, doc)
+        return Path(path)
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _text_table(head: list[str], rows: list[list[str]]) -> str:
+    w = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda r: "  ".join(str(x).rjust(n) for x, n in zip(r, w))  # noqa: E731
+    return "\n".join([line(head), "  ".join("-" * n for n in w)] + [line(r) for r in rows])
+
+
+def _md_table(head: list[str], rows: list[list[Any]]) -> str:
+    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    return "\n".join(["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(esc(x) for x in r) + " |" for r in rows])
+
+
+def _md_to_html(md: str) -> str:
+    """The small Markdown subset the report uses (headings, tables, bullets, paragraphs)."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            rows = [[html.escape(c.strip().replace("\\|", "|")) for c in r.strip().strip("|").split(" | ")]
+                    for r in table if not r.startswith("|---")]
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in rows[0]) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[1:])
+                       + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            out.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- compare
+@dataclass
+class Comparison:
+    """Several reports side by side: one row per (report, profile)."""
+
+    names: list[str]
+    rows: list[dict[str, Any]]
+
+    COLUMNS = ("report", "T", "accuracy", "synops", "input_macs", "macs_dense", "firing_rate", "profile", "ann_j",
+               "snn_j", "ratio", "break_even_rate", "estimated")
+
+    def table(self) -> str:
+        return _text_table(list(self.COLUMNS), [[fmt(r.get(c)) for c in self.COLUMNS] for r in self.rows])
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def markdown(self) -> str:
+        return "# Energy reports compared\n\n" + _md_table(
+            list(self.COLUMNS), [[fmt(r.get(c)) for c in self.COLUMNS] for r in self.rows]) + "\n"
+
+    def to_markdown(self, path: str | Path) -> Path:
+        atomic_write_text(path, self.markdown())
+        return Path(path)
+
+    def to_json(self, path: str | Path) -> Path:
+        atomic_write_text(path, json.dumps(jsonable({"reports": self.names, "rows": self.rows}), indent=1))
+        return Path(path)
+
+
+def _load_report(item: Any) -> tuple[str, EnergyReport]:
+    if isinstance(item, EnergyReport):
+        return item.meta.get("name", "report"), item
+    p = Path(item)
+    if p.is_dir():
+        found = sorted(p.glob("energy*.json")) or sorted(p.glob("**/energy*.json"))
+        if not found:
+            raise SnnError(f"{p} holds no energy report (energy*.json)")
+        p = found[0]
+    rep = EnergyReport.from_json(p)
+    return rep.meta.get("name") or p.stem, rep
+
+
+def compare(paths_or_reports: Iterable[Any]) -> Comparison:
+    """Put several reports (EnergyReport objects, report JSON files, or run directories
+    holding ``energy*.json``) side by side."""
+    items = list(paths_or_reports) if not isinstance(paths_or_reports, (str, Path, EnergyReport)) \
+        else [paths_or_reports]
+    if not items:
+        raise SnnError("compare needs at least one report")
+    names, rows = [], []
+    for it in items:
+        name, rep = _load_report(it)
+        names.append(name)
+        acc = rep.meta.get("accuracy")
+        for p, e in rep.energy.items():
+            rows.append({"report": name, "T": rep.totals["timesteps"], "accuracy": acc,
+                         "synops": rep.totals["synops"], "input_macs": rep.totals["input_macs"],
+                         "macs_dense": rep.totals["macs_dense"], "firing_rate": rep.totals["firing_rate"],
+                         "profile": p, "ann_j": e["ann_j"], "snn_j": e["snn_j"], "ratio": e["ratio"],
+                         "break_even_rate": e.get("break_even_rate"), "estimated": e["estimated"]})
+    return Comparison(names, rows)
