@@ -47,24 +47,30 @@ def _device(device: str) -> torch.device:
 class _IFState:
     """Membrane ``u`` and previous spikes of one IF layer, for one batch."""
 
-    def __init__(self, node: ir.IF, shape: tuple[int, ...], dev: torch.device, dtype: torch.dtype):
+    def __init__(self, node: ir.IF, shape: tuple[int, ...], dev: torch.device, dtype: torch.dtype,
+                 fused: Any = None):
         self.node = node
         self.u = torch.full(shape, node.v_init * node.threshold, device=dev, dtype=dtype)
-        self.prev: torch.Tensor | None = None  # float spikes of the previous step
+        self.prev = torch.zeros(shape, device=dev, dtype=dtype)  # spikes of the previous step
+        self.fused = fused
 
-    def scan(self, current: torch.Tensor, k: int, static: bool) -> torch.Tensor:
-        """Run ``k`` steps; ``current`` is (k, B, ...) or, if ``static``, (B, ...). Returns (k, B, ...) spikes."""
-        th, u = self.node.threshold, self.u
+    def scan(self, current: torch.Tensor, k: int, static: bool, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """Run ``k`` steps; ``current`` is (k, B, ...) or, if ``static``, (B, ...). Returns (k, B, ...)
+        spikes; adds the per-step spikes summed over the batch to ``steps`` (k, *shape) if given."""
+        th, u, subtract = self.node.threshold, self.u, self.node.reset == "subtract"
+        if self.fused is not None:
+            return self.fused.if_scan(current.contiguous(), u, self.prev, th, subtract, static, k, steps)
         out = torch.empty((k,) + tuple(u.shape), device=u.device, dtype=u.dtype)
-        subtract = self.node.reset == "subtract"
         for t in range(k):
-            if self.prev is not None and not subtract:
+            if not subtract:
                 u.mul_(1.0 - self.prev)
             u.add_(current if static else current[t])
-            if self.prev is not None and subtract:
+            if subtract:
                 u.sub_(self.prev, alpha=th)
             torch.gt(u, th, out=out[t])
             self.prev = out[t]
+        if steps is not None:
+            steps += out.sum(dim=1, dtype=torch.float64)
         return out
 
 
@@ -74,12 +80,32 @@ def _chunk_size(graph: ir.Graph, batch: int, itemsize: int, budget: int = 256 * 
     return int(max(1, min(64, budget // max(1, batch * widest * itemsize))))
 
 
+IMPLS = ("auto", "fused", "torch")
+
+
 def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: int, start: int,
-        precision: str, device: str, record: str, chunk: int | None = None, **options: Any) -> BatchRecord:
-    """Simulate one batch ``x`` (B, *input shape); see :mod:`snn.simulate` for the record."""
+        precision: str, device: str, record: str, chunk: int | None = None, impl: str = "auto",
+        **options: Any) -> BatchRecord:
+    """Simulate one batch ``x`` (B, *input shape); see :mod:`snn.simulate` for the record.
+
+    ``impl``: ``"fused"`` uses the compiled CPU kernels of :mod:`snn.backends.kernels`,
+    ``"torch"`` the reference torch ops (same spikes), ``"auto"`` the kernels on CPU when
+    they compile here and torch ops otherwise (and on CUDA). ``chunk``: steps per chunk.
+    """
     if options:
-        raise SnnError(f"unknown option(s) for backend 'snntorch': {', '.join(options)}; valid: chunk")
+        raise SnnError(f"unknown option(s) for backend 'snntorch': {', '.join(options)}; valid: chunk, impl")
+    if impl not in IMPLS:
+        raise SnnError(f"unknown impl {impl!r} for backend 'snntorch'; valid: {', '.join(IMPLS)}")
     dtype, dev = DTYPES[precision], _device(device)
+    fused = None
+    if impl != "torch" and dev.type == "cpu":
+        from snn.backends import kernels
+
+        fused = kernels.load()
+        if fused is None and impl == "fused":
+            raise SnnError(f"impl='fused' requested but the CPU kernels could not be built ({kernels._failed})")
+    elif impl == "fused":
+        raise SnnError("impl='fused' runs on the CPU only; use impl='auto' or 'torch' on CUDA")
     params = torch_ops.Params(graph, dev, dtype)
     B, T = len(x), timesteps
     k_max = int(chunk) if chunk else _chunk_size(graph, B, torch.finfo(dtype).bits // 8)
@@ -93,11 +119,24 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     n_out = int(np.prod(graph.shapes[graph.output]))
     outputs = torch.empty((T, B, n_out), dtype=dtype, device=dev)
 
-    if_state = {n: _IFState(node, (B,) + graph.shapes[n], dev, dtype)
+    if_state = {n: _IFState(node, (B,) + graph.shapes[n], dev, dtype, fused)
                 for n, node in graph.nodes.items() if isinstance(node, ir.IF)}
-    pool_state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (cum counts, pooled cum)
+    pool_state = {n: _PoolState(node, (B,) + graph.shapes[graph.inputs_of(n)[0]], (B,) + graph.shapes[n], dev,
+                                dtype, params.t[n], fused)
+                  for n, node in graph.nodes.items() if isinstance(node, ir.MaxPool2d) and n in spiking}
     readout_acc = torch.zeros((B, n_out), dtype=dtype, device=dev)
     static_cache: dict[str, torch.Tensor] = {}
+    counted = set(if_state) | set(pool_state)
+    chunk_counts: dict[str, torch.Tensor] = {}
+
+    def rec_buffer(name: str, c0: int, k: int) -> torch.Tensor | None:
+        """Where an IF/pool node adds its per-step batch sums for steps c0..c0+k (or None)."""
+        if name not in sums:
+            return None
+        buf = steps[name][c0:c0 + k].view(k, -1) if steps is not None else \
+            torch.zeros((k, int(np.prod(graph.shapes[name]))), dtype=torch.float64, device=dev)
+        chunk_counts[name] = buf.view((k,) + graph.shapes[name])
+        return chunk_counts[name]
 
     with torch.no_grad():
         for c0 in range(0, T, k_max):
@@ -113,7 +152,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         vals[name] = (torch.as_tensor(v, device=dev, dtype=dtype), False)
                 elif isinstance(node, ir.IF):
                     cur, st = ins[0]
-                    vals[name] = (if_state[name].scan(cur, k, st), False)
+                    vals[name] = (if_state[name].scan(cur, k, st, rec_buffer(name, c0, k)), False)
                 elif isinstance(node, ir.Readout):
                     cur, st = ins[0]
                     cur = cur.reshape((B, n_out)) if st else cur.reshape((k, B, n_out))
@@ -122,8 +161,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                     steps_done = torch.arange(c0 + 1, c0 + k + 1, device=dev, dtype=dtype).reshape(k, 1, 1)
                     outputs[c0:c0 + k] = cum / steps_done
                     vals[name] = (cum, False)
-                elif isinstance(node, ir.MaxPool2d) and name in spiking:
-                    vals[name] = (_spike_maxpool(node, name, ins[0][0], k, pool_state, params), False)
+                elif name in pool_state:
+                    vals[name] = (pool_state[name].step(ins[0][0], rec_buffer(name, c0, k)), False)
                 elif all(st for _, st in ins):
                     if name not in static_cache:
                         static_cache[name] = torch_ops.forward(node, params.t[name], [v for v, _ in ins])
@@ -136,14 +175,14 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         flat.append(v.reshape((k * B,) + tuple(v.shape[2:])))
                     y = torch_ops.forward(node, params.t[name], flat)
                     vals[name] = (y.reshape((k, B) + tuple(y.shape[1:])), False)
-                if name in sums:
-                    s, st = vals[name]
-                    if st:
-                        s = s.expand((k,) + tuple(s.shape))
-                    per_step = s.sum(dim=1, dtype=torch.float64)
+                if name in sums and name not in counted:  # the input's Poisson spikes
+                    per_step = vals[name][0].sum(dim=1, dtype=torch.float64)
                     sums[name] += per_step.sum(dim=0)
                     if steps is not None:
                         steps[name][c0:c0 + k] = per_step
+            for n, buf in chunk_counts.items():  # counts the IF/pool steps added to their buffers
+                sums[n] += buf.sum(dim=0)
+            chunk_counts.clear()
             for n in list(vals):  # chunk values are not kept across chunks
                 del vals[n]
 
@@ -154,19 +193,35 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                        step_sums=_np(steps) if steps is not None else None)
 
 
-def _spike_maxpool(node: ir.MaxPool2d, name: str, s: torch.Tensor, k: int,
-                   state: dict[str, tuple[torch.Tensor, torch.Tensor]], params: torch_ops.Params) -> torch.Tensor:
-    """Cumulative-count max-pooling of spikes ``s`` (k, B, C, H, W); see :mod:`snn.ir`."""
-    kB = s.shape[0] * s.shape[1]
-    cum0, pooled0 = state.get(name, (None, None))
-    cum = s.cumsum(0)
-    if cum0 is not None:
-        cum = cum + cum0
-    pooled = torch_ops.forward(node, params.t[name], [cum.reshape((kB,) + tuple(s.shape[2:]))])
-    pooled = pooled.reshape((k, s.shape[1]) + tuple(pooled.shape[1:]))
-    prev = torch.cat([pooled0[None] if pooled0 is not None else torch.zeros_like(pooled[:1]), pooled[:-1]])
-    state[name] = (cum[-1].clone(), pooled[-1].clone())
-    return pooled - prev
+class _PoolState:
+    """Cumulative input counts and pooled maxima of one spiking max-pool, for one batch."""
+
+    def __init__(self, node: ir.MaxPool2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 dev: torch.device, dtype: torch.dtype, params: dict[str, torch.Tensor], fused: Any = None):
+        self.node, self.params, self.fused = node, params, fused
+        self.cum = torch.zeros(in_shape, device=dev, dtype=dtype)
+        self.pooled = torch.zeros(out_shape, device=dev, dtype=dtype)
+
+    def step(self, s: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """Spikes ``s`` (k, B, C, H, W) -> pooled spikes (k, B, C, Ho, Wo); see :mod:`snn.ir`."""
+        n = self.node
+        if self.fused is not None:
+            return self.fused.spike_maxpool(s.contiguous(), self.cum, self.pooled, list(n.kernel), list(n.stride),
+                                            list(n.padding), list(n.dilation), steps)
+        k, B = s.shape[:2]
+        cum = torch.empty_like(s)
+        acc = self.cum
+        for t in range(k):
+            acc = cum[t].copy_(acc).add_(s[t])
+        pooled = torch_ops.forward(n, self.params, [cum.reshape((k * B,) + tuple(s.shape[2:]))])
+        pooled = pooled.reshape((k, B) + tuple(pooled.shape[1:]))
+        out = torch.empty_like(pooled)
+        out[0] = pooled[0] - self.pooled
+        out[1:] = pooled[1:] - pooled[:-1]
+        self.cum, self.pooled = cum[-1].clone(), pooled[-1].clone()
+        if steps is not None:
+            steps += out.sum(dim=1, dtype=torch.float64)
+        return out
 
 
 # --------------------------------------------------------------------------- export
