@@ -252,6 +252,26 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return factory(**kwargs)
 
 
+def dataset_kwargs(name: str, shape: Sequence[int], num_classes: int) -> dict:
+    """The arguments of zoo model ``name`` that a dataset with samples of ``shape`` (C, H, W)
+    and ``num_classes`` classes determines: ``in_shape``, ``in_channels``, ``input_size``
+    (square inputs), ``num_classes``; for a ResNet on inputs that are not RGB, no built-in
+    normalisation (``mean=std=None``: the default statistics are RGB ones)."""
+    if name not in MODELS:
+        raise SnnError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    out: dict = {"num_classes": num_classes}
+    if "in_shape" in params:
+        out["in_shape"] = list(shape)
+    if "in_channels" in params:
+        out["in_channels"] = shape[0]
+    if "input_size" in params and len(shape) == 3 and shape[1] == shape[2]:
+        out["input_size"] = shape[1]
+    if "mean" in params and shape[0] != 3:
+        out["mean"] = out["std"] = None
+    return out
+
+
 # --------------------------------------------------------------------------- pretrained weights
 _WEIGHTS_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 PRETRAINED: dict[str, FileInfo] = {

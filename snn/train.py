@@ -1,0 +1,310 @@
+"""ANN training: seeded mini-batch training with per-epoch metrics and a progress bar,
+accuracy, safe checkpoints, and a cache keyed by everything that affects the weights.
+
+Training minimises the mean cross-entropy ``-log softmax(f(x))[y]`` over shuffled
+mini-batches (Adam, AdamW or SGD with momentum 0.9), with the learning rate per step
+following ``schedule``: ``"constant"``, ``"cosine"`` (``lr * (1 + cos(pi t / T)) / 2``
+over all ``T`` steps) or ``"onecycle"`` (Smith 2018: warm-up to ``lr`` over the first 30 %
+of steps, then cosine annealing to ``lr / 1e4``). The seed fixes the shuffling and
+any random layer (dropout) inside a private RNG scope: the same model, data and seed give
+the same weights, and the caller's global RNG state is left untouched.
+
+Checkpoints hold a state dict only: safetensors where installed (``meta`` as JSON in
+its header), else ``torch.save({"state_dict", "meta"})`` read back with
+``torch.load(weights_only=True)``, which refuses pickles that carry code.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from snn.errors import SnnError
+from snn.util import atomic_path
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------- training
+def _tensors(x: Any, y: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    xt = torch.as_tensor(np.asarray(x, np.float32) if not isinstance(x, torch.Tensor) else x).float()
+    yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long()
+    if xt.ndim < 2 or yt.ndim != 1 or len(xt) != len(yt) or len(xt) == 0:
+        raise SnnError(f"{what}: expected x of shape (N, ...) and y of shape (N,) with N > 0, got "
+                       f"{tuple(xt.shape)} and {tuple(yt.shape)}")
+    if not torch.isfinite(xt).all():
+        raise SnnError(f"{what}: x contains NaN or inf")
+    return xt, yt
+
+
+def _check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
+    if not ok or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
+        kind = "integer" if integer else "number"
+        raise SnnError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
+
+
+def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    raise SnnError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def _scheduler(name: str, opt: torch.optim.Optimizer, lr: float, total: int):
+    if name == "constant":
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1), pct_start=0.3)
+    raise SnnError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def train(model: nn.Module, x: Any, y: Any, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,
+          seed: int = 0, optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "constant",
+          device: str = "cpu", progress: bool = True, x_val: Any = None, y_val: Any = None) -> list[dict]:
+    """Train ``model`` in place on ``x`` (N, ...) float, ``y`` (N,) class indices.
+
+    Returns one dict per epoch: ``epoch`` (1-based), ``loss`` (mean training cross-entropy),
+    ``train_acc`` (accuracy on the training batches as seen during the epoch), ``val_acc``
+    (on ``x_val, y_val`` after the epoch, or ``None``), ``lr`` (at the epoch's end),
+    ``seconds``. The model is left in eval mode on ``device``.
+    """
+    _check_positive("epochs", epochs, integer=True, allow_zero=True)
+    _check_positive("lr", lr)
+    _check_positive("batch_size", batch_size, integer=True)
+    _check_positive("weight_decay", weight_decay, allow_zero=True)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise SnnError(f"seed must be an integer, got {seed!r}")
+    xt, yt = _tensors(x, y, "training data")
+    val = _tensors(x_val, y_val, "validation data") if x_val is not None else None
+    try:
+        dev = torch.device(device)
+        model.to(dev)
+    except (RuntimeError, AssertionError) as e:
+        raise SnnError(f"cannot train on device {device!r}: {e}") from e
+    steps = (len(xt) + batch_size - 1) // batch_size
+    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
+    sched = _scheduler(schedule, opt, lr, epochs * steps)
+    history: list[dict] = []
+    from tqdm.auto import tqdm
+
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        shuffle = torch.Generator().manual_seed(seed)
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(len(xt), generator=shuffle)
+            loss_sum, correct = 0.0, 0
+            bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                       unit="batch")
+            for s in bar:
+                idx = perm[s * batch_size:(s + 1) * batch_size]
+                xb, yb = xt[idx].to(dev, non_blocking=True), yt[idx].to(dev, non_blocking=True)
+                out = model(xb)
+                loss = F.cross_entropy(out, yb)
+                if not torch.isfinite(loss):
+                    raise SnnError(f"training diverged (loss {loss.item()}) at epoch {epoch}, batch {s}; "
+                                   f"lower the learning rate (lr={lr})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                loss_sum += loss.item() * len(idx)
+                correct += int((out.argmax(1) == yb).sum())
+                if s % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.close()
+            row = {"epoch": epoch, "loss": loss_sum / len(xt), "train_acc": correct / len(xt),
+                   "val_acc": evaluate(model, *val) if val is not None else None,
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            history.append(row)
+            if progress:
+                val_txt = f", val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
+                tqdm.write(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f}, train acc {row['train_acc']:.4f}"
+                           f"{val_txt} ({row['seconds']:.1f} s)")
+    model.eval()
+    return history
+
+
+def evaluate(model: nn.Module, x: Any, y: Any, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on ``x`` (N, ...), ``y`` (N,)."""
+    xt, yt = _tensors(x, y, "evaluation data")
+    _check_positive("batch_size", batch_size, integer=True)
+    model.eval()
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(xt), batch_size):
+            correct += int((model(xt[s:s + batch_size].to(dev)).argmax(1).cpu() == yt[s:s + batch_size]).sum())
+    return correct / len(xt)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _has_safetensors() -> bool:
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
+    """Write ``model``'s state dict and ``meta`` (JSON-serialisable) to ``path``, atomically:
+    safetensors if installed, else ``torch.save`` of ``{"state_dict", "meta"}``."""
+    path = Path(path)
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    try:
+        meta_json = json.dumps(meta or {})
+    except TypeError as e:
+        raise SnnError(f"checkpoint metadata must be JSON-serialisable: {e}") from e
+    with atomic_path(path) as tmp:
+        if _has_safetensors():
+            from safetensors.torch import save_file
+
+            save_file(sd, str(tmp), metadata={"snn_meta": meta_json})
+        else:
+            torch.save({"state_dict": sd, "meta": meta_json}, tmp)
+    return path
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    if not path.is_file():
+        raise SnnError(f"checkpoint {path} does not exist")
+    head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # UnpicklingError for code, RuntimeError/EOFError for damage
+            refused = "weights_only" in str(e) or "Unsupported global" in str(e)
+            raise SnnError(f"checkpoint {path} " + (
+                "refused: it is a pickle that holds more than tensors (code could run when it is "
+                "loaded); only state dicts are accepted" if refused else f"is corrupt or unreadable ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})")) from e
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            meta = obj.get("meta", "{}")
+            return obj["state_dict"], json.loads(meta) if isinstance(meta, str) else dict(meta)
+        if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj, {}
+        raise SnnError(f"checkpoint {path} does not hold a state dict")
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+    except ImportError as e:
+        raise SnnError(f"checkpoint {path} is not a torch.save file, and safetensors is not installed "
+                       f"to read it as one (pip install safetensors)") from e
+    try:
+        sd = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("snn_meta", "{}"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SnnError(f"checkpoint {path} is corrupt or not a checkpoint ({e})") from e
+    return sd, meta
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> dict:
+    """Load the state dict in ``path`` into ``model`` (strictly); return the stored ``meta``.
+    A missing, corrupt, unsafe or mismatching checkpoint raises :class:`SnnError`."""
+    path = Path(path)
+    sd, meta = _read_checkpoint(path)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise SnnError(f"checkpoint {path} does not fit {type(model).__name__}: "
+                       f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from e
+    return meta
+
+
+# --------------------------------------------------------------------------- cached training
+_TRAIN_KEYS = ("epochs", "lr", "batch_size", "seed", "optimizer", "weight_decay", "schedule", "device")
+_EXTRA_KEYS = ("limit",)  # number of training samples (the first ones); default: all
+
+
+def resolve_train_config(train_cfg: dict) -> dict:
+    """``train_cfg`` with :func:`train`'s defaults filled in; unknown keys raise SnnError."""
+    unknown = sorted(set(train_cfg) - set(_TRAIN_KEYS) - set(_EXTRA_KEYS))
+    if unknown:
+        raise SnnError(f"unknown training setting(s) {', '.join(unknown)}; "
+                       f"valid: {', '.join(_TRAIN_KEYS + _EXTRA_KEYS)}")
+    if "epochs" not in train_cfg:
+        raise SnnError("the training settings need 'epochs'")
+    params = inspect.signature(train).parameters
+    cfg = {k: params[k].default for k in _TRAIN_KEYS if params[k].default is not inspect.Parameter.empty}
+    cfg.update({"limit": None}, **train_cfg)
+    return cfg
+
+
+def cache_key(model_name: str, model_kwargs: dict, dataset: str, dataset_label: str, n_train: int,
+              n_val: int, train_cfg: dict) -> str:
+    """sha256 (first 16 hex digits) of everything that affects trained weights."""
+    blob = json.dumps({"v": CACHE_VERSION, "model": model_name, "model_kwargs": model_kwargs, "dataset": dataset,
+                       "data": dataset_label, "n_train": n_train, "n_val": n_val, "train": train_cfg,
+                       "torch": torch.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_cached(model_name: str, model_kwargs: dict | None, dataset: str, train_cfg: dict,
+                 cache_dir: str | Path, root: str | Path | None = None,
+                 progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train zoo model ``model_name`` on ``dataset``'s train split, or load the checkpoint a
+    previous identical run left in ``cache_dir``.
+
+    Model arguments the dataset determines (input channels and size, classes) are filled in
+    when not given (:func:`snn.zoo.dataset_kwargs`). The model is built under the training
+    seed. The test split serves as validation data (accuracy after each epoch; it never
+    steers training). Returns ``(model in eval mode, info)``, ``info`` holding ``key``,
+    ``path``, ``cached`` (True when loaded), ``metrics`` (per epoch), ``train_seconds``,
+    ``model_kwargs`` (resolved), ``n_train``, ``test_acc`` and ``dataset_label``.
+    """
+    from snn import data, zoo
+
+    cfg = resolve_train_config(dict(train_cfg))
+    ds = data.info(dataset)
+    kwargs = {**zoo.dataset_kwargs(model_name, ds.shape, ds.num_classes), **(model_kwargs or {})}
+    x, y = data.load_dataset(dataset, "train", root=root, limit=cfg["limit"])
+    xv, yv = data.load_dataset(dataset, "test", root=root)
+    label = data.dataset_label(dataset, root)
+    key = cache_key(model_name, kwargs, dataset, label, len(x), len(xv), cfg)
+    path = Path(cache_dir) / f"{model_name}-{dataset}-{key}.ckpt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"])
+        model = zoo.create_model(model_name, **kwargs)
+    base = {"key": key, "path": str(path), "model": model_name, "model_kwargs": kwargs, "dataset": dataset,
+            "dataset_label": label, "n_train": len(x), "train_cfg": cfg}
+    if path.is_file():
+        try:
+            meta = load_checkpoint(model, path)
+            model.eval()
+            return model, {**base, **{k: meta.get(k) for k in ("metrics", "train_seconds", "test_acc")},
+                           "cached": True}
+        except SnnError as e:
+            warnings.warn(f"ignoring unreadable cached checkpoint, retraining: {e}", stacklevel=2)
+    t0 = time.perf_counter()
+    train_args = {k: cfg[k] for k in _TRAIN_KEYS}
+    metrics = train(model, x, y, **train_args, progress=progress, x_val=xv, y_val=yv)
+    seconds = time.perf_counter() - t0
+    model.to("cpu").eval()
+    test_acc = metrics[-1]["val_acc"] if metrics else evaluate(model, xv, yv)
+    info = {**base, "metrics": metrics, "train_seconds": seconds, "test_acc": test_acc}
+    save_checkpoint(model, path, {k: info[k] for k in ("key", "model", "model_kwargs", "dataset", "dataset_label",
+                                                        "n_train", "train_cfg", "metrics", "train_seconds",
+                                                        "test_acc")})
+    return model, {**info, "cached": False}
