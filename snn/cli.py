@@ -103,11 +103,11 @@ def cmd_convert(a: argparse.Namespace) -> int:
     import snn
     from snn import data, train, zoo
 
-    info = data.info(a.calib)
-    kwargs = {"in_shape": info.shape, "num_classes": info.num_classes, **_kv(a.arch_arg, "--arch-arg")}
+    ds = data.info(a.calib)
     if a.arch not in zoo.MODELS:
         raise SnnError(f"unknown architecture {a.arch!r}; valid: {', '.join(zoo.MODELS)}")
-    model = zoo.create_model(a.arch, **kwargs)
+    model = zoo.create_model(a.arch, **{**zoo.dataset_kwargs(a.arch, ds.shape, ds.num_classes),
+                                        **_kv(a.arch_arg, "--arch-arg")})
     train.load_checkpoint(model, a.model)
     x, _ = data.load_dataset(a.calib, "train", root=a.data_root, limit=a.calib_samples)
     net = snn.convert(model.eval(), x, method=a.method, percentile=a.percentile, max_calibration=a.calib_samples)
@@ -249,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``snn`` command; returns the exit code (2 for user errors)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (2), --help (0)
+        return int(e.code or 0)
     try:
         return args.func(args)
     except SnnError as e:

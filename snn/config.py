@@ -20,7 +20,8 @@ as YAML scalars/lists and validated the same way. Only the ``sweep`` section hol
 to sweep over: a list elsewhere (``energy.hardware``) is an ordinary value.
 
 The config hash (:func:`config_hash`) is the SHA-256 of the resolved config minus the
-fields that cannot change a result (``description``, ``output``, ``sweep``, ``data.root``);
+fields that cannot change a result (``description``, ``output``, ``sweep``, ``threads``,
+``data.root``, ``train.cache_dir``);
 it names the run directory and is how a sweep recognises runs that already finished.
 """
 from __future__ import annotations
@@ -34,12 +35,19 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from snn.errors import ConfigError
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-HASH_EXCLUDE: dict[str, Any] = {"description": True, "output": True, "sweep": True, "data": {"root"}}
+HASH_EXCLUDE: dict[str, Any] = {"description": True, "output": True, "sweep": True, "threads": True,
+                                "data": {"root"}, "train": {"cache_dir"}}
+
+
+def _check_device(v: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+    return v
 
 
 class _Section(BaseModel):
@@ -97,15 +105,23 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """ANN training when the weights come from neither a checkpoint nor ``pretrained``.
-    The trained weights are cached by the hash of everything that affects them."""
+    """ANN training (:func:`snn.train.train`) when the weights come from neither a checkpoint
+    nor ``pretrained``. Zoo models are cached in ``cache_dir`` (default
+    ``$SNN_CACHE/models``, i.e. ``~/.cache/snn/models``) by the hash of everything that
+    affects their weights, so re-running an experiment does not retrain; a user's own
+    ``module:Class`` is trained every time. ``limit``: train on the first N samples."""
 
     epochs: int = Field(default=10, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     batch_size: int = Field(default=128, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
     weight_decay: float = Field(default=0.0, ge=0)
-    cache_dir: str = ".cache/snn"
+    device: str = "cpu"
+    limit: int | None = Field(default=None, ge=1)
+    cache_dir: str | None = None
+
+    _device = field_validator("device")(lambda cls, v: _check_device(v))
 
 
 class ConvertConfig(_Section):
@@ -159,21 +175,30 @@ class SimConfig(_Section):
             raise ValueError(f"unknown encoding {v!r}; valid: {', '.join(ENCODINGS)}")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _device_form(cls, v: str) -> str:
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
-        return v
+    _device = field_validator("device")(lambda cls, v: _check_device(v))
 
 
 class EnergyConfig(_Section):
-    """Energy estimate (:func:`snn.energy_report`): hardware profiles to price the run on,
-    and the grid's carbon intensity in gCO2e/kWh (``null``: the profile's default)."""
+    """Energy estimate (:func:`snn.energy_report`): the hardware profiles to price the run
+    on (names in :data:`snn.energy.PROFILES`, or defined in ``profiles_file``), and the
+    carbon figures: grid intensity in gCO2e/kWh and the data-centre PUE."""
 
     enabled: bool = True
-    hardware: list[str] = Field(default_factory=lambda: ["45nm-fp32", "loihi", "gpu-h100"])
-    grid_intensity: float | None = Field(default=None, gt=0)
+    profiles_file: str | None = None
+    hardware: list[str] = Field(default_factory=lambda: ["45nm-fp32", "loihi", "gpu-h100"], min_length=1)
+    grid_g_per_kwh: float = Field(default=475.0, gt=0)
+    pue: float = Field(default=1.0, ge=1)
+
+    @field_validator("hardware")
+    @classmethod
+    def _known_profiles(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from snn.energy import PROFILES
+
+        unknown = [h for h in v if h not in PROFILES]
+        if unknown and info.data.get("profiles_file") is None:
+            raise ValueError(f"unknown hardware profile(s) {', '.join(map(repr, unknown))}; valid: "
+                             f"{', '.join(PROFILES)} (or define them in energy.profiles_file)")
+        return v
 
 
 class OutputConfig(_Section):
@@ -186,11 +211,16 @@ class OutputConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    """One experiment: dataset -> model -> train/load -> convert -> simulate -> energy -> report."""
+    """One experiment: dataset -> model -> train/load -> convert -> simulate -> energy -> report.
+
+    ``threads``: torch CPU threads for the run (``null``: torch's default, one per core).
+    Small networks run fastest on one thread: their layers are too small to split, and
+    spare threads spin-wait when the cores are shared."""
 
     name: str = Field(pattern=NAME_RE)
     description: str = ""
     seed: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, ge=1)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,11 +1,11 @@
 """Reports of stored runs (``report.md`` + ``report.html`` with PNG plots) and comparisons.
 
 A report is built only from what a run directory holds (config.yaml, summary.json,
-results.h5, energy.md), so ``snn report RUN_DIR`` rebuilds it at any time. Plots:
+results.h5 with the energy report inside), so ``snn report RUN_DIR`` rebuilds it at any time. Plots:
 
 * ``accuracy_vs_timesteps.png``: SNN test accuracy after each step t, ANN accuracy as a line;
-* ``energy_vs_accuracy.png``: energy per inference of a run of t steps against its accuracy,
-  one curve per hardware profile (log energy axis);
+* ``energy_vs_accuracy.png``: accuracy after t steps against the SNN energy per inference of
+  those t steps, one curve per hardware profile (log energy axis);
 * ``firing_rates.png``: mean spikes per neuron per step of every spiking layer.
 
 The text is assembled once as a list of blocks and rendered to both Markdown and HTML
@@ -26,7 +26,7 @@ from snn.errors import SnnError
 from snn.results import Run, read_run
 from snn.util import atomic_path, atomic_write_text
 
-Block = tuple  # ("h1"|"h2"|"p"|"pre", text) | ("table", headers, rows) | ("img", file, alt) | ("raw_md", md)
+Block = tuple  # ("h1"|"h2"|"h3"|"p"|"pre", text) | ("table", headers, rows) | ("img", file, alt) | ("ul", items)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -46,8 +46,8 @@ def _md(blocks: list[Block]) -> str:
                                  + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]))
         elif kind == "img":
             out.append(f"![{b[2]}]({b[1]})")
-        elif kind == "raw_md":
-            out.append(b[1].rstrip())
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in b[1]))
     return "\n\n".join(out) + "\n"
 
 
@@ -59,8 +59,10 @@ def _html(blocks: list[Block], title: str, folder: Path) -> str:
             body.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
         elif kind == "p":
             body.append(f"<p>{html.escape(b[1])}</p>")
-        elif kind in ("pre", "raw_md"):
+        elif kind == "pre":
             body.append(f"<pre>{html.escape(b[1])}</pre>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in b[1]) + "</ul>")
         elif kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
@@ -118,19 +120,25 @@ def _plot_accuracy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> No
 
 
 def _plot_energy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> bool:
-    curves = [(r, lab) for r, lab in zip(runs, labels) if r.data.energy and r.data.energy.get("curve")]
+    """Accuracy after t steps against the SNN energy per inference of those t steps, one
+    line per (run, profile); False (nothing drawn) when no run has per-step energies."""
+    curves = [(r, lab) for r, lab in zip(runs, labels) if r.data.energy and r.data.energy.get("per_step")]
     if not curves:
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for run, lab in curves:
-        c = run.data.energy["curve"]
-        for hw, e in c["energy_j"].items():
-            ax.plot(np.asarray(e), 100 * np.asarray(c["accuracy"]), marker="o", ms=3, label=f"{hw} {lab}".strip())
+        ps = run.data.energy["per_step"]
+        for hw, e in ps["snn_j"].items():
+            line, = ax.plot(np.asarray(e), 100 * run.data.accuracy[:len(e)], label=f"SNN {hw} {lab}".strip())
+            ann_j = run.data.energy["energy"].get(hw, {}).get("ann_j")
+            if ann_j:
+                ax.plot([ann_j], [100 * run.data.ann_accuracy], marker="*", ms=10, ls="", color=line.get_color(),
+                        label=f"ANN {hw} {lab}".strip())
     ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (J)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Energy vs accuracy (points: runs of t steps)")
+    ax.set_xlabel("SNN energy per inference up to step t (J)")
+    ax.set_ylabel("test accuracy after step t (%)")
+    ax.set_title("Energy vs accuracy (SNN: one point per timestep; star: ANN)")
     ax.grid(alpha=.3)
     ax.legend(fontsize=7)
     _save(fig, path)
@@ -163,13 +171,44 @@ def _joules(v: float) -> str:
     return f"{v:.3g} J"
 
 
+def _energy_blocks(e: dict[str, Any], images: dict[str, str], full_report: bool) -> list[Block]:
+    """The energy section from a stored energy report (:meth:`snn.energy.EnergyReport.to_dict`)."""
+    from snn.energy.report import LAYER_COLUMNS, fmt
+
+    profs = list(e["energy"])
+    carbon = e.get("carbon", {}).get("per_profile", {})
+    blocks: list[Block] = [
+        ("p", "Per inference. ratio = ANN J / SNN J (above 1 the SNN is cheaper); break-even rate = the mean "
+              "firing rate (spikes/neuron/step) at which the SNN costs as much as the ANN. Estimated from "
+              "operation counts x the profiles' published per-op energies."),
+        ("table", ["hardware", "ANN J", "SNN J", "ANN/SNN", "break-even rate", "SNN gCO2e", "status"],
+         [[p, fmt(v["ann_j"]), fmt(v["snn_j"]), fmt(v["ratio"]), fmt(v.get("break_even_rate")),
+           fmt(carbon.get(p, {}).get("snn_g")), "estimated" if v.get("estimated", True) else "measured"]
+          for p, v in e["energy"].items()]),
+    ]
+    if "energy" in images:
+        blocks.append(("img", images["energy"], "Accuracy after t steps vs the SNN energy of those t steps"))
+    blocks += [
+        ("h3", "Operation counts per layer"),
+        ("table", [h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs],
+         [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r.get("energy_j", {}).get(p)) for p in profs]
+          for r in e["layers"]]),
+        ("h3", "Assumptions"),
+        ("ul", list(e.get("assumptions", []))),
+    ]
+    if full_report:
+        blocks.append(("p", "The full energy report (profiles with the source of every constant, carbon, "
+                            "per-timestep table): energy.html, energy.json."))
+    return blocks
+
+
 def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
     """The report of one run as blocks (see :func:`build_report`)."""
     s, d, cfg = run.summary, run.data, run.config
     T = d.timesteps
     blocks: list[Block] = [
         ("h1", f"{s['experiment']}: {s['model']} on {s['dataset_label']}"),
-        ("p", f"Run {run.path.name} (config hash {s['config_hash']}), started {s.get('started', '?')}, "
+        ("p", f"Config hash {s['config_hash']}, started {s.get('started', '?')}, "
               f"{s['n_test']} test samples, backend {s['backend']}, {s['encoding']} encoding, T = {T}."
               + (f" Sweep point: {json.dumps(s['sweep_point'])}." if s.get("sweep_point") else "")),
         ("h2", "Accuracy"),
@@ -182,17 +221,7 @@ def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
         ("h2", "Energy"),
     ]
     if d.energy:
-        e = d.energy
-        curve = e.get("curve", {})
-        rows = [[hw, _joules(v)] + ([_joules(curve["energy_j"][hw][i]) for i in range(len(curve["t"]))]
-                                    if curve else []) for hw, v in e["per_inference_j"].items()]
-        blocks.append(("table", ["hardware", f"per inference (T = {T})"]
-                       + [f"t = {t}" for t in curve.get("t", [])], rows))
-        if "energy" in images:
-            blocks.append(("img", images["energy"], "Energy per inference of a run of t steps vs its accuracy"))
-        if (run.path / "energy.md").is_file():
-            blocks += [("h3", "Energy report (operation counts, per-op energies and assumptions)"),
-                       ("raw_md", (run.path / "energy.md").read_text())]
+        blocks += _energy_blocks(d.energy, images, (run.path / "energy.html").is_file())
     else:
         blocks.append(("p", "Energy estimation was disabled for this run (energy.enabled: false)."))
     rates = d.firing_rates()
@@ -245,20 +274,20 @@ def _run_label(run: Run, others: Sequence[Run]) -> str:
 
 
 def compare_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows: one row per run, with accuracies and energy per inference."""
+    """Headers and rows: one row per run, with accuracies and SNN energy per inference."""
     hws: list[str] = []
     for r in runs:
         for hw in (r.summary.get("energy") or {}):
             if hw not in hws:
                 hws.append(hw)
     head = ["run", "dataset", "model", "backend", "T", "method", "ANN acc", "SNN acc", "gap (points)"] \
-        + [f"E/inf {hw}" for hw in hws]
+        + [f"SNN J {hw}" for hw in hws]
     rows = []
     for r in runs:
         s, e = r.summary, r.summary.get("energy") or {}
         rows.append([_run_label(r, runs), s["dataset_label"], s["model"], s["backend"], str(s["timesteps"]),
                      s["method"], _pct(s["ann_accuracy"]), _pct(s["snn_accuracy"]),
-                     f"{100 * s['accuracy_gap']:.2f}"] + [_joules(e[hw]) if hw in e else "n/a" for hw in hws])
+                     f"{100 * s['accuracy_gap']:.2f}"] + [_joules(e[hw]["snn_j"]) if hw in e else "n/a" for hw in hws])
     return head, rows
 
 

@@ -5,9 +5,9 @@ checkpoint) before it creates anything under the results directory, computes eve
 in memory, and then writes the run directory atomically (:func:`snn.results.new_run`).
 
 One simulation of ``T`` steps gives the accuracy after every step ``t <= T`` (the
-network is causal), so the accuracy-vs-timesteps curve costs one run. For the energy-vs-
-accuracy curve the simulation result is truncated to its first ``t`` steps
-(:func:`truncate`), which is exactly what a run of ``t`` steps would have recorded.
+network is causal), so the accuracy-vs-timesteps curve costs one run; likewise the energy
+report prices the spikes of the first ``t`` steps for every ``t`` (its ``per_step``), which
+gives the energy-vs-accuracy curve.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from snn.config import ExperimentConfig, config_hash, load_config, to_dict, to_yaml
-from snn.errors import ConfigError, SnnError
+from snn.config import ExperimentConfig, config_hash, load_config, to_yaml
+from snn.errors import ConfigError
 from snn.results import Run, RunData, environment, new_run, read_run, write_results
 from snn.util import atomic_write_text
 
@@ -62,66 +61,57 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_model(cfg: ExperimentConfig, x: np.ndarray, y: np.ndarray, progress: bool = True,
-                log: Log = _stderr) -> tuple[Any, dict[str, Any]]:
-    """The trained ANN (eval mode) and how it was obtained: ``{"source": ..., "history": [...]}``.
+def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr) -> tuple[Any, dict[str, Any]]:
+    """The trained ANN (eval mode) and how it was obtained: ``{"source": ..., "metrics": [...]}``.
 
-    Weights come from ``model.checkpoint``, ``model.pretrained`` or training on ``(x, y)``
-    (cached: see :func:`snn.train.train_cached`).
+    Weights come from ``model.checkpoint``, ``model.pretrained`` or training: zoo models
+    through :func:`snn.train.train_cached` (cached by the hash of everything that affects
+    them; concurrent runs needing the same model wait for one another), a user's
+    ``module:Class`` trained directly.
     """
     import torch
 
+    from snn import data as dmod
     from snn import train as tr
     from snn import zoo
 
-    m = cfg.model
-    torch.manual_seed(cfg.seed)
-    if ":" in m.name:
-        try:
-            model = _user_class(m.name)(**m.kwargs)
-        except TypeError as e:
-            raise ConfigError(f"model.kwargs: {m.name} rejected them ({e})") from None
-    elif m.pretrained:
-        log(f"loading pretrained {m.name} weights")
-        return zoo.load_pretrained(m.name).eval(), {"source": f"pretrained {m.name}", "history": []}
-    else:
-        model = zoo.create_model(m.name, **_zoo_kwargs(cfg))
+    m, t, d = cfg.model, cfg.train, cfg.data
+    if m.pretrained:
+        log(f"[{cfg.name}] loading the pretrained {m.name} weights")
+        return zoo.load_pretrained(m.name, root=d.root).eval(), {"source": f"pretrained {m.name}", "metrics": []}
+    ds = dmod.info(d.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if ":" in m.name:
+            try:
+                model = _user_class(m.name)(**m.kwargs)
+            except TypeError as e:
+                raise ConfigError(f"model.kwargs: {m.name} rejected them ({e})") from None
+        else:
+            model = zoo.create_model(m.name, **{**zoo.dataset_kwargs(m.name, ds.shape, ds.num_classes), **m.kwargs})
     if m.checkpoint:
         tr.load_checkpoint(model, m.checkpoint)
-        return model.eval(), {"source": f"checkpoint {m.checkpoint}", "history": []}
-    t = cfg.train
+        return model.eval(), {"source": f"checkpoint {m.checkpoint}", "metrics": []}
     train_cfg = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "optimizer": t.optimizer,
-                 "weight_decay": t.weight_decay, "seed": cfg.seed, "limit": cfg.data.train_limit}
-    cache = Path(t.cache_dir).expanduser()
-    key = hashlib.sha256(json.dumps([m.name, m.kwargs, cfg.data.name, train_cfg], sort_keys=True,
+                 "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed,
+                 "limit": t.limit}
+    if ":" in m.name:
+        x, y = dmod.load_dataset(d.name, "train", root=d.root, limit=t.limit)
+        log(f"[{cfg.name}] training {m.name} for {t.epochs} epochs (a user model: not cached)")
+        metrics = tr.train(model, x, y, **{k: v for k, v in train_cfg.items() if k != "limit"}, progress=progress)
+        return model.to("cpu").eval(), {"source": "trained", "metrics": metrics}
+    cache = Path(t.cache_dir).expanduser() if t.cache_dir else dmod.cache_dir() / "models"
+    key = hashlib.sha256(json.dumps([m.name, m.kwargs, d.name, train_cfg], sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
     with _file_lock(cache / f".lock-{key}"):
-        model, info = tr.train_cached(m.name, _zoo_kwargs(cfg), cfg.data.name, train_cfg, cache,
-                                      root=cfg.data.root, progress=progress)
-    return model.eval(), {"source": "trained", **info}
-
-
-def _zoo_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Zoo arguments: the dataset's input shape and class count, then the config's kwargs."""
-    from snn.data import DATASETS
-
-    ds = DATASETS[cfg.data.name]
-    return {"in_shape": ds.shape, "num_classes": ds.num_classes, **cfg.model.kwargs}
+        model, info = tr.train_cached(m.name, m.kwargs, d.name, train_cfg, cache, root=d.root, progress=progress)
+    log(f"[{cfg.name}] {m.name}: " + (f"trained weights loaded from the cache ({info['path']})" if info["cached"]
+                                      else f"trained in {info['train_seconds']:.1f} s, cached in {info['path']}"))
+    return model.eval(), {"source": "trained (cached)" if info["cached"] else "trained",
+                          "metrics": info.get("metrics") or [], "checkpoint": info["path"]}
 
 
 # --------------------------------------------------------------------------- simulation helpers
-def truncate(res: Any, t: int) -> Any:
-    """The :class:`snn.SimulationResult` of the first ``t`` steps of ``res`` (which must
-    hold per-step spike counts): what a run of ``t`` steps would have returned."""
-    import dataclasses
-
-    if res.step_sums is None:
-        raise SnnError("truncate needs per-step spike counts (record='steps')")
-    steps = {k: v[:t] for k, v in res.step_sums.items()}
-    return dataclasses.replace(res, outputs=res.outputs[:t], step_sums=steps,
-                               spike_sums={k: v.sum(axis=0) for k, v in steps.items()}, timesteps=int(t))
-
-
 def curve_points(T: int, n: int = 8) -> list[int]:
     """About ``n`` timesteps spread geometrically over 1..T, always including T."""
     pts = sorted({int(round(v)) for v in np.geomspace(1, T, num=min(n, T))} | {T})
@@ -140,74 +130,85 @@ def run_experiment(config: str | Path | Mapping[str, Any] | ExperimentConfig, ov
     ``<results_dir>/<name>/<timestamp>-<hash>/``. A config with a ``sweep`` section is
     rejected: run it with :func:`snn.sweep.run_sweep`.
     """
-    import torch
-
-    import snn
-    from snn import data as dmod
-    from snn import train as tr
-
     cfg = load_config(config, overrides)
     if cfg.sweep:
         n = int(np.prod([len(v) for v in cfg.sweep.values()]))
         raise ConfigError(f"config {cfg.name!r} has a sweep section ({n} runs): run it with `snn sweep`")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)
+    try:
+        return _run(cfg, results_dir, progress, log, sweep_point)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, log: Log,
+         sweep_point: Mapping[str, Any] | None) -> Run:
+    import snn
+    from snn import data as dmod
+    from snn import train as tr
+
     h = config_hash(cfg)
     root = Path(results_dir if results_dir is not None else cfg.output.dir)
-    t_start = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    t_start = t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    def stage(name: str, t0: float) -> float:
+    def stage(name: str) -> None:
+        nonlocal t0
         timings[name] = round(time.perf_counter() - t0, 3)
-        return time.perf_counter()
+        t0 = time.perf_counter()
 
-    t0 = time.perf_counter()
-    d = cfg.data
-    x_tr, y_tr = dmod.load_dataset(d.name, "train", root=d.root, limit=d.train_limit)
+    d, c, s = cfg.data, cfg.convert, cfg.sim
+    x_tr, _ = dmod.load_dataset(d.name, "train", root=d.root, limit=d.train_limit)
     x_te, y_te = dmod.load_dataset(d.name, "test", root=d.root, limit=d.test_limit)
     label = dmod.dataset_label(d.name, root=d.root)
     log(f"[{cfg.name}] data: {label}, {len(x_tr)} train / {len(x_te)} test samples")
-    t0 = stage("data", t0)
+    stage("data")
 
-    model, model_info = build_model(cfg, x_tr, y_tr, progress=progress, log=log)
-    t0 = stage("model", t0)
+    model, model_info = build_model(cfg, progress=progress, log=log)
     ann_acc = float(tr.evaluate(model, x_te, y_te))
-    log(f"[{cfg.name}] ANN ({cfg.model.name}, {model_info['source']}): test accuracy {100 * ann_acc:.2f}%")
+    log(f"[{cfg.name}] ANN {cfg.model.name} ({model_info['source']}): test accuracy {100 * ann_acc:.2f}%")
+    stage("model")
 
-    c = cfg.convert
     net = snn.convert(model, x_tr[:c.calibration_samples], method=c.method, percentile=c.percentile,
                       channelwise=c.channelwise, reset=c.reset, v_init=c.v_init,
                       max_calibration=c.calibration_samples)
-    t0 = stage("convert", t0)
+    stage("convert")
 
-    s = cfg.sim
-    torch.manual_seed(cfg.seed)
     res = snn.simulate(net, x_te, timesteps=s.timesteps, backend=s.backend, encoding=s.encoding,
                        batch_size=s.batch_size, device=s.device, precision=s.precision, seed=cfg.seed,
                        record="steps", progress=progress, **s.options)
     acc = res.accuracy(y_te)
-    log(f"[{cfg.name}] SNN ({s.backend}, T={s.timesteps}): test accuracy {100 * acc[-1]:.2f}% "
+    log(f"[{cfg.name}] SNN {s.backend}, T={s.timesteps}: test accuracy {100 * acc[-1]:.2f}% "
         f"(simulated in {res.wall_time_s:.1f} s)")
-    t0 = stage("simulate", t0)
+    stage("simulate")
 
-    energy = _energy(cfg, net, res, acc) if cfg.energy.enabled else None
-    t0 = stage("energy", t0)
+    energy = None
+    if cfg.energy.enabled:
+        e = cfg.energy
+        energy = snn.energy_report(net, res, hardware=e.hardware, x=x_te, labels=y_te, profiles_file=e.profiles_file,
+                                   grid_g_per_kwh=e.grid_g_per_kwh, pue=e.pue, name=cfg.name)
+        stage("energy")
 
-    graph = net.graph
     spikes = {k: v.reshape(v.shape[0], -1).sum(axis=1) / res.n_samples for k, v in res.step_sums.items()}
-    neurons = {k: int(np.prod(graph.shapes[k])) for k in spikes}
-    data = RunData(accuracy=acc, ann_accuracy=ann_acc, spikes=spikes, neurons=neurons,
-                   energy=energy["data"] if energy else None, training=model_info.get("history", []),
+    data = RunData(accuracy=acc, ann_accuracy=ann_acc, spikes=spikes,
+                   neurons={k: int(np.prod(net.graph.shapes[k])) for k in spikes},
+                   energy=energy.to_dict() if energy else None, training=model_info["metrics"],
                    environment=environment(s.device), n_samples=res.n_samples)
     summary = {
-        "experiment": cfg.name, "config_hash": h, "description": cfg.description,
+        "experiment": cfg.name, "config_hash": h, "description": cfg.description, "started": started,
         "dataset": d.name, "dataset_label": label, "model": cfg.model.name, "model_source": model_info["source"],
-        "backend": s.backend, "encoding": s.encoding, "timesteps": s.timesteps,
-        "method": c.method, "percentile": c.percentile if c.method == "percentile" else 100.0,
-        "n_test": res.n_samples, "ann_accuracy": ann_acc, "snn_accuracy": float(acc[-1]),
-        "accuracy_gap": float(ann_acc - acc[-1]),
+        "backend": s.backend, "encoding": s.encoding, "timesteps": s.timesteps, "method": c.method,
+        "percentile": c.percentile if c.method == "percentile" else 100.0, "n_test": res.n_samples,
+        "ann_accuracy": ann_acc, "snn_accuracy": float(acc[-1]), "accuracy_gap": float(ann_acc - acc[-1]),
         "accuracy_at": {str(t): float(acc[t - 1]) for t in curve_points(s.timesteps)},
-        "firing_rates": data.firing_rates(), "energy": energy["totals"] if energy else None,
+        "firing_rates": data.firing_rates(),
+        "energy": {p: {k: v.get(k) for k in ("ann_j", "snn_j", "ratio", "break_even_rate")}
+                   for p, v in energy.energy.items()} if energy else None,
         "sweep_point": dict(sweep_point or {}), "timings_s": timings,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (time.perf_counter() - t_start))),
     }
 
     with new_run(root, cfg.name, h) as run:
@@ -216,36 +217,16 @@ def run_experiment(config: str | Path | Mapping[str, Any] | ExperimentConfig, ov
         if cfg.output.save_network:
             net.save(run.path / "network.h5")
         if energy:
-            energy["report"].to_json(run.path / "energy.json")
-        summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
-        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+            energy.to_json(run.path / "energy.json")
         if cfg.output.report:
             from snn.report import build_report
 
+            if energy:
+                energy.to_html(run.path / "energy.html")
+            atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
             build_report(run.path, complete=False)
-    log(f"[{cfg.name}] run complete in {time.perf_counter() - t_start:.1f} s: {run.final}")
+            stage("report")
+        timings["total"] = round(time.perf_counter() - t_start, 3)
+        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+    log(f"[{cfg.name}] run complete in {timings['total']:.1f} s: {run.final}")
     return read_run(run.final)
-
-
-def _energy(cfg: ExperimentConfig, net: Any, res: Any, acc: np.ndarray) -> dict[str, Any]:
-    """The energy report of the whole run, and energy per inference at several timesteps
-    (for the energy-vs-accuracy curve): ``{"report", "data", "totals"}``."""
-    import snn
-
-    kwargs = {} if cfg.energy.grid_intensity is None else {"grid_intensity": cfg.energy.grid_intensity}
-    report = snn.energy_report(net, res, hardware=cfg.energy.hardware, **kwargs)
-    curve: dict[str, Any] = {"t": [], "accuracy": [], "energy_j": {}}
-    for t in curve_points(res.timesteps):
-        r = snn.energy_report(net, truncate(res, t), hardware=cfg.energy.hardware, **kwargs)
-        curve["t"].append(t)
-        curve["accuracy"].append(float(acc[t - 1]))
-        for hw, e in _per_inference(r).items():
-            curve["energy_j"].setdefault(hw, []).append(e)
-    totals = _per_inference(report)
-    return {"report": report, "totals": totals,
-            "data": {"report": json.loads(report.to_json()), "curve": curve, "per_inference_j": totals}}
-
-
-def _per_inference(report: Any) -> dict[str, float]:
-    """{hardware: energy per inference in joules} from an energy report."""
-    return {hw: float(v) for hw, v in report.energy.items()}
