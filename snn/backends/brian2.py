@@ -59,6 +59,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -129,6 +130,32 @@ def _prefs(b2, target: str, precision: str, root: Path) -> Iterator[None]:
     finally:
         for k, v in old.items():
             prefs[k] = v
+
+
+POOL_CODE = "mx_post = mx_post + int(count_pre > mx_post)*(count_pre - mx_post)"
+
+
+class _PoolNotice(logging.Filter):
+    """Drops brian2's notices about the max-pool update: it warns that a statement on
+    ``mx_post`` may depend on the order of the synapses (a running maximum does not) and,
+    on the numpy target, that it runs as a Python loop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mx_post" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_pool_notices() -> Iterator[None]:
+    f = _PoolNotice()
+    loggers = [logging.getLogger("brian2.codegen.generators.base"),
+               logging.getLogger("brian2.codegen.generators.numpy_generator")]
+    for lg in loggers:
+        lg.addFilter(f)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(f)
 
 
 @contextlib.contextmanager
@@ -267,8 +294,7 @@ def _build(b, graph: ir.Graph, x: np.ndarray, T: int, encoding: str, seed: int, 
         for src, A in A_by_src.items():
             name = f"{b.name(src, 'to')}{b.ids[tgt]}"
             if pool:
-                s = b.synapses(groups[src], groups[tgt], A,
-                               "mx_post = mx_post + int(count_pre > mx_post)*(count_pre - mx_post)", False, name)
+                s = b.synapses(groups[src], groups[tgt], A, POOL_CODE, False, name)
             else:
                 s = b.synapses(groups[src], groups[tgt], A, "I_post += w", True, name)
             b.sched(s.state_updater, s.pre)
@@ -341,7 +367,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     dtype = np.dtype(precision)
     root = cache_root(options.get("cache_dir"))
     K = int(np.prod(graph.shapes[graph.output]))
-    with _prefs(b2, target, precision, root):
+    with _prefs(b2, target, precision, root), _quiet_pool_notices():
         ctx = _standalone(b2, root / "standalone" / _standalone_key(graph, B, T, encoding, record, precision)) \
             if target == "cpp_standalone" else contextlib.nullcontext()
         with ctx as dev:
