@@ -13,7 +13,7 @@ GPU/CPU measurement (:mod:`snn.energy.gpu`) imports torch/NVML lazily when calle
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from snn.energy.report import Comparison, EnergyReport, compare
 from snn.errors import SnnError
 
 __all__ = ["energy_report", "EnergyReport", "compare", "Comparison", "PROFILES", "Profile", "load_profiles",
-           "make_profile", "count_ops", "price", "grams_co2e", "energy_cli"]
+           "make_profile", "count_ops", "price", "grams_co2e"]
 
 ASSUMPTIONS = [
     "SynOps = presynaptic spikes x exact fan-out (distinct post-synaptic targets of the first synaptic layer on "
@@ -176,31 +176,3 @@ def _measure(ann: Any, x: Any) -> tuple[list[dict[str, Any]], list[str]]:
     except SnnError as e:
         notes.append(f"CPU not measured: {e}")
     return out, notes
-
-
-def energy_cli(net_path: str | Path, data: str, timesteps: int, hardware: Iterable[str] | None = None,
-               out_dir: str | Path = ".", n: int | None = 1000, backend: str = "snntorch",
-               encoding: str = "constant", batch_size: int = 256, profiles_file: str | Path | None = None,
-               target_accuracy: float | None = None, grid_g_per_kwh: float = DEFAULT_GRID_G_PER_KWH,
-               pue: float = DEFAULT_PUE, seed: int = 0) -> tuple[EnergyReport, dict[str, Path]]:
-    """What ``snn energy NET.h5 --data mnist --timesteps 32`` does: load the network, simulate
-    the first ``n`` test samples of ``data`` (:func:`snn.data.load_dataset`), build the
-    report and write ``energy.json``, ``energy.md`` and ``energy.html`` into ``out_dir``.
-    Returns the report and the written paths."""
-    import snn
-    from snn.data import load_dataset
-
-    net = snn.load(net_path)
-    ds = load_dataset(data, "test")
-    x, y = ds[0], ds[1]
-    if n is not None:
-        x, y = x[:n], y[:n]
-    res = snn.simulate(net, x, timesteps=timesteps, backend=backend, encoding=encoding, batch_size=batch_size,
-                       seed=seed, record="steps")
-    rep = energy_report(net, res, hardware=list(hardware) if hardware else list(PROFILES), x=x, labels=y,
-                        profiles_file=profiles_file, target_accuracy=target_accuracy, grid_g_per_kwh=grid_g_per_kwh,
-                        pue=pue, name=Path(net_path).stem)
-    out = Path(out_dir)
-    paths = {"json": rep.to_json(out / "energy.json"), "markdown": rep.to_markdown(out / "energy.md"),
-             "html": rep.to_html(out / "energy.html")}
-    return rep, paths

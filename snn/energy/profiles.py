@@ -155,9 +155,13 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 
 
 def _check_number(pname: str, key: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SnnError(f"profile {pname!r}: {key} must be a number, got {v!r}")
-    v = float(v)
+    """A finite number >= 0; numeric strings are accepted (PyYAML reads ``1e-12`` as a string)."""
+    try:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ValueError
+        v = float(v)
+    except ValueError:
+        raise SnnError(f"profile {pname!r}: {key} must be a number, got {v!r}") from None
     if not math.isfinite(v) or v < 0:
         raise SnnError(f"profile {pname!r}: {key} must be a finite number >= 0, got {v}")
     if key in POSITIVE and v == 0:
