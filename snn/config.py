@@ -56,7 +56,8 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     """Dataset (see :mod:`snn.data`): ``name``; ``root`` overrides ``$SNN_DATA``;
-    ``train_limit``/``test_limit`` use the first N samples of each split."""
+    ``train_limit``/``test_limit`` use the first N samples of each split (training and
+    calibration / evaluation and simulation)."""
 
     name: str = "digits"
     root: str | None = None
@@ -109,7 +110,8 @@ class TrainConfig(_Section):
     nor ``pretrained``. Zoo models are cached in ``cache_dir`` (default
     ``$SNN_CACHE/models``, i.e. ``~/.cache/snn/models``) by the hash of everything that
     affects their weights, so re-running an experiment does not retrain; a user's own
-    ``module:Class`` is trained every time. ``limit``: train on the first N samples."""
+    ``module:Class`` is trained every time. The training data are ``data.train_limit``
+    samples (default: all) of the training split."""
 
     epochs: int = Field(default=10, ge=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -118,7 +120,6 @@ class TrainConfig(_Section):
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"
     weight_decay: float = Field(default=0.0, ge=0)
     device: str = "cpu"
-    limit: int | None = Field(default=None, ge=1)
     cache_dir: str | None = None
 
     _device = field_validator("device")(lambda cls, v: _check_device(v))

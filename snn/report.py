@@ -292,8 +292,9 @@ def compare_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "Comparison") -> Path:
-    """Tabulate and plot several runs into ``out_dir`` (compare.md, compare.html, plots);
-    return ``out_dir``. Every path must be a complete run directory."""
+    """Tabulate and plot several runs into ``out_dir`` (compare.md, compare.html, plots, and
+    :func:`snn.energy.compare` of their energy reports in energy_compare.json); return
+    ``out_dir``. Every path must be a complete run directory."""
     if not run_dirs:
         raise SnnError("nothing to compare: give at least one run directory")
     runs = [read_run(p) for p in run_dirs]
@@ -307,6 +308,16 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     blocks.append(("img", "accuracy_vs_timesteps.png", "SNN accuracy vs timesteps; dashed: ANN accuracy"))
     if _plot_energy(runs, labels, out / "energy_vs_accuracy.png"):
         blocks.append(("img", "energy_vs_accuracy.png", "Energy per inference vs accuracy"))
+    energy_runs = [r for r in runs if (r.path / "energy.json").is_file()]
+    if energy_runs:
+        from snn.energy import compare
+        from snn.energy.report import fmt
+
+        cmp = compare([r.path / "energy.json" for r in energy_runs])
+        cmp.to_json(out / "energy_compare.json")
+        cols = list(cmp.COLUMNS)
+        blocks += [("h2", "Energy per inference, every profile"),
+                   ("table", cols, [[fmt(row.get(c)) for c in cols] for row in cmp.rows])]
     blocks += [("h2", "Runs"), ("table", ["run", "directory"], [[lab, str(r.path)] for lab, r in zip(labels, runs)])]
     _write(out, blocks, title, "compare")
     return out

@@ -94,9 +94,9 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
         return model.eval(), {"source": f"checkpoint {m.checkpoint}", "metrics": []}
     train_cfg = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "optimizer": t.optimizer,
                  "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed,
-                 "limit": t.limit}
+                 "limit": d.train_limit}
     if ":" in m.name:
-        x, y = dmod.load_dataset(d.name, "train", root=d.root, limit=t.limit)
+        x, y = dmod.load_dataset(d.name, "train", root=d.root, limit=d.train_limit)
         log(f"[{cfg.name}] training {m.name} for {t.epochs} epochs (a user model: not cached)")
         metrics = tr.train(model, x, y, **{k: v for k, v in train_cfg.items() if k != "limit"}, progress=progress)
         return model.to("cpu").eval(), {"source": "trained", "metrics": metrics}

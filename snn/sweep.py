@@ -15,7 +15,8 @@ killing a sweep (even with SIGKILL) loses only the runs in flight.
 
 Runs execute in this process (``workers=1``), in local worker processes
 (``workers=N``), or as Ray tasks (``use_ray=True``) on the cluster at ``address`` or on a
-local cluster started for the sweep. When all runs are done, a comparison of them is
+local cluster started for the sweep (on a remote cluster, the results directory and the
+data must be on a file system every node sees, at the same path). When all runs are done, a comparison of them is
 written to ``<results>/<name>/sweep/`` (:func:`snn.report.compare_runs`).
 """
 from __future__ import annotations

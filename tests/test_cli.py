@@ -114,7 +114,7 @@ def test_run_report_compare(tmp_path, monkeypatch, capsys):
     assert main(["run", str(cfg), "--quiet"]) == 0
     out = capsys.readouterr().out
     report = Path(out.split("report: ")[1].split()[0])
-    assert report.is_file() and report.parent.parent == tmp_path / "results" / "clitest"
+    assert report.is_file() and report.resolve().parent.parent == tmp_path / "results" / "clitest"
     assert "SNN accuracy" in out
     assert main(["run", str(cfg), "--quiet", "--set", "sim.timesteps=3"]) == 0
     runs = sorted(str(p) for p in (tmp_path / "results" / "clitest").iterdir())
@@ -126,6 +126,25 @@ def test_run_report_compare(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "SNN acc" in out and (tmp_path / "cmp" / "compare.html").is_file()
     assert (tmp_path / "cmp" / "accuracy_vs_timesteps.png").is_file()
+    # the run's network, priced again from the command line
+    rc = main(["energy", str(report.parent / "network.h5"), "--data", "digits", "--timesteps", "4", "--samples", "50",
+               "--hardware", "loihi", "--json", str(tmp_path / "e.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "SNN accuracy at T=4 on 50 digits test samples" in out and "loihi" in out
+    from snn.energy import EnergyReport
+
+    assert EnergyReport.from_json(tmp_path / "e.json").totals["timesteps"] == 4
+    assert (tmp_path / "cmp" / "energy_compare.json").is_file()
+    # a corrupted results file is a clear error
+    import shutil
+
+    broken = tmp_path / "broken-run"
+    shutil.copytree(report.parent, broken)
+    data = (broken / "results.h5").read_bytes()
+    (broken / "results.h5").write_bytes(data[: len(data) // 2])
+    assert main(["report", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "results.h5 is corrupted" in err and len(err.strip().splitlines()) == 1
     # a run directory that is not complete is refused
     assert main(["report", str(tmp_path)]) == 2
     assert "not a complete run" in capsys.readouterr().err

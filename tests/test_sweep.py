@@ -23,7 +23,7 @@ def sweep_cfg(tmp_path: Path, timesteps=(2, 3), methods=("max", "percentile"), n
            "energy": {"hardware": ["loihi"]}, "output": {"report": False, "save_network": False},
            "sweep": {"sim.timesteps": list(timesteps), "convert.method": list(methods)}}
     p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return p
 
 
@@ -60,13 +60,23 @@ def test_failed_point_does_not_stop_the_others(tmp_path):
     assert not [p for p in (tmp_path / "results" / "sw").iterdir() if p.name.startswith(".partial")]
 
 
+def _train_first(cfg: Path) -> None:
+    """Train (and cache) the sweep's model here, so that the workers only load it."""
+    from snn.config import expand_sweep, load_config
+    from snn.runner import build_model
+
+    build_model(expand_sweep(load_config(cfg))[0][1], progress=False, log=lambda m: None)
+
+
 def _sweep_cmd(cfg: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "snn.cli", "sweep", str(cfg), *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_half_way_then_resume_gives_exactly_n_runs(tmp_path):
     cfg = sweep_cfg(tmp_path, timesteps=(2, 3, 4, 5))  # 8 runs
     res_dir = tmp_path / "results"
+    _train_first(cfg)
     env = {**os.environ, "MPLBACKEND": "Agg"}
     proc = subprocess.Popen(_sweep_cmd(cfg, "--workers", "2", "--results", str(res_dir)), cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -94,6 +104,7 @@ def test_sigkill_half_way_then_resume_gives_exactly_n_runs(tmp_path):
 def test_sweep_on_a_local_ray_cluster(tmp_path):
     pytest.importorskip("ray")
     cfg, res_dir = sweep_cfg(tmp_path, timesteps=(2,)), tmp_path / "results"
+    _train_first(cfg)
     p = subprocess.run(_sweep_cmd(cfg, "--ray", "--workers", "2", "--results", str(res_dir)), cwd=tmp_path,
                        env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
