@@ -83,7 +83,7 @@ def _conv_net(conv: ir.Conv2d, in_shape, pool: ir.AvgPool2d | None = None):
 def test_conv_3x3_padding_1_fanout_map_by_hand():
     co = 5
     g = _conv_net(ir.Conv2d(np.ones((co, 1, 3, 3)), padding=1), (1, 4, 4))
-    fan = source_fanout(g, "s", set(g.recorded_nodes())).maps["conv"]
+    fan = source_fanout(g, "s", set(g.recorded_nodes())).dense["conv"]
     expect = np.array([[4, 6, 6, 4], [6, 9, 9, 6], [6, 9, 9, 6], [4, 6, 6, 4]]) * co
     np.testing.assert_array_equal(fan[0], expect)
     spikes = np.zeros((1, 4, 4), dtype=np.int64)
@@ -94,7 +94,7 @@ def test_conv_3x3_padding_1_fanout_map_by_hand():
 
 def _brute_fanout(g: ir.Graph, src: str, target: str) -> np.ndarray:
     """Distinct outputs of ``target`` reached by each source neuron: one-hot inputs through
-    the path with all weights set to one (float64 evaluator)."""
+    the path with every non-zero weight set to one (float64 evaluator)."""
     shape = g.shapes[src]
     n = int(np.prod(shape))
     vals = np.eye(n).reshape((n,) + shape)
@@ -103,7 +103,9 @@ def _brute_fanout(g: ir.Graph, src: str, target: str) -> np.ndarray:
         (name,) = g.consumers_of(name)
         node = g.nodes[name]
         if isinstance(node, ir.Conv2d):
-            node = ir.Conv2d(np.ones_like(node.weight), None, node.stride, node.padding, node.dilation, node.groups)
+            node = ir.Conv2d((node.weight != 0) * 1.0, None, node.stride, node.padding, node.dilation, node.groups)
+        elif isinstance(node, ir.Linear):
+            node = ir.Linear((node.weight != 0) * 1.0)
         vals = ir.eval_node(node, [vals])
     return (vals.reshape(n, -1) > 0).sum(axis=1).reshape(shape)
 
@@ -115,6 +117,28 @@ def test_conv_fanout_matches_brute_force(kw):
     g = _conv_net(ir.Conv2d(np.ones((6, 4 // groups, 3, 3)), **kw), (4, 7, 9))
     fan = source_fanout(g, "s", set(g.recorded_nodes())).maps["conv"]
     np.testing.assert_array_equal(fan, _brute_fanout(g, "s", "conv"))
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=2, dilation=2, groups=2)])
+def test_zero_weights_are_no_synapses(kw):
+    w = np.random.default_rng(1).normal(size=(6, 4 // kw.get("groups", 1), 3, 3))
+    w[np.random.default_rng(2).random(w.shape) < 0.4] = 0.0   # pruned taps
+    w[:, :, 1, :] = 0.0                                          # a dead kernel row
+    g = _conv_net(ir.Conv2d(w, **kw), (4, 7, 9))
+    fan = source_fanout(g, "s", set(g.recorded_nodes()))
+    np.testing.assert_array_equal(fan.maps["conv"], _brute_fanout(g, "s", "conv"))
+    assert (fan.dense["conv"] >= fan.maps["conv"]).all() and fan.dense["conv"].sum() > fan.maps["conv"].sum()
+
+
+def test_zero_weights_after_global_pool_into_linear():
+    w = np.random.default_rng(0).normal(size=(5, 3))
+    w[w < 0] = 0.0
+    g = ir.Graph({"x": ir.Input((3, 4, 4)), "s": ir.IF(), "pool": ir.AvgPool2d(4, 4), "f": ir.Flatten(),
+                  "fc": ir.Linear(w), "readout": ir.Readout()},
+                 [("x", "s"), ("s", "pool"), ("pool", "f"), ("f", "fc"), ("fc", "readout")], "x", "readout")
+    fan = source_fanout(g, "s", set(g.recorded_nodes()))
+    np.testing.assert_array_equal(fan.maps["fc"], _brute_fanout(g, "s", "fc"))
+    np.testing.assert_array_equal(fan.dense["fc"], np.full((3, 4, 4), 5))
 
 
 @pytest.mark.parametrize("pool", [ir.AvgPool2d(2, 2), ir.AvgPool2d(3, 1, 1), ir.AvgPool2d(3, 2)])

@@ -31,8 +31,9 @@ ASSUMPTIONS = [
     "SynOps = presynaptic spikes x exact fan-out (distinct post-synaptic targets of the first synaptic layer on "
     "each path; conv borders, stride, padding, dilation and groups exact; through an average pool of spikes, the "
     "union of the targets of every window covering the neuron).",
-    "Structural connections: a weight that is exactly zero still counts as a synapse (NeuroBench's effective "
-    "counts skip zero weights; trained float weights are practically never exactly zero).",
+    "SynOps and effective MACs go through non-zero weights only (a zero weight is no synapse; as NeuroBench); dense "
+    "counts (ANN MACs, a GPU's work) include every weight. Exception: through an average pool into a conv, "
+    "fan-out is structural.",
     "A spike entering an Add through its per-channel gain (a residual spike train) is one synaptic op; element-wise "
     "adds and rescalings of currents are part of the dendritic sum and not counted.",
     "A max-pool of spikes routes spikes (0 SynOps); its output spikes are counted as the next layer's events. "

@@ -12,21 +12,24 @@ each path, and costs there
     SynOps(W) = sum_t sum_i s_S[t, i] * fanout_{S->W}[i]
 
 where ``fanout_{S->W}[i]`` is the number of distinct outputs of ``W`` that the spike
-reaches through the composite path (structural connections, zero weights included):
-``Linear``: ``out_features``; ``Conv2d``: (output channels of the group) x (output
-positions whose window covers ``i``), exact at borders, for any stride, padding,
-dilation and groups (the "transposed convolution of ones", computed per axis since a
-window is a product of intervals); ``Affine``: 1; ``Add``: 1 per input the spike enters
-(a residual spike enters through its per-channel gain); after an ``AvgPool2d`` the
-distinct targets of all pool windows covering ``i`` (a union, not a sum, when windows
-overlap). A ``MaxPool2d`` of spikes only routes spikes: 0 SynOps; its output spikes are
+reaches through the composite path over non-zero weights (the synapses a chip holds;
+NeuroBench counts the same): ``Linear``: non-zero entries of the weight column;
+``Conv2d``: ``sum_{co, ky, kx} [w[co, ci, ky, kx] != 0] * [tap (ky, kx) of some output
+reads i]``, exact at borders, for any stride, padding, dilation and groups (with all
+weights non-zero: output channels of the group x output positions whose window covers
+``i``, the "transposed convolution of ones"); ``Affine``: 1 (0 for a zero scale);
+``Add``: 1 per input the spike enters (a residual spike enters through its per-channel
+gain); after an ``AvgPool2d`` the distinct targets of all pool windows covering ``i``
+(a union, not a sum, when windows overlap; structural, zero weights included, except
+for a ``Linear`` after the pool). ``spike_connections`` is the structural count (every
+weight, as a dense GPU computes it). A ``MaxPool2d`` of spikes only routes spikes: 0 SynOps; its output spikes are
 recorded and are a source in their own right.
 
 *Analog input* (``encoding="constant"``): the first synaptic layer sees the same analog
 input at every step; the backend computes it once, so it costs
-``input_macs = sum_i fanout[i]`` multiply-accumulates once per inference (dense), and
-``input_macs_effective = mean over samples of sum_{i: x_i != 0} fanout[i]`` when the
-inputs ``x`` are given.
+``input_macs`` = its structural connections, multiply-accumulates once per inference
+(dense), and ``input_macs_effective = mean over samples of sum_{i: x_i != 0} fanout[i]``
+when the inputs ``x`` are given.
 
 *Current-fed layers*: a ``Linear``/``Conv2d`` whose input is a current (a synaptic
 layer's output, not spikes) computes every connection at every step:
@@ -38,7 +41,7 @@ Element-wise ``Affine``/``Add`` on currents are part of the dendritic sum: not c
 
 *ANN MACs* (``net.ann``, BN folded): ``macs_dense`` = structural connections of every
 ``Linear``/``Conv2d``/``Affine`` (padding excluded); ``macs_effective`` = connections
-from non-zero inputs only (sparsity-aware hardware), measured on ``x``. Element-wise
+from non-zero inputs through non-zero weights (sparsity-aware hardware), measured on ``x``. Element-wise
 adds and pooling of the ANN are not counted as MACs.
 
 *Memory model* (accesses, one word each): SNN: one weight read per synaptic op and per
@@ -141,14 +144,69 @@ def _step(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> 
                    "flatten, reshape to 1-D, concat, avgpool2d, then linear/conv2d/affine/add")
 
 
-def _fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> np.ndarray:
-    """Distinct outputs of synaptic (or neuron) node ``name`` reached per source neuron."""
+def _tap_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
+    """Boolean (k, n_in): ``A[m, i]`` when kernel tap ``m`` of some output reads input ``i``."""
+    a = np.zeros((k, n_in), dtype=bool)
+    for m in range(k):
+        i = np.arange(n_out) * s - p + d * m
+        a[m, i[(i >= 0) & (i < n_in)]] = True
+    return a
+
+
+def nonzero_fanout(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], slot: int = 0
+                   ) -> np.ndarray:
+    """Fan-out map (input shape) through the non-zero weights only: the synapses a chip
+    instantiates. Conv2d: ``sum_{co in group, ky, kx} [w[co, ci, ky, kx] != 0] * A_ky[y] * A_kx[x]``."""
+    if isinstance(node, ir.Linear):
+        return (node.weight != 0).sum(axis=0).reshape(in_shape).astype(np.int64)
+    if isinstance(node, ir.Conv2d):
+        co, cig, kh, kw = node.weight.shape
+        cog = co // node.groups
+        nz = (node.weight != 0).reshape(node.groups, cog, cig, kh, kw).sum(axis=1)  # (g, cig, kh, kw)
+        cnt = nz.reshape(node.groups * cig, kh, kw)
+        ah = _tap_matrix(in_shape[1], out_shape[1], kh, node.stride[0], node.padding[0], node.dilation[0])
+        aw = _tap_matrix(in_shape[2], out_shape[2], kw, node.stride[1], node.padding[1], node.dilation[1])
+        return np.einsum("cab,ay,bx->cyx", cnt, ah.astype(np.int64), aw.astype(np.int64)).astype(np.int64)
+    gain = node.scale if isinstance(node, ir.Affine) else node.gains[slot] if isinstance(node, ir.Add) else None
+    ones = np.ones(in_shape, dtype=np.int64)
+    if gain is None:
+        return ones
+    return ones * (gain != 0).reshape((-1,) + (1,) * (len(in_shape) - 1))
+
+
+def _selection(m: np.ndarray) -> np.ndarray | None:
+    """For a boolean (n_node, n_src) matrix with exactly one True per column and no shared
+    rows (an index map), the row of each column; else None."""
+    if not (m.sum(axis=0) == 1).all() or (m.sum(axis=1) > 1).any():
+        return None
+    return m.argmax(axis=0)
+
+
+def _fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> tuple[np.ndarray, np.ndarray]:
+    """(structural, non-zero-weight) distinct outputs of node ``name`` reached per source neuron."""
+    in_shape = graph.shapes[graph.inputs_of(name)[slot]]
+    structural = _structural_fanout(path, node, name, graph, slot, in_shape)
+    sel = [_selection(f) for f in path.factors]
+    if all(x is not None for x in sel):  # an index map: read the node's own map back
+        nz = nonzero_fanout(node, in_shape, graph.shapes[name], slot)
+        if path.flat:
+            nz = nz.reshape(tuple(f.shape[0] for f in path.factors))
+        return structural, nz[np.ix_(*sel)] if len(sel) > 1 else nz[sel[0]]
+    if isinstance(node, ir.Linear):  # after pooling: union of the non-zero rows over reached inputs
+        w = (node.weight != 0).astype(np.int64).reshape((-1,) + tuple(f.shape[0] for f in path.factors))
+        for k, f in enumerate(path.factors):
+            w = np.moveaxis(np.tensordot(w, f.astype(np.int64), axes=([k + 1], [0])), -1, k + 1) > 0
+        return structural, w.sum(axis=0).astype(np.int64)
+    return structural, structural  # pooled path into conv/affine/add: structural (documented)
+
+
+def _structural_fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int,
+                       in_shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(node, ir.Linear):
         return np.where(path.reached() > 0, node.weight.shape[0], 0).astype(np.int64)
     if isinstance(node, ir.Conv2d):
         if len(path.factors) != 3 or path.flat:
             raise SnnError(f"energy counting: conv2d {name!r} fed by a flattened spike path is not supported")
-        in_shape = graph.shapes[graph.inputs_of(name)[slot]]
         co, _, kh, kw = node.weight.shape
         _, ho, wo = graph.shapes[name]
         gc = group_matrix(co, in_shape[0], node.groups)
@@ -162,9 +220,11 @@ def _fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -
 
 @dataclass
 class _SourceFan:
-    """Fan-out maps of one spike source: {synaptic node: int64 (source shape)}."""
+    """Fan-out maps of one spike source, {synaptic node: int64 (source shape)}: through
+    non-zero weights (``maps``, for SynOps) and structural (``dense``, every weight)."""
 
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
     routed_to: list[str] = field(default_factory=list)  # spike max-pools fed (routing, 0 SynOps)
 
 
@@ -183,8 +243,9 @@ def source_fanout(graph: ir.Graph, source: str, stop: set[str]) -> _SourceFan:
                 if c in stop and isinstance(node, ir.MaxPool2d):
                     fan.routed_to.append(c)
                 elif isinstance(node, SYNAPTIC + NEURONS):
-                    m = _fanout(path, node, c, graph, slot)
-                    fan.maps[c] = fan.maps.get(c, 0) + m
+                    dense, nz = _fanout(path, node, c, graph, slot)
+                    fan.maps[c] = fan.maps.get(c, 0) + nz
+                    fan.dense[c] = fan.dense.get(c, 0) + dense
                 else:
                     stack.append((c, _step(path, node, c, graph, slot)))
     return fan
@@ -206,19 +267,6 @@ def connections(node: ir.Node, in_shapes: list[tuple[int, ...]], out_shape: tupl
     if isinstance(node, ir.Add):
         return int(np.prod(out_shape)) * len(in_shapes)
     return 0
-
-
-def immediate_fanout(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
-    """Fan-out map (input shape) of one synaptic node from one of its inputs."""
-    if isinstance(node, ir.Linear):
-        return np.full(in_shape, node.weight.shape[0], dtype=np.int64)
-    if isinstance(node, ir.Conv2d):
-        co, _, kh, kw = node.weight.shape
-        gc = group_matrix(co, in_shape[0], node.groups).sum(axis=0)
-        rh = window_matrix(in_shape[1], out_shape[1], kh, node.stride[0], node.padding[0], node.dilation[0]).sum(0)
-        rw = window_matrix(in_shape[2], out_shape[2], kw, node.stride[1], node.padding[1], node.dilation[1]).sum(0)
-        return np.multiply.outer(np.multiply.outer(gc, rh), rw).astype(np.int64)
-    return np.ones(in_shape, dtype=np.int64)
 
 
 def _params(node: ir.Node) -> int:
@@ -284,7 +332,7 @@ def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, ba
     feeds = sorted({ann.inputs_of(n)[0] for n in mac_nodes})
     eff = {n: 0.0 for n in mac_nodes}
     zeros = {n: 0 for n in relus}
-    fan = {n: immediate_fanout(ann.nodes[n], ann.shapes[ann.inputs_of(n)[0]], ann.shapes[n]) for n in mac_nodes}
+    fan = {n: nonzero_fanout(ann.nodes[n], ann.shapes[ann.inputs_of(n)[0]], ann.shapes[n]) for n in mac_nodes}
     for s in range(0, len(xs), batch):
         vals = ir.evaluate(ann, xs[s:s + batch], keep=set(feeds) | set(relus))
         for n in mac_nodes:
@@ -337,7 +385,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
         fan = source_fanout(graph, s, stop)
         for w, m in fan.maps.items():
             syn[w] = syn.get(w, 0.0) + float((spike_sums[s] * m).sum()) / N
-            conn_spk[w] = conn_spk.get(w, 0) + int(m.sum())
+            conn_spk[w] = conn_spk.get(w, 0) + int(fan.dense[w].sum())
             if step_sums is not None:
                 st = np.tensordot(step_sums[s], m, axes=m.ndim).astype(np.float64) / N
                 syn_t[w] = syn_t.get(w, 0.0) + st
@@ -354,7 +402,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
             xs = np.asarray(x)[:max_samples]
             nz = (xs != 0).mean(axis=0)
         for w, m in fan.maps.items():
-            in_macs[w] = float(m.sum())
+            in_macs[w] = float(fan.dense[w].sum())
             in_macs_eff[w] = float((nz * m).sum()) if nz is not None else None
         notes.append("Constant (analog) input: the first synaptic layer(s) "
                      f"({', '.join(in_macs) or 'none'}) see the same input at every step; the backend computes "
