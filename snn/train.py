@@ -4,10 +4,11 @@ accuracy, safe checkpoints, and a cache keyed by everything that affects the wei
 Training minimises the mean cross-entropy ``-log softmax(f(x))[y]`` over shuffled
 mini-batches (Adam, AdamW or SGD with momentum 0.9), with the learning rate per step
 following ``schedule``: ``"constant"``, ``"cosine"`` (``lr * (1 + cos(pi t / T)) / 2``
-over all ``T`` steps) or ``"onecycle"`` (Smith 2018: warm-up to ``lr`` over the first 30 %
-of steps, then cosine annealing to ``lr / 1e4``). The seed fixes the shuffling and
-any random layer (dropout) inside a private RNG scope: the same model, data and seed give
-the same weights, and the caller's global RNG state is left untouched.
+over all ``T`` steps) or ``"onecycle"`` (Smith 2018: cosine warm-up from ``lr / 25`` to
+``lr`` over the first 30 % of steps, then cosine annealing to ``lr / 2.5e5``). The seed
+fixes the shuffling and any random layer (dropout) inside a private RNG scope: the same
+model, data and seed give the same weights, and the caller's global RNG state is left
+untouched.
 
 Checkpoints hold a state dict only: safetensors where installed (``meta`` as JSON in
 its header), else ``torch.save({"state_dict", "meta"})`` read back with
