@@ -339,7 +339,7 @@ def download(name: str, root: str | Path | None = None, base_url: str | None = N
              timeout: float = 60.0) -> list[Path]:
     """Download ``name`` into the data root (needs internet), verifying every md5; files
     already present and intact are kept. ``base_url`` replaces the published mirror (files
-    are fetched from ``base_url/<file name>``). Returns the paths of the dataset's files.
+    are fetched from ``base_url/<file name>``). Returns the paths that hold the dataset's files.
 
     Only sources with a public download exist here (CIFAR-10: the python batches, from the
     tar archive, unpacked into ``cifar-10-batches-py/``; the JPEG copy is not published).
@@ -360,21 +360,21 @@ def download(name: str, root: str | Path | None = None, base_url: str | None = N
             raise DataError(f"{f.name} has no download URL")
         return f.url
 
-    if src.archive is not None:
-        if all(_intact(folder, f) for f in src.files):
-            return [folder / f.name for f in src.files]
-        arch = r / src.archive.name
-        if not _intact(r, src.archive):
-            _fetch(url_of(src.archive), arch, src.archive, timeout)
-        _unpack(arch, r, folder, src)
-        arch.unlink()
-        return [folder / f.name for f in src.files]
-    out = []
-    for f in src.files:
-        if not _intact(folder, f):
-            _fetch(url_of(f), folder / f.name, f, timeout)
-        out.append(folder / f.name)
-    return out
+    try:
+        if src.archive is not None and not all(_intact(folder, f) for f in src.files):
+            arch = r / src.archive.name
+            if not _intact(r, src.archive):
+                _fetch(url_of(src.archive), arch, src.archive, timeout)
+            _unpack(arch, folder, src)
+            arch.unlink()
+        elif src.archive is None:
+            for f in src.files:
+                if not _intact(folder, f):
+                    _fetch(url_of(f), folder / f.name, f, timeout)
+    except OSError as e:
+        raise DataError(f"cannot write {name} into {folder}: {e}; choose a writable data root "
+                        f"(SNN_DATA or --data-root)") from e
+    return [p for f in src.files for p in _find(folder, f) or []]
 
 
 def _intact(folder: Path, f: FileInfo) -> bool:
@@ -388,7 +388,7 @@ def _intact(folder: Path, f: FileInfo) -> bool:
         return False
 
 
-def _unpack(archive: Path, root: Path, folder: Path, src: Source) -> None:
+def _unpack(archive: Path, folder: Path, src: Source) -> None:
     """Extract ``src``'s files from a verified tar archive into ``folder`` (each atomically)."""
     wanted = {f.name: f for f in src.files}
     try:

@@ -264,6 +264,15 @@ def test_download_unreachable_server(tmp_path, monkeypatch):
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
 
 
+def test_download_into_unwritable_root(tmp_path, http_root, monkeypatch):
+    www, url = http_root
+    (www / "t10k-labels-idx1-ubyte.gz").write_bytes(b"x")
+    register(monkeypatch, "tiny", {"t10k-labels-idx1-ubyte.gz": (md5(b"x"), None)}, url=url)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot write tiny into .*a-file.*writable data root"):
+        data.download("tiny", root=tmp_path / "a-file")
+
+
 def _cifar_batch(n, seed):
     rng = np.random.default_rng(seed)
     return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
