@@ -93,19 +93,22 @@ def run_point(config: dict[str, Any], point: dict[str, Any], results_dir: str,
         os.environ[k] = v
     if cwd and Path(cwd).is_dir():
         os.chdir(cwd)
-    prefix = f"[{config['name']} {_label(point)}]"
     run = run_experiment(config, results_dir=results_dir, progress=False, sweep_point=point,
                          log=lambda m: None)
-    _stderr(f"{prefix} SNN {100 * run.summary['snn_accuracy']:.2f}% -> {run.path}")
     return str(run.path), run.summary
 
 
 # --------------------------------------------------------------------------- the sweep
 def plan(cfg: ExperimentConfig, results_dir: Path) -> tuple[list[tuple[dict, ExperimentConfig]], list[Path]]:
-    """(points still to run, run directories of points already complete)."""
-    todo, done = [], []
+    """(points still to run, run directories of points already complete); points that
+    resolve to the same config (a value listed twice) are run once."""
+    todo, done, seen = [], [], set()
     for point, pcfg in expand_sweep(cfg):
-        hit = find_run(results_dir, pcfg.name, config_hash(pcfg))
+        h = config_hash(pcfg)
+        if h in seen:
+            continue
+        seen.add(h)
+        hit = find_run(results_dir, pcfg.name, h)
         if hit is None:
             todo.append((point, pcfg))
         else:
@@ -142,7 +145,8 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
             log(f"[{n}/{len(jobs)}] FAILED {_label(point)}: {outcome}")
         else:
             res.ran.append(Path(outcome[0]))
-            log(f"[{n}/{len(jobs)}] done {_label(point)} ({time.perf_counter() - t0:.0f} s)")
+            log(f"[{n}/{len(jobs)}] {_label(point)}: SNN {100 * outcome[1]['snn_accuracy']:.2f}% "
+                f"(ANN {100 * outcome[1]['ann_accuracy']:.2f}%) -> {outcome[0]} ({time.perf_counter() - t0:.0f} s)")
 
     if jobs and use_ray:
         _run_ray(jobs, str(root), workers, address, finished)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -16,10 +17,13 @@ from snn.results import list_runs
 from snn.sweep import run_sweep
 
 
+CACHE = Path(tempfile.mkdtemp(prefix="snn-test-models-"))  # the sweeps' model, trained once for all tests here
+
+
 def sweep_cfg(tmp_path: Path, timesteps=(2, 3), methods=("max", "percentile"), name="sw") -> Path:
     cfg = {"name": name, "threads": 1, "data": {"name": "digits", "test_limit": 100},
            "model": {"name": "mlp", "kwargs": {"hidden": [32]}},
-           "train": {"epochs": 4, "lr": 0.01, "cache_dir": str(tmp_path / "cache")},
+           "train": {"epochs": 4, "lr": 0.01, "cache_dir": str(CACHE)},
            "energy": {"hardware": ["loihi"]}, "output": {"report": False, "save_network": False},
            "sweep": {"sim.timesteps": list(timesteps), "convert.method": list(methods)}}
     p = tmp_path / f"{name}.yaml"
@@ -50,6 +54,15 @@ def test_sweep_runs_each_point_once_and_resumes(tmp_path):
     # growing the grid runs only the new points
     bigger = run_sweep(sweep_cfg(tmp_path, timesteps=(2, 3, 5)), results_dir=res_dir, log=logs.append)
     assert (len(bigger.ran), len(bigger.skipped)) == (2, 4) and len(list_runs(res_dir, "sw")) == 6
+
+
+def test_plan_runs_a_repeated_value_once(tmp_path):
+    from snn.config import load_config
+    from snn.sweep import plan
+
+    todo, done = plan(load_config(sweep_cfg(tmp_path, timesteps=(2, 2, 3))), tmp_path / "results")
+    assert [p for p, _ in todo] == [{"sim.timesteps": t, "convert.method": m} for t in (2, 3)
+                                    for m in ("max", "percentile")] and done == []
 
 
 def test_failed_point_does_not_stop_the_others(tmp_path):
