@@ -201,3 +201,16 @@ def test_make_profile_gpu_roofline():
            "snn_io_elements_per_step": 0}
     e = price(tot, p)
     assert e["ann_j"] == pytest.approx(100 * 2e6 / 1e12)  # compute-bound: 2 FLOPs per MAC at board power
+
+
+def test_measure_without_hardware_keeps_figures_estimated_and_says_why():
+    from snn.energy import gpu
+
+    net, res = _keras_dense()
+    rep = energy_report(net, res, hardware=["gpu-h100"], x=np.full((1, 784), 0.5), measure=True)
+    if not gpu.nvml_available():
+        assert any("GPU not measured" in a for a in rep.assumptions)
+    if not gpu.rapl_domains():
+        assert any("CPU not measured" in a and "RAPL" in a for a in rep.assumptions)
+    assert rep.energy["gpu-h100"]["estimated"] is True
+    assert all(not e["estimated"] for p, e in rep.energy.items() if p.startswith("measured-"))
