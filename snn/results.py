@@ -63,10 +63,12 @@ def new_run(results_dir: str | Path, experiment: str, config_hash: str) -> Itera
     marker and rename it to ``<results_dir>/<experiment>/<UTC timestamp>-<hash>``; on any
     exception (KeyboardInterrupt included) delete it."""
     exp_dir = Path(results_dir) / experiment
-    exp_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     run = RunDir(exp_dir / f"{PARTIAL}{stamp}-{config_hash}-{socket.gethostname()}-{os.getpid()}")
-    run.path.mkdir()
+    try:
+        run.path.mkdir(parents=True)
+    except OSError as e:
+        raise SnnError(f"cannot write results under {exp_dir}: {e.strerror or e}") from None
     try:
         yield run
         (run.path / MARKER).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))

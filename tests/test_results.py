@@ -81,6 +81,13 @@ def test_new_run_renames_only_on_success(tmp_path):
     assert again.final != run.final and len(list_runs(tmp_path, "e")) == 2
 
 
+def test_unwritable_results_root_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SnnError, match="cannot write results under"):
+        with new_run(tmp_path / "file", "e", "h"):
+            pass
+
+
 def test_incomplete_directories_are_not_runs(tmp_path):
     d = tmp_path / "e" / "20260101-000000-abc123"
     d.mkdir(parents=True)
