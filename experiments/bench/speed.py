@@ -39,7 +39,7 @@ def load_model(name: str):
     from snn import data, train, zoo
 
     if name == "lenet5":
-        model, _ = common.mnist_lenet("max")
+        model, _ = common.mnist_lenet()
         ds = "mnist"
     elif name == "mlp":
         model, _ = train.train_cached("mlp", {"hidden": [512, 256]}, "mnist", MLP_TRAIN, common.CACHE, progress=False)
