@@ -83,6 +83,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
     for r in [head] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
     compare_runs(a.runs, out, title=a.title)
+    reports = [r.path / "energy.json" for r in runs if (r.path / "energy.json").is_file()]
+    if reports:
+        from snn.energy import compare
+
+        print("\nenergy per inference:\n" + compare(reports).table())
     print(f"comparison: {out / 'compare.html'}")
     return 0
 

@@ -204,7 +204,7 @@ def _energy_blocks(e: dict[str, Any], images: dict[str, str], full_report: bool)
 
 def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
     """The report of one run as blocks (see :func:`build_report`)."""
-    s, d, cfg = run.summary, run.data, run.config
+    s, d = run.summary, run.data
     T = d.timesteps
     blocks: list[Block] = [
         ("h1", f"{s['experiment']}: {s['model']} on {s['dataset_label']}"),
@@ -242,8 +242,7 @@ def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
         ("h2", "Environment"),
         ("table", ["item", "value"], [[k, v] for k, v in d.environment.items()]),
         ("h2", "Configuration"),
-        ("pre", (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file()
-         else json.dumps(cfg, indent=2)),
+        ("pre", (run.path / "config.yaml").read_text()),
     ]
     return blocks
 

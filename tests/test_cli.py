@@ -124,7 +124,7 @@ def test_run_report_compare(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["compare", *runs, "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
-    assert "SNN acc" in out and (tmp_path / "cmp" / "compare.html").is_file()
+    assert "SNN acc" in out and "energy per inference" in out and (tmp_path / "cmp" / "compare.html").is_file()
     assert (tmp_path / "cmp" / "accuracy_vs_timesteps.png").is_file()
     # the run's network, priced again from the command line
     rc = main(["energy", str(report.parent / "network.h5"), "--data", "digits", "--timesteps", "4", "--samples", "50",

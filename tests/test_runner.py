@@ -73,7 +73,9 @@ def test_results_agree_with_summary_and_network(run):
 
 def test_rerun_reproduces_numbers_and_reuses_training(run):
     r, tmp = run
-    again = run_experiment(small(tmp), results_dir=tmp / "results", progress=False, log=lambda m: None)
+    # through the package entry point, with an override that restates the config's value
+    again = snn.run_experiment(small(tmp, sim={"timesteps": 5}), overrides=["sim.timesteps=12"],
+                               results_dir=tmp / "results", progress=False, log=lambda m: None)
     assert again.path != r.path and again.summary["config_hash"] == r.summary["config_hash"]
     np.testing.assert_array_equal(again.data.accuracy, r.data.accuracy)
     assert again.summary["ann_accuracy"] == r.summary["ann_accuracy"]
