@@ -56,7 +56,7 @@ def main() -> None:
     xtr, _ = data.load_dataset("mnist", "train")
     x, y = data.load_dataset("mnist", "test", limit=args.n_test)
     calib = xtr[np.random.default_rng(0).permutation(len(xtr))[:2048]]
-    model, info = common.mnist_lenet("max")
+    model, info = common.mnist_lenet()
     ann_acc = train.evaluate(model, x, y)
     print(f"LeNet-5 (max-pool): {'loaded from cache' if info['cached'] else 'trained'}; "
           f"ANN accuracy on {len(x)} test images {100 * ann_acc:.2f} %")
