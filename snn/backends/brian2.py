@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import logging
@@ -169,8 +170,10 @@ def _standalone(b2, directory: Path) -> Iterator[Any]:
         try:
             yield dev
         finally:
+            from brian2.devices.device import reset_device
+
             dev.reinit()
-            b2.reset_device()
+            reset_device()
 
 
 def _standalone_key(graph: ir.Graph, B: int, T: int, encoding: str, record: str, precision: str) -> str:
@@ -363,6 +366,9 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     _check_target(target)
     _validate(graph)
     b2 = _brian2()
+    # objects of an earlier run (reference cycles) still hold their names; free them so that
+    # this run's objects and code objects get the same names, hence the same (cached) code
+    gc.collect()
     B, T = len(x), int(timesteps)
     dtype = np.dtype(precision)
     root = cache_root(options.get("cache_dir"))
