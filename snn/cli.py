@@ -139,7 +139,7 @@ def cmd_energy(a: argparse.Namespace) -> int:
                        batch_size=a.batch_size, device=a.device, record="steps", progress=True)
     print(f"SNN accuracy at T={a.timesteps} on {len(x)} {a.data} test samples: {100 * res.accuracy(y)[-1]:.2f}%")
     kwargs = {"hardware": a.hardware} if a.hardware else {}
-    report = snn.energy_report(net, res, **kwargs)
+    report = snn.energy_report(net, res, x=x, labels=y, **kwargs)
     print(report.table())
     for path, writer in ((a.json, report.to_json), (a.md, report.to_markdown), (a.html, report.to_html)):
         if path:

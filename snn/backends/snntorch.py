@@ -74,10 +74,13 @@ class _IFState:
         return out
 
 
-def _chunk_size(graph: ir.Graph, batch: int, itemsize: int, budget: int = 256 * 2**20) -> int:
-    """Steps per chunk so that one node's (chunk, B, neurons) tensor stays under ``budget`` bytes."""
+def _chunk_size(graph: ir.Graph, batch: int, itemsize: int, rows: int = 2048, budget: int = 256 * 2**20) -> int:
+    """Steps per chunk: enough that a layer's batched op has about ``rows`` samples
+    (``chunk * batch``), at most 64, and one node's (chunk, B, neurons) tensor under
+    ``budget`` bytes. Independent of T, so peak memory does not grow with T."""
     widest = max(int(np.prod(s)) for s in graph.shapes.values())
-    return int(max(1, min(64, budget // max(1, batch * widest * itemsize))))
+    by_memory = budget // max(1, batch * widest * itemsize)
+    return int(max(1, min(64, -(-rows // batch), by_memory)))
 
 
 IMPLS = ("auto", "fused", "torch")
