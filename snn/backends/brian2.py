@@ -33,12 +33,14 @@ Model (one object per stateful node, ``B`` independent copies of each: neuron in
   ``StateMonitor`` and reported as ``v / t``.
 
 Zero synaptic delay: all objects share one clock and the ``start`` slot, ordered by
-``order`` in the topological order of the graph (update, threshold, reset, outgoing
-synapses of a node, then the next node), so a spike of layer ``l`` at step ``t`` is in
+``order`` in the topological order of the graph (for each node: the synapses into it,
+then its update, threshold and reset), so a spike of layer ``l`` at step ``t`` is in
 layer ``l+1``'s input at step ``t``. Spike counts are counters: ``count`` per neuron for
 the totals and, with ``record="steps"``, a counter group of one neuron per node neuron
-(reset every step, fed by one synapse per neuron) whose ``StateMonitor`` holds
-(T, neurons) counts summed over the batch; no spike times are stored.
+(zeroed every step, fed by one synapse per neuron and sample) whose ``StateMonitor``
+holds (T, neurons) counts summed over the batch; no spike times are stored. Memory:
+the synapses are replicated per sample (B times the per-sample connectivity), so choose
+``batch_size`` for the network's size.
 
 Code generation: ``target="cython"`` (default), ``"numpy"`` or ``"cpp_standalone"``.
 Compiled code is cached under ``$SNN_CACHE/brian2`` (default ``~/.cache/snn/brian2``):
