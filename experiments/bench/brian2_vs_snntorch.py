@@ -1,7 +1,7 @@
 """Benchmark: the brian2 backend against the snntorch backend on MNIST LeNet-5.
 
-The same converted network (``snn.zoo`` "lenet5", trained with :func:`snn.train.train_cached`,
-converted with :func:`snn.convert`) simulates the first ``--n`` MNIST test images for
+The same converted network (the MNIST LeNet-5 of the core issue, shared by the benchmarks:
+``common.mnist_lenet()``, converted with :func:`snn.convert`) simulates the first ``--n`` MNIST test images for
 ``--timesteps`` steps in both backends, float64, constant encoding, ``record="steps"``.
 Checks: equal accuracy at every step, identical per-neuron spike counts (totals and per
 step) in every recorded layer, identical energy reports (:func:`snn.energy_report`).
@@ -28,16 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import common
 import snn
-from snn import data, train
+from snn import data
 from snn.util import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _model_cache() -> Path:
-    base = os.environ.get("SNN_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "snn") / "models"
 
 
 def _energy(net, res) -> dict | None:
@@ -59,12 +55,11 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, default=32)
     ap.add_argument("--batch", type=int, default=100, help="brian2 samples per network run")
     ap.add_argument("--target", default="cython", help="brian2 code generation target")
-    ap.add_argument("--epochs", type=int, default=2, help="LeNet-5 training epochs (cached)")
     ap.add_argument("--out", default=str(ROOT / "results" / "reference" / "brian2_vs_snntorch.json"))
     args = ap.parse_args()
 
-    model, info = train.train_cached("lenet5", None, "mnist", {"epochs": args.epochs, "seed": 0},
-                                     cache_dir=_model_cache(), progress=False)
+    common.setup()
+    model, info = common.mnist_lenet()
     x_cal, _ = data.load_dataset("mnist", "train", limit=2048)
     net = snn.convert(model, x_cal)
     x, y = data.load_dataset("mnist", "test", limit=args.n)
@@ -72,18 +67,18 @@ def main() -> None:
     with torch.no_grad():
         ann_acc = float((model(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
 
-    common = dict(timesteps=T, precision="float64", encoding="constant", record="steps")
-    snn.simulate(net, x[:8], backend="snntorch", **{**common, "timesteps": 2})  # loads/compiles its kernels
+    same = dict(timesteps=T, precision="float64", encoding="constant", record="steps")
+    snn.simulate(net, x[:8], backend="snntorch", **{**same, "timesteps": 2})  # loads/compiles its kernels
     t0 = time.perf_counter()
-    a = snn.simulate(net, x, backend="snntorch", **common)
+    a = snn.simulate(net, x, backend="snntorch", **same)
     t_torch = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     snn.simulate(net, x[:args.batch], backend="brian2", target=args.target, batch_size=args.batch,
-                 **{**common, "timesteps": 2})
+                 **{**same, "timesteps": 2})
     t_warm = time.perf_counter() - t0
     t0 = time.perf_counter()
-    b = snn.simulate(net, x, backend="brian2", target=args.target, batch_size=args.batch, **common)
+    b = snn.simulate(net, x, backend="brian2", target=args.target, batch_size=args.batch, **same)
     t_brian = time.perf_counter() - t0
 
     acc_a, acc_b = a.accuracy(y), b.accuracy(y)
@@ -98,7 +93,7 @@ def main() -> None:
     out = {
         "benchmark": "brian2_vs_snntorch", "model": "lenet5", "dataset": "mnist", "n_images": len(x),
         "timesteps": T, "precision": "float64", "encoding": "constant", "record": "steps",
-        "ann_accuracy": ann_acc, "train": {"epochs": args.epochs, "test_acc": info.get("test_acc")},
+        "ann_accuracy": ann_acc, "train": {**common.MNIST_LENET_TRAIN, "test_acc": info.get("test_acc")},
         "accuracy_snntorch": float(acc_a[-1]), "accuracy_brian2": float(acc_b[-1]),
         "accuracy_equal_every_step": bool(np.array_equal(acc_a, acc_b)),
         "predictions_identical": bool(np.array_equal(a.predictions, b.predictions)),
