@@ -54,8 +54,50 @@ def load_model(name: str):
     return model.eval(), xtr[np.random.default_rng(0).permutation(len(xtr))[:512]], x
 
 
+class _ModuleBlock(torch.nn.Module):
+    """A zoo BasicBlock with its ReLUs as modules and its option-A shortcut as the exact
+    fixed 1x1 stride-2 convolution our tracer also makes of it: SpikingJelly's step-mode
+    adapter rejects F.relu and F.pad. Same function, same weights."""
+
+    def __init__(self, block):
+        super().__init__()
+        from snn import ir
+        from snn.trace import OptionAShortcut, _option_a_rule
+
+        nn = torch.nn
+        self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
+        self.shortcut = block.shortcut
+        if isinstance(block.shortcut, OptionAShortcut):
+            node: ir.Conv2d = _option_a_rule(None, None, block.shortcut)
+            self.shortcut = nn.Conv2d(node.weight.shape[1], node.weight.shape[0], 1, stride=node.stride, bias=False)
+            self.shortcut.weight.data = torch.tensor(node.weight, dtype=torch.float32)
+
+    def forward(self, x):
+        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.shortcut(x))
+
+
+class _ModuleResNet(torch.nn.Module):
+    """The zoo's CIFAR ResNet re-expressed with module ReLUs for SpikingJelly (same weights)."""
+
+    def __init__(self, m):
+        super().__init__()
+        nn = torch.nn
+        self.normalize, self.conv1, self.bn1, self.relu = m.normalize, m.conv1, m.bn1, nn.ReLU()
+        self.layers = nn.Sequential(*[_ModuleBlock(b) for layer in (m.layer1, m.layer2, m.layer3) for b in layer])
+        self.pool, self.flatten, self.linear = m.pool, nn.Flatten(), m.linear
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(self.normalize(x))))
+        return self.linear(self.flatten(self.pool(self.layers(x))))
+
+
 def spikingjelly_model(model, calib):
     from spikingjelly.activation_based.ann2snn import FXConverter, RateCodingRecipe
+    from snn.zoo import CifarResNet
+
+    if isinstance(model, CifarResNet):
+        model = _ModuleResNet(copy.deepcopy(model)).eval()
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(calib)), batch_size=128)
     return FXConverter(RateCodingRecipe(dataloader=loader, mode="99.9%"), device="cpu").convert(
