@@ -128,7 +128,7 @@ def run_ours(net, x: np.ndarray, T: int, batch: int) -> float:
 
 def n_images(batch: int, T: int) -> int:
     """Enough images for a stable timing, few enough to finish: whole batches."""
-    return batch * max(1, min(4, (256 * 32) // (batch * T))) if batch > 1 else max(2, 64 // T)
+    return batch * max(1, min(4, (256 * 32) // (batch * T))) if batch > 1 else max(8, 512 // T)
 
 
 def memory_child(lib: str, model_name: str, T: int, batch: int) -> dict:

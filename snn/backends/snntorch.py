@@ -84,6 +84,19 @@ def _chunk_size(graph: ir.Graph, batch: int, itemsize: int, rows: int = 2048, bu
 
 
 IMPLS = ("auto", "fused", "torch")
+_PARAMS: dict[tuple[int, str, torch.dtype], tuple[ir.Graph, torch_ops.Params]] = {}
+
+
+def _params(graph: ir.Graph, dev: torch.device, dtype: torch.dtype) -> torch_ops.Params:
+    """The graph's weights as tensors, made once per (graph, device, dtype) and reused by
+    the following batches of a simulation (the last few graphs are kept)."""
+    key = (id(graph), str(dev), dtype)
+    hit = _PARAMS.get(key)
+    if hit is None or hit[0] is not graph:
+        if len(_PARAMS) >= 4:
+            _PARAMS.pop(next(iter(_PARAMS)))
+        hit = _PARAMS[key] = (graph, torch_ops.Params(graph, dev, dtype))
+    return hit[1]
 
 
 def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: int, start: int,
@@ -109,7 +122,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
             raise SnnError(f"impl='fused' requested but the CPU kernels could not be built ({kernels._failed})")
     elif impl == "fused":
         raise SnnError("impl='fused' runs on the CPU only; use impl='auto' or 'torch' on CUDA")
-    params = torch_ops.Params(graph, dev, dtype)
+    params = _params(graph, dev, dtype)
     B, T = len(x), timesteps
     k_max = int(chunk) if chunk else _chunk_size(graph, B, torch.finfo(dtype).bits // 8)
     xt = torch.as_tensor(np.ascontiguousarray(x), device=dev, dtype=dtype)
