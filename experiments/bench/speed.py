@@ -143,10 +143,12 @@ def memory_child(lib: str, model_name: str, T: int, batch: int) -> dict:
     else:
         sj = spikingjelly_model(model, calib)
         fn = lambda: run_sj(sj, x, T, batch)  # noqa: E731
-    fn() if T <= 8 else None  # warm-up of lazy initialisation at small cost
     before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak to now: conversion's memory is not counted
+        f.write("5")
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's peak resident set (ru_maxrss would include the parent's, kept across exec)
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
     return {"rss_before_mib": before, "peak_rss_mib": peak, "growth_mib": max(0.0, peak - before)}
 
 
