@@ -47,3 +47,13 @@ def test_fused_zero_reset_and_padding_pool(digits):
 def test_unknown_impl(mlp_net, digits):
     with pytest.raises(snn.SnnError, match="unknown impl 'fast'.*valid: auto, fused, torch"):
         snn.simulate(mlp_net, digits[2][:2], timesteps=2, impl="fast")
+
+
+@pytest.mark.parametrize("impl", ["fused", "torch"])
+def test_totals_equal_the_sum_of_per_step_counts(impl, cnn_net, digits):
+    x = digits[2][:30].reshape(-1, 1, 8, 8)
+    steps = snn.simulate(cnn_net, x, timesteps=20, chunk=6, impl=impl, record="steps")
+    totals = snn.simulate(cnn_net, x, timesteps=20, chunk=6, impl=impl, record="totals")
+    assert totals.step_sums is None and totals.spike_sums.keys() == steps.spike_sums.keys()
+    for k, v in steps.step_sums.items():
+        np.testing.assert_array_equal(totals.spike_sums[k], v.sum(axis=0), err_msg=k)

@@ -17,7 +17,7 @@ spikes are bit-identical; tests check it), in one pass over memory instead of se
         s[t] = u > theta;  prev = s[t]
 
     Returns the spikes (k, B, N). If ``steps`` (k, N) float64 is given, adds the spikes
-    summed over the batch to it.
+    summed over the batch to it; a (1, N) ``steps`` receives the sum over all k steps.
 
 ``spike_maxpool(s, cum, prev, kernel, stride, padding, dilation, steps)``
     Cumulative-count max-pooling of spikes ``s`` (k, B, C, H, W): ``cum`` (B, C, H, W)
@@ -44,7 +44,7 @@ _SOURCE = r"""
 
 template <typename T, bool SUB, bool STATIC>
 static void if_scan_impl(const T* __restrict I, T* __restrict u, T* __restrict prev, T* __restrict s,
-                         double* steps, int64_t k, int64_t B, int64_t N, T theta) {
+                         double* steps, int64_t rows, int64_t k, int64_t B, int64_t N, T theta) {
   at::parallel_for(0, N, 512, [&](int64_t n0, int64_t n1) {
     const int64_t len = n1 - n0;
     std::vector<T> cnt(steps ? k * len : 0, T(0));  // per-step batch sums for this slice
@@ -72,7 +72,7 @@ static void if_scan_impl(const T* __restrict I, T* __restrict u, T* __restrict p
     }
     if (steps)
       for (int64_t t = 0; t < k; ++t)
-        for (int64_t n = 0; n < len; ++n) steps[t * N + n0 + n] += (double)cnt[t * len + n];
+        for (int64_t n = 0; n < len; ++n) steps[(rows == 1 ? 0 : t) * N + n0 + n] += (double)cnt[t * len + n];
   });
 }
 
@@ -84,19 +84,21 @@ torch::Tensor if_scan(torch::Tensor I, torch::Tensor u, torch::Tensor prev, doub
   for (auto d : u.sizes()) shape.push_back(d);
   auto s = torch::empty(shape, u.options());
   double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
+  int64_t rows = steps.has_value() ? steps->size(0) : 0;
+  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "if_scan: steps must have 1 or k rows");
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "if_scan", [&] {
     auto* i = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
     auto* ss = s.data_ptr<scalar_t>(); auto th = (scalar_t)theta;
-    if (subtract && is_static) if_scan_impl<scalar_t, true, true>(i, uu, pp, ss, st, k, B, N, th);
-    else if (subtract) if_scan_impl<scalar_t, true, false>(i, uu, pp, ss, st, k, B, N, th);
-    else if (is_static) if_scan_impl<scalar_t, false, true>(i, uu, pp, ss, st, k, B, N, th);
-    else if_scan_impl<scalar_t, false, false>(i, uu, pp, ss, st, k, B, N, th);
+    if (subtract && is_static) if_scan_impl<scalar_t, true, true>(i, uu, pp, ss, st, rows, k, B, N, th);
+    else if (subtract) if_scan_impl<scalar_t, true, false>(i, uu, pp, ss, st, rows, k, B, N, th);
+    else if (is_static) if_scan_impl<scalar_t, false, true>(i, uu, pp, ss, st, rows, k, B, N, th);
+    else if_scan_impl<scalar_t, false, false>(i, uu, pp, ss, st, rows, k, B, N, th);
   });
   return s;
 }
 
 template <typename T>
-static void maxpool_impl(const T* s, T* cum, T* prev, T* out, double* steps, int64_t k, int64_t B, int64_t C,
+static void maxpool_impl(const T* s, T* cum, T* prev, T* out, double* steps, int64_t rows, int64_t k, int64_t B, int64_t C,
                          int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t kh, int64_t kw, int64_t sh,
                          int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
   const bool fast2x2 = kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1;
@@ -109,7 +111,7 @@ static void maxpool_impl(const T* s, T* cum, T* prev, T* out, double* steps, int
           const T* sp = s + ((t * B + b) * C + c) * H * W;
           for (int64_t i = 0; i < H * W; ++i) cp[i] += sp[i];
           T* op = out + ((t * B + b) * C + c) * Ho * Wo;
-          double* ct = steps ? steps + (t * C + c) * Ho * Wo : nullptr;
+          double* ct = steps ? steps + ((rows == 1 ? 0 : t) * C + c) * Ho * Wo : nullptr;
           if (fast2x2) {  // kernel 2, stride 2, no padding, no dilation: no bounds checks
             for (int64_t oy = 0; oy < Ho; ++oy) {
               const T* r0 = cp + 2 * oy * W;
@@ -159,9 +161,11 @@ torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor pr
   int64_t Ho = prev.size(2), Wo = prev.size(3);
   auto out = torch::empty({k, B, C, Ho, Wo}, s.options());
   double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
+  int64_t rows = steps.has_value() ? steps->size(0) : 0;
+  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "spike_maxpool: steps must have 1 or k rows");
   AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "spike_maxpool", [&] {
     maxpool_impl<scalar_t>(s.data_ptr<scalar_t>(), cum.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(),
-                           out.data_ptr<scalar_t>(), st, k, B, C, H, W, Ho, Wo, kernel[0], kernel[1],
+                           out.data_ptr<scalar_t>(), st, rows, k, B, C, H, W, Ho, Wo, kernel[0], kernel[1],
                            stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]);
   });
   return out;
@@ -188,7 +192,7 @@ def load():
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="snn_kernels_v2", cpp_sources=_SOURCE, functions=["if_scan", "spike_maxpool"],
+            name="snn_kernels_v3", cpp_sources=_SOURCE, functions=["if_scan", "spike_maxpool"],
             extra_cflags=["-O3"], build_directory=str(_build_dir()), verbose=False)
     except Exception as e:  # no compiler, no ninja, ...
         _failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

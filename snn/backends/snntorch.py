@@ -56,7 +56,8 @@ class _IFState:
 
     def scan(self, current: torch.Tensor, k: int, static: bool, steps: torch.Tensor | None = None) -> torch.Tensor:
         """Run ``k`` steps; ``current`` is (k, B, ...) or, if ``static``, (B, ...). Returns (k, B, ...)
-        spikes; adds the per-step spikes summed over the batch to ``steps`` (k, *shape) if given."""
+        spikes; adds the per-step spikes summed over the batch to ``steps`` (k, *shape) if given,
+        or their sum over the k steps to a (1, *shape) ``steps``."""
         th, u, subtract = self.node.threshold, self.u, self.node.reset == "subtract"
         if self.fused is not None:
             return self.fused.if_scan(current.contiguous(), u, self.prev, th, subtract, static, k, steps)
@@ -70,7 +71,8 @@ class _IFState:
             torch.gt(u, th, out=out[t])
             self.prev = out[t]
         if steps is not None:
-            steps += out.sum(dim=1, dtype=torch.float64)
+            per_step = out.sum(dim=1, dtype=torch.float64)
+            steps += per_step.sum(dim=0, keepdim=True) if len(steps) == 1 else per_step
         return out
 
 
@@ -144,16 +146,16 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     readout_acc = torch.zeros((B, n_out), dtype=dtype, device=dev)
     static_cache: dict[str, torch.Tensor] = {}
     counted = set(if_state) | set(pool_state)
-    chunk_counts: dict[str, torch.Tensor] = {}
+
+    totals = {n: torch.zeros((1,) + graph.shapes[n], dtype=torch.float64, device=dev) for n in counted & set(sums)} \
+        if steps is None else {}
 
     def rec_buffer(name: str, c0: int, k: int) -> torch.Tensor | None:
-        """Where an IF/pool node adds its per-step batch sums for steps c0..c0+k (or None)."""
+        """Where an IF/pool node adds its batch sums for steps c0..c0+k: its rows of the
+        per-step record, or (totals only) one row that sums every step."""
         if name not in sums:
             return None
-        buf = steps[name][c0:c0 + k].view(k, -1) if steps is not None else \
-            torch.zeros((k, int(np.prod(graph.shapes[name]))), dtype=torch.float64, device=dev)
-        chunk_counts[name] = buf.view((k,) + graph.shapes[name])
-        return chunk_counts[name]
+        return steps[name][c0:c0 + k] if steps is not None else totals[name]
 
     inputs_of = {n: graph.inputs_of(n) for n in graph.nodes}
     n_consumers = {n: len(graph.consumers_of(n)) for n in graph.nodes}
@@ -204,10 +206,9 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                     sums[name] += per_step.sum(dim=0)
                     if steps is not None:
                         steps[name][c0:c0 + k] = per_step
-            for n, buf in chunk_counts.items():  # counts the IF/pool steps added to their buffers
-                sums[n] += buf.sum(dim=0)
-            chunk_counts.clear()
             vals.clear()
+    for n in counted & set(sums):  # what the IF/pool nodes added to their buffers
+        sums[n] = steps[n].sum(dim=0) if steps is not None else totals[n][0]
 
     def _np(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {n: np.rint(v.cpu().numpy()).astype(np.int64) for n, v in d.items()}
@@ -243,7 +244,8 @@ class _PoolState:
         out[1:] = pooled[1:] - pooled[:-1]
         self.cum, self.pooled = cum[-1].clone(), pooled[-1].clone()
         if steps is not None:
-            steps += out.sum(dim=1, dtype=torch.float64)
+            per_step = out.sum(dim=1, dtype=torch.float64)
+            steps += per_step.sum(dim=0, keepdim=True) if len(steps) == 1 else per_step
         return out
 
 
