@@ -186,7 +186,7 @@ def _requirements(g: ir.Graph, lam: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return req
 
 
-def _rescale(node: ir.Node, fins: list[np.ndarray], fout: np.ndarray, in_shapes: list[tuple]) -> ir.Node:
+def _rescale(node: ir.Node, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
     """The node with weights rescaled from input factors ``fins`` to output factor ``fout``."""
     if isinstance(node, ir.Linear):
         w = node.weight * fins[0][None, :] / fout[:, None]
@@ -209,17 +209,16 @@ def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -
     req = _requirements(g, lam)
     nodes: dict[str, ir.Node] = {}
     edges: list[tuple[str, str]] = []
-    rename: dict[str, str] = {}  # ANN name -> name of the SNN node carrying its value
     f: dict[str, np.ndarray] = {}
 
     def feed(src: str, want: np.ndarray, target: str) -> str:
         """Return a node carrying ``src`` at factor ``want``, inserting a rescale if needed."""
         if np.allclose(f[src], want, rtol=1e-12, atol=0):
-            return rename[src]
+            return src
         sname = f"{target}.scale"
         shp = g.shapes[src]
         nodes[sname] = ir.Affine(scale=f[src] / want, shift=np.zeros(shp[0]))
-        edges.append((rename[src], sname))
+        edges.append((src, sname))
         return sname
 
     for name, node in g.nodes.items():
@@ -232,17 +231,15 @@ def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -
             nodes[name] = ir.IF(threshold=1.0, reset=reset, v_init=v_init)
             edges.append((src, name))
             f[name] = lam[name]
-            rename[name] = name
             continue
         elif isinstance(node, RESCALABLE):
             fout = req.get(name, np.ones(g.shapes[name][0]))
-            nodes[name], f[name] = _rescale(node, fins, fout, [g.shapes[i] for i in ins]), fout
+            nodes[name], f[name] = _rescale(node, fins, fout), fout
         elif isinstance(node, STRUCTURAL):
             nodes[name], f[name] = node, _structural_factor(node, g, name, fins)
         else:
             raise ConversionError(f"node {name!r}: {node.kind} cannot be converted")
-        edges += [(rename[i], name) for i in ins]
-        rename[name] = name
+        edges += [(i, name) for i in ins]
     out = feed(g.output, np.ones(g.shapes[g.output][0]), "readout")
     nodes["readout"] = ir.Readout()
     edges.append((out, "readout"))

@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
@@ -379,29 +378,6 @@ class Graph:
         nodes that emit new spike trains; flatten/reshape/concat only re-index them)."""
         return [n for n in self.spiking_nodes() if isinstance(self.nodes[n], (IF, MaxPool2d))]
 
-    def neuron_nodes(self) -> list[str]:
-        """Names of nodes that hold neurons with a membrane state (IF and Readout)."""
-        return [n for n, node in self.nodes.items() if isinstance(node, (IF, Readout))]
-
-    def replace(self, nodes: dict[str, Node] | None = None, **kw: Any) -> "Graph":
-        return Graph(nodes=dict(nodes if nodes is not None else self.nodes),
-                     edges=list(kw.get("edges", self.edges)),
-                     input=kw.get("input", self.input), output=kw.get("output", self.output))
-
-    # ------------------------------------------------------------------- HDF5
-    def save(self, path: str | Path, meta: dict | None = None) -> None:
-        """Write to HDF5 atomically (temp file, then rename). ``meta`` is JSON-serialisable."""
-        from snn.util import atomic_path
-        import h5py
-
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            write_graph(f.create_group("graph"), self)
-            f.attrs["meta"] = json.dumps(meta or {})
-
-    @staticmethod
-    def load(path: str | Path) -> "Graph":
-        return load_h5(path)[0]
-
 
 def write_graph(g: "h5py.Group", graph: Graph) -> None:  # noqa: F821
     """Store ``graph`` in an open h5py group: one subgroup per node, in order."""
@@ -446,22 +422,6 @@ def read_graph(g: "h5py.Group") -> Graph:  # noqa: F821
         nodes[name] = cls(**kw)
     return Graph(nodes=nodes, edges=[tuple(e) for e in json.loads(g.attrs["edges"])],
                  input=str(g.attrs["input"]), output=str(g.attrs["output"]))
-
-
-def load_h5(path: str | Path) -> tuple[Graph, dict]:
-    """Read a graph and its metadata written by :meth:`Graph.save`."""
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise SnnError(f"no such file: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            if "graph" not in f:
-                raise SnnError(f"{path} holds no snn graph")
-            return read_graph(f["graph"]), json.loads(f.attrs.get("meta", "{}"))
-    except (OSError, KeyError, ValueError) as e:
-        raise SnnError(f"{path} is not a readable snn network file ({e})") from e
 
 
 # --------------------------------------------------------------------------- evaluation
