@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import snn
 from snn.backends import kernels
@@ -15,17 +16,25 @@ pytestmark = pytest.mark.skipif(kernels.load() is None, reason="no C++ toolchain
 @pytest.mark.parametrize("encoding", ["constant", "poisson"])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_fused_equals_reference(which, encoding, precision, request, digits):
+    """Fused IF/max-pool/Add kernels with dense synaptic ops: bit for bit the reference.
+    With every synaptic op event-driven (``event="always"``): the same spikes in every
+    layer and step; the outputs differ only by float summation order."""
     net = request.getfixturevalue(which)
     x = digits[2][:48]
     if which != "mlp_net":
         x = x.reshape(-1, 1, 8, 8)
     kw = dict(timesteps=24, encoding=encoding, precision=precision, seed=5, batch_size=20, chunk=9)
     ref = snn.simulate(net, x, impl="torch", **kw)
-    got = snn.simulate(net, x, impl="fused", **kw)
-    assert ref.step_sums.keys() == got.step_sums.keys()
-    for k in ref.step_sums:
-        np.testing.assert_array_equal(ref.step_sums[k], got.step_sums[k], err_msg=k)
-    np.testing.assert_array_equal(ref.outputs, got.outputs)
+    dense = snn.simulate(net, x, impl="fused", event="never", **kw)
+    event = snn.simulate(net, x, impl="fused", event="always", **kw)
+    for got in (dense, event):
+        assert ref.step_sums.keys() == got.step_sums.keys()
+        for k in ref.step_sums:
+            np.testing.assert_array_equal(ref.step_sums[k], got.step_sums[k], err_msg=k)
+    np.testing.assert_array_equal(ref.outputs, dense.outputs)
+    tol = 1e-5 if precision == "float32" else 1e-12
+    np.testing.assert_allclose(event.outputs, ref.outputs, rtol=0, atol=tol * np.abs(ref.outputs).max())
+    np.testing.assert_array_equal(event.predictions, ref.predictions)
 
 
 def test_fused_zero_reset_and_padding_pool(digits):
@@ -57,3 +66,92 @@ def test_totals_equal_the_sum_of_per_step_counts(impl, cnn_net, digits):
     assert totals.step_sums is None and totals.spike_sums.keys() == steps.spike_sums.keys()
     for k, v in steps.step_sums.items():
         np.testing.assert_array_equal(totals.spike_sums[k], v.sum(axis=0), err_msg=k)
+
+
+@pytest.mark.parametrize("impl", ["fused", "torch"])
+@pytest.mark.parametrize("encoding", ["constant", "poisson"])
+def test_tiling_does_not_change_results(impl, encoding, resnet_net, cnn_net, digits, monkeypatch):
+    """Splitting the batch into sub-batches (tiles of few samples and many steps) gives the
+    spikes of one whole-batch tile, Poisson inputs included; the outputs differ only by
+    the summation order of the readout over chunks."""
+    from snn.backends import snntorch
+
+    x = digits[2][:30].reshape(-1, 1, 8, 8)
+    for net in (resnet_net, cnn_net):
+        kw = dict(timesteps=20, encoding=encoding, seed=3, impl=impl, event="never")
+        whole = snn.simulate(net, x, **kw)
+        monkeypatch.setattr(snntorch, "TILE_ROWS", 28)  # 4 steps x 7 samples, balanced to 5 sub-batches of 6
+        assert snntorch._tiles(net.graph, 30, 20, 4, 4, encoding == "constant", snntorch.TILE_ROWS) == (4, 6)
+        tiled = snn.simulate(net, x, chunk=4, **kw)
+        monkeypatch.undo()
+        for k in whole.step_sums:
+            np.testing.assert_array_equal(whole.step_sums[k], tiled.step_sums[k], err_msg=k)
+        np.testing.assert_allclose(tiled.outputs, whole.outputs, rtol=0, atol=1e-6 * np.abs(whole.outputs).max())
+        np.testing.assert_array_equal(tiled.predictions, whole.predictions)
+
+
+def test_tile_sizes_keep_memory_flat_in_T(resnet_net):
+    """Steps per chunk stop growing at 32 and a node's tile stays under the byte budget, so
+    tile tensors (and peak memory) do not grow with T."""
+    from snn.backends import snntorch
+
+    g = resnet_net.graph
+    widest = max(int(np.prod(s)) for s in g.shapes.values())
+    for batch in (1, 7, 256):
+        tiles = [snntorch._tiles(g, batch, T, 4, None, True, budget=widest * 4 * 100) for T in (8, 32, 128, 4096)]
+        assert tiles[2] == tiles[3] and tiles[0][0] == 8 and all(k <= 32 for k, _ in tiles)
+        for k, sub in tiles:
+            assert 1 <= sub <= batch and k * sub <= 100
+    assert snntorch._tiles(g, 256, 128, 4, 5, True) == (5, 256)  # chunk given: 5 steps x 256 samples
+
+
+def test_unknown_event_mode(mlp_net, digits):
+    with pytest.raises(snn.SnnError, match="unknown event mode 'sparse'.*valid: auto, always, never"):
+        snn.simulate(mlp_net, digits[2][:2], timesteps=2, event="sparse")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stride,padding,dilation,kernel", [(1, 1, 1, (3, 3)), (2, 1, 1, (3, 3)), (1, 0, 1, (5, 5)),
+                                                            (2, 2, 2, (3, 2)), (1, 0, 1, (1, 1))])
+def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
+    """The event kernel computes F.conv2d for binary and for graded sparse inputs (an average
+    pool of spikes), any stride, padding, dilation, kernel shape and output channels."""
+    from snn import ir
+    from snn.backends.snntorch import _event_weights
+
+    fused = kernels.load()
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn((13, 5) + kernel, generator=g, dtype=dtype)
+    b = torch.randn(13, generator=g, dtype=dtype)
+    node = ir.Conv2d(weight=w.numpy(), bias=b.numpy(), stride=(stride,) * 2, padding=(padding,) * 2,
+                     dilation=(dilation,) * 2)
+    wt = _event_weights(node, {"weight": w, "bias": b})
+    assert wt.shape == (kernel[0], 5, kernel[1], 16)
+    spikes = (torch.rand((6, 5, 11, 11), generator=g) < 0.15).to(dtype)
+    graded = spikes * torch.randint(1, 5, spikes.shape, generator=g).to(dtype) / 4
+    for x in (spikes, graded, torch.zeros_like(spikes)):
+        ref = torch.nn.functional.conv2d(x, w, b, stride, padding, dilation)
+        got = fused.event_conv2d(x, wt, b, 13, ref.shape[2], ref.shape[3], [stride] * 2, [padding] * 2,
+                                 [dilation] * 2)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_sampled_nonzeros_counts_every_eighth_sample():
+    x = torch.zeros(17, 3, 4)
+    x[0, 0, :2] = 1.0   # sample 0: 2 nonzeros
+    x[8, 2, 3] = -0.5   # sample 8: 1
+    x[16] = 2.0         # sample 16: 12
+    x[3] = 1.0          # not sampled
+    assert kernels.load().sampled_nonzeros(x, 8) == pytest.approx((2 + 1 + 12) / 3)
+
+
+def test_event_cost_model_choices():
+    """Hand-computed from EVENT_COST: a wide sparse layer goes event-driven, a tiny one dense."""
+    from snn.backends import snntorch
+
+    c = snntorch.EVENT_COST["conv"]
+    # ResNet 64->64 3x3 on 8x8, 5 % of 4,096 inputs spike: 204.8 events x 9 x 64 adds
+    event = c["F"] + c["IO"] * (4096 + 4096) + c["ADD"] * 204.8 * 9 * 64
+    assert event < c["MAC"] * 64 * 9 * 64 * 64
+    assert snntorch.event_wins(4096, 4096, 204.8, 9 * 64, 64 * 9 * 64 * 64, linear=False)
+    assert not snntorch.event_wins(84, 10, 11.0, 16, 840, linear=True)  # LeNet's last layer

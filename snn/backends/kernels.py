@@ -1,15 +1,18 @@
 """Fused CPU kernels for the snntorch backend (C++, compiled once with
-``torch.utils.cpp_extension.load_inline`` and cached under ``$SNN_CACHE`` or
-``~/.cache/snn/torch_extensions``).
+``torch.utils.cpp_extension.load_inline`` for this CPU (``-march=native``, OpenMP) and
+cached under ``$SNN_CACHE`` or ``~/.cache/snn/torch_extensions``).
 
-Both kernels compute exactly what the reference torch ops in
-:mod:`snn.backends.snntorch` compute (same float operations in the same order, so the
-spikes are bit-identical; tests check it), in one pass over memory instead of several:
+The IF and pooling kernels compute exactly what the reference torch ops in
+:mod:`snn.backends.snntorch` compute (same float operations in the same order, no fused
+multiply-adds, so the spikes are bit-identical; tests check it), in one pass over memory
+instead of several:
 
-``if_scan(I, u, prev, theta, subtract, static, steps)``
-    IF layer over ``k`` steps. ``I`` is (k, B, N) or, if ``static``, (B, N); ``u`` and
-    ``prev`` (B, N) are the membrane and the previous spikes, updated in place. Per
-    element and step (snntorch's association)::
+``if_scan(I, I2, gains, u, prev, theta, subtract, static, k, steps)``
+    IF layer over ``k`` steps. ``I`` is (k, B, N) or, if ``static``, (B, N); with ``I2``
+    (k, B, N) and ``gains`` (2, C), the input is the residual sum
+    ``gains[0, c] * I + gains[1, c] * I2`` of an ``Add`` node (channel ``c`` of neuron
+    ``n``: ``n // (N / C)``). ``u`` and ``prev`` (B, N) are the membrane and the previous
+    spikes, updated in place. Per element and step (snntorch's association)::
 
         zero reset:  u = u * (1 - prev)
         u = u + I[t]
@@ -18,17 +21,36 @@ spikes are bit-identical; tests check it), in one pass over memory instead of se
 
     Returns the spikes (k, B, N). If ``steps`` (k, N) float64 is given, adds the spikes
     summed over the batch to it; a (1, N) ``steps`` receives the sum over all k steps.
+    Neurons are walked in blocks of 512 whose ``u`` and ``prev`` stay in L1 over the steps.
 
-``spike_maxpool(s, cum, prev, kernel, stride, padding, dilation, steps)``
+``spike_maxpool(s, cum, prev, kernel, stride, padding, dilation)``
     Cumulative-count max-pooling of spikes ``s`` (k, B, C, H, W): ``cum`` (B, C, H, W)
     += s[t]; ``m`` = max of ``cum`` over each window (padding never wins);
     ``out[t] = m - prev``; ``prev = m`` (B, C, Ho, Wo). Returns ``out`` (k, B, C, Ho, Wo).
 
-Parallel over neurons (IF) or channels (pooling) with ATen's thread pool, so the
-per-step batch sums need no atomics.
+``if_maxpool(I, u, prev, theta, subtract, static, k, steps, cum, pooled, kernel, ...)``
+    ``if_scan`` followed by ``spike_maxpool``, channel plane by plane, for an IF layer
+    whose spikes only the pool reads: the spikes never leave a plane-sized buffer.
+
+``event_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation)``
+    Event-driven ``conv2d`` (a Linear layer is a 1x1 one) of a sparse input ``x``
+    (M, Cin, H, W): per sample, the nonzero inputs are packed into an event list
+    (branch-free, 8 at a time with AVX2), then each event adds its weights ``x * w``
+    (``w`` alone for binary spikes) to the outputs it reaches: ``wt`` is the weight as
+    (kh, Cin, kw reversed, Co rounded up to 8), so one kernel row's contribution is one
+    contiguous add. Work ~ nonzeros * kh * kw * Co instead of inputs * kh * kw * Co.
+    Floating-point sums are in a different order than the dense op's (last-bit
+    differences in the currents; spikes identical in the tests).
+
+``sampled_nonzeros(x, every)``
+    Mean number of nonzeros per sample over samples 0, every, 2 * every, ... of ``x``.
+
+Parallel with ATen's (OpenMP) thread pool: over neuron blocks (IF), channels (IF +
+pooling), channel planes (pooling) or samples (events), so batch sums need no atomics.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -39,47 +61,82 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <array>
+#include <type_traits>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+#include <cstdint>
 #include <limits>
 #include <vector>
 
-template <typename T, bool SUB, bool STATIC>
-static void if_scan_impl(const T* __restrict I, T* __restrict u, T* __restrict prev, T* __restrict s,
+// ------------------------------------------------------------------ IF scan
+constexpr int64_t V = 512;  // neurons per block: their u and prev stay in L1 over the chunk's steps
+
+// One IF step of m neurons: input xa (ADD2: ga * xa + gb * xb), membranes ub, previous
+// spikes pb (both updated), spikes to st.
+template <typename T, bool SUB, bool ADD2>
+static inline void if_step(const T* __restrict xa, const T* __restrict xb, const T* __restrict ga,
+                           const T* __restrict gb, T* __restrict ub, T* __restrict pb, T* __restrict st, int64_t m,
+                           T theta) {
+  for (int64_t i = 0; i < m; ++i) {
+    T cur;
+    if constexpr (ADD2) cur = xa[i] * ga[i] + xb[i] * gb[i];
+    else cur = xa[i];
+    T v = ub[i];
+    if (!SUB) v = v * (T(1) - pb[i]);
+    v = v + cur;
+    if (SUB) v = v - theta * pb[i];
+    const T spk = v > theta ? T(1) : T(0);
+    ub[i] = v; pb[i] = spk; st[i] = spk;
+  }
+}
+
+template <typename T, bool SUB, bool STATIC, bool ADD2>
+static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, int64_t C, T* u, T* prev, T* s,
                          double* steps, int64_t rows, int64_t k, int64_t B, int64_t N, T theta) {
-  at::parallel_for(0, N, 512, [&](int64_t n0, int64_t n1) {
-    const int64_t len = n1 - n0;
-    std::vector<T> cnt(steps ? k * len : 0, T(0));  // per-step batch sums for this slice
-    for (int64_t b = 0; b < B; ++b) {
-      T* __restrict ub = u + b * N + n0;
-      T* __restrict pb = prev + b * N + n0;
-      for (int64_t t = 0; t < k; ++t) {
-        const T* __restrict It = (STATIC ? I + b * N : I + (t * B + b) * N) + n0;
-        T* __restrict st = s + (t * B + b) * N + n0;
-        for (int64_t n = 0; n < len; ++n) {
-          T v = ub[n];
-          if (!SUB) v = v * (T(1) - pb[n]);
-          v = v + It[n];
-          if (SUB) v = v - theta * pb[n];
-          T spk = v > theta ? T(1) : T(0);
-          ub[n] = v;
-          pb[n] = spk;
-          st[n] = spk;
-        }
-        if (steps) {
-          T* __restrict c = cnt.data() + t * len;
-          for (int64_t n = 0; n < len; ++n) c[n] += st[n];
+  at::parallel_for(0, (N + V - 1) / V, 1, [&](int64_t q0, int64_t q1) {
+    const int64_t n0 = q0 * V, n1 = std::min(N, q1 * V), len = n1 - n0;
+    const bool per_step = steps && rows != 1;
+    std::vector<T> cnt(steps ? (per_step ? k : 1) * len : 0, T(0));  // batch sums of this slice
+    std::vector<T> ga(ADD2 ? len : 0), gb(ADD2 ? len : 0);  // per-neuron gains of the two inputs
+    for (int64_t i = 0; ADD2 && i < len; ++i) {
+      const int64_t c = ((n0 + i) / HW) % C;
+      ga[i] = gains[c]; gb[i] = gains[C + c];
+    }
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t nb = n0; nb < n1; nb += V) {
+        const int64_t m = std::min(V, n1 - nb), off = nb - n0;
+        T* __restrict ub = u + b * N + nb;
+        T* __restrict pb = prev + b * N + nb;
+        const T* __restrict g0 = ga.data() + off;
+        const T* __restrict g1 = gb.data() + off;
+        for (int64_t t = 0; t < k; ++t) {
+          const int64_t r = STATIC ? b * N + nb : (t * B + b) * N + nb;
+          const T* __restrict xa = x0 + r;
+          const T* __restrict xb = (ADD2 ? x1 : x0) + r;
+          T* __restrict st = s + (t * B + b) * N + nb;
+          T* __restrict cn = steps ? cnt.data() + (per_step ? t * len : 0) + off : nullptr;
+          if_step<T, SUB, ADD2>(xa, xb, g0, g1, ub, pb, st, m, theta);
+          if (cn) for (int64_t i = 0; i < m; ++i) cn[i] += st[i];
         }
       }
-    }
     if (steps)
-      for (int64_t t = 0; t < k; ++t)
-        for (int64_t n = 0; n < len; ++n) steps[(rows == 1 ? 0 : t) * N + n0 + n] += (double)cnt[t * len + n];
+      for (int64_t t = 0; t < (per_step ? k : 1); ++t)
+        for (int64_t n = 0; n < len; ++n) steps[t * N + n0 + n] += (double)cnt[t * len + n];
   });
 }
 
-torch::Tensor if_scan(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
-                      bool is_static, int64_t k, c10::optional<torch::Tensor> steps) {
+#define SNN_IF(SUB, ST, A2) if_scan_impl<scalar_t, SUB, ST, A2>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th)
+torch::Tensor if_scan(torch::Tensor I, c10::optional<torch::Tensor> I2, c10::optional<torch::Tensor> gains,
+                      torch::Tensor u, torch::Tensor prev, double theta, bool subtract, bool is_static, int64_t k,
+                      c10::optional<torch::Tensor> steps) {
   TORCH_CHECK(I.is_contiguous() && u.is_contiguous() && prev.is_contiguous(), "if_scan: contiguous tensors");
+  const bool add2 = I2.has_value();
+  TORCH_CHECK(!add2 || (!is_static && gains.has_value() && I2->is_contiguous() && I2->sizes() == I.sizes() &&
+                        gains->is_contiguous() && gains->size(0) == 2), "if_scan: bad second input");
   int64_t B = u.size(0), N = u.numel() / B;
+  int64_t C = add2 ? gains->size(1) : 1, HW = add2 ? N / C : 1;
   std::vector<int64_t> shape = {k};
   for (auto d : u.sizes()) shape.push_back(d);
   auto s = torch::empty(shape, u.options());
@@ -87,93 +144,294 @@ torch::Tensor if_scan(torch::Tensor I, torch::Tensor u, torch::Tensor prev, doub
   int64_t rows = steps.has_value() ? steps->size(0) : 0;
   TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "if_scan: steps must have 1 or k rows");
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "if_scan", [&] {
-    auto* i = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
+    const auto* x0 = I.data_ptr<scalar_t>();
+    const scalar_t* x1 = add2 ? I2->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* g = add2 ? gains->data_ptr<scalar_t>() : nullptr;
+    auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
     auto* ss = s.data_ptr<scalar_t>(); auto th = (scalar_t)theta;
-    if (subtract && is_static) if_scan_impl<scalar_t, true, true>(i, uu, pp, ss, st, rows, k, B, N, th);
-    else if (subtract) if_scan_impl<scalar_t, true, false>(i, uu, pp, ss, st, rows, k, B, N, th);
-    else if (is_static) if_scan_impl<scalar_t, false, true>(i, uu, pp, ss, st, rows, k, B, N, th);
-    else if_scan_impl<scalar_t, false, false>(i, uu, pp, ss, st, rows, k, B, N, th);
+    if (add2) { if (subtract) SNN_IF(true, false, true); else SNN_IF(false, false, true); }
+    else if (subtract && is_static) SNN_IF(true, true, false);
+    else if (subtract) SNN_IF(true, false, false);
+    else if (is_static) SNN_IF(false, true, false);
+    else SNN_IF(false, false, false);
   });
   return s;
 }
 
+// ------------------------------------------------------------------ spiking max-pool
+struct PoolGeom {
+  int64_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
+  bool fast2x2() const { return kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1; }
+};
+
+// One step of one channel plane: cp += sp; m = max of cp over each window (padding never
+// wins); op = m - pp; pp = m.
 template <typename T>
-static void maxpool_impl(const T* s, T* cum, T* prev, T* out, double* steps, int64_t rows, int64_t k, int64_t B, int64_t C,
-                         int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t kh, int64_t kw, int64_t sh,
-                         int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const bool fast2x2 = kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1;
-  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t b = 0; b < B; ++b) {
-        T* cp = cum + (b * C + c) * H * W;
-        T* pp = prev + (b * C + c) * Ho * Wo;
-        for (int64_t t = 0; t < k; ++t) {
-          const T* sp = s + ((t * B + b) * C + c) * H * W;
-          for (int64_t i = 0; i < H * W; ++i) cp[i] += sp[i];
-          T* op = out + ((t * B + b) * C + c) * Ho * Wo;
-          double* ct = steps ? steps + ((rows == 1 ? 0 : t) * C + c) * Ho * Wo : nullptr;
-          if (fast2x2) {  // kernel 2, stride 2, no padding, no dilation: no bounds checks
-            for (int64_t oy = 0; oy < Ho; ++oy) {
-              const T* r0 = cp + 2 * oy * W;
-              const T* r1 = r0 + W;
-              for (int64_t ox = 0; ox < Wo; ++ox) {
-                T m = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]), std::max(r1[2 * ox], r1[2 * ox + 1]));
-                int64_t o = oy * Wo + ox;
-                T d = m - pp[o];
-                pp[o] = m;
-                op[o] = d;
-                if (ct) ct[o] += (double)d;
-              }
-            }
-            continue;
-          }
-          for (int64_t oy = 0; oy < Ho; ++oy) {
-            for (int64_t ox = 0; ox < Wo; ++ox) {
-              T m = -std::numeric_limits<T>::infinity();
-              for (int64_t a = 0; a < kh; ++a) {
-                int64_t y = oy * sh - ph + a * dh;
-                if (y < 0 || y >= H) continue;
-                for (int64_t e = 0; e < kw; ++e) {
-                  int64_t x = ox * sw - pw + e * dw;
-                  if (x < 0 || x >= W) continue;
-                  T v = cp[y * W + x];
-                  if (v > m) m = v;
-                }
-              }
-              int64_t o = oy * Wo + ox;
-              T d = m - pp[o];
-              pp[o] = m;
-              op[o] = d;
-              if (ct) ct[o] += (double)d;
-            }
-          }
+static inline void pool_step(const T* __restrict sp, T* __restrict cp, T* __restrict pp, T* __restrict op,
+                             const PoolGeom& g) {
+  for (int64_t i = 0; i < g.H * g.W; ++i) cp[i] += sp[i];
+  if (g.fast2x2()) {  // kernel 2, stride 2, no padding, no dilation: no bounds checks
+    for (int64_t oy = 0; oy < g.Ho; ++oy) {
+      const T* r0 = cp + 2 * oy * g.W;
+      const T* r1 = r0 + g.W;
+      for (int64_t ox = 0; ox < g.Wo; ++ox) {
+        const T m = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]), std::max(r1[2 * ox], r1[2 * ox + 1]));
+        const int64_t o = oy * g.Wo + ox;
+        op[o] = m - pp[o];
+        pp[o] = m;
+      }
+    }
+    return;
+  }
+  for (int64_t oy = 0; oy < g.Ho; ++oy)
+    for (int64_t ox = 0; ox < g.Wo; ++ox) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t y = oy * g.sh - g.ph + a * g.dh;
+        if (y < 0 || y >= g.H) continue;
+        for (int64_t e = 0; e < g.kw; ++e) {
+          const int64_t x = ox * g.sw - g.pw + e * g.dw;
+          if (x >= 0 && x < g.W && cp[y * g.W + x] > m) m = cp[y * g.W + x];
         }
+      }
+      const int64_t o = oy * g.Wo + ox;
+      op[o] = m - pp[o];
+      pp[o] = m;
+    }
+}
+
+template <typename T>
+static void maxpool_impl(const T* s, T* cum, T* prev, T* out, int64_t k, int64_t B, int64_t C, const PoolGeom& g) {
+  const int64_t P = B * C, HW = g.H * g.W, HWo = g.Ho * g.Wo;
+  at::parallel_for(0, P, 4, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t t = 0; t < k; ++t)
+        pool_step<T>(s + (t * P + p) * HW, cum + p * HW, prev + p * HWo, out + (t * P + p) * HWo, g);
+  });
+}
+
+// IF layer and the spiking max-pool that is its only consumer, plane by plane: the spikes
+// stay in a plane-sized buffer. Parallel over channels, so the IF's batch sums need no atomics.
+template <typename T, bool SUB, bool STATIC>
+static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows, int64_t k,
+                         int64_t B, int64_t C, const PoolGeom& g, T theta) {
+  const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    const bool per_step = steps && rows != 1;
+    std::vector<T> sp(HW), cnt(steps ? (per_step ? k : 1) * HW : 0);
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(cnt.begin(), cnt.end(), T(0));
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < k; ++t) {
+          const T* xa = x + (STATIC ? b * N : (t * B + b) * N) + c * HW;
+          if_step<T, SUB, false>(xa, xa, nullptr, nullptr, u + b * N + c * HW, prev + b * N + c * HW, sp.data(), HW,
+                                 theta);
+          if (steps) {
+            T* __restrict cn = cnt.data() + (per_step ? t * HW : 0);
+            for (int64_t i = 0; i < HW; ++i) cn[i] += sp[i];
+          }
+          pool_step<T>(sp.data(), cum + b * N + c * HW, pooled + b * No + c * HWo, out + (t * B + b) * No + c * HWo, g);
+        }
+      if (steps)
+        for (int64_t t = 0; t < (per_step ? k : 1); ++t)
+          for (int64_t i = 0; i < HW; ++i) steps[t * N + c * HW + i] += (double)cnt[t * HW + i];
+    }
+  });
+}
+
+static PoolGeom pool_geom(const torch::Tensor& cum, const torch::Tensor& prev, const std::vector<int64_t>& kernel,
+                          const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                          const std::vector<int64_t>& dilation) {
+  return {cum.size(2), cum.size(3), prev.size(2), prev.size(3), kernel[0], kernel[1], stride[0], stride[1],
+          padding[0], padding[1], dilation[0], dilation[1]};
+}
+
+torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
+                         bool is_static, int64_t k, c10::optional<torch::Tensor> steps, torch::Tensor cum,
+                         torch::Tensor pooled, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+                         std::vector<int64_t> padding, std::vector<int64_t> dilation) {
+  TORCH_CHECK(I.is_contiguous() && u.is_contiguous() && prev.is_contiguous() && cum.is_contiguous() &&
+              pooled.is_contiguous() && u.sizes() == cum.sizes(), "if_maxpool: contiguous, matching tensors");
+  const PoolGeom g = pool_geom(cum, pooled, kernel, stride, padding, dilation);
+  int64_t B = u.size(0), C = u.size(1);
+  auto out = torch::empty({k, B, C, g.Ho, g.Wo}, u.options());
+  double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
+  int64_t rows = steps.has_value() ? steps->size(0) : 0;
+  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "if_maxpool: steps must have 1 or k rows");
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "if_maxpool", [&] {
+    auto* x = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
+    auto* cp = cum.data_ptr<scalar_t>(); auto* po = pooled.data_ptr<scalar_t>(); auto* o = out.data_ptr<scalar_t>();
+    auto th = (scalar_t)theta;
+    if (subtract && is_static) if_pool_impl<scalar_t, true, true>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
+    else if (subtract) if_pool_impl<scalar_t, true, false>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
+    else if (is_static) if_pool_impl<scalar_t, false, true>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
+    else if_pool_impl<scalar_t, false, false>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
+  });
+  return out;
+}
+
+torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor prev, std::vector<int64_t> kernel,
+                            std::vector<int64_t> stride, std::vector<int64_t> padding,
+                            std::vector<int64_t> dilation) {
+  TORCH_CHECK(s.is_contiguous() && cum.is_contiguous() && prev.is_contiguous(), "spike_maxpool: contiguous");
+  const PoolGeom g = pool_geom(cum, prev, kernel, stride, padding, dilation);
+  int64_t k = s.size(0), B = s.size(1), C = s.size(2);
+  auto out = torch::empty({k, B, C, g.Ho, g.Wo}, s.options());
+  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "spike_maxpool", [&] {
+    maxpool_impl<scalar_t>(s.data_ptr<scalar_t>(), cum.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(),
+                           out.data_ptr<scalar_t>(), k, B, C, g);
+  });
+  return out;
+}
+
+// ------------------------------------------------------------------ event-driven convolution
+// Per sample: list the nonzero inputs (events), then add each event's transposed weight
+// rows wt[ky][kx][c][:] (times its value, unless all events are 1) to the channel-last
+// accumulators of the outputs it reaches; finally write (Co, Ho, Wo) plus the bias.
+template <typename T, bool BIN>
+static void econv_scatter(const int32_t* __restrict ev, const T* __restrict xm, int64_t n, const T* __restrict wr,
+                          T* __restrict acc, int64_t Cin, int64_t H, int64_t W, int64_t CoP, int64_t Ho, int64_t Wo,
+                          int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                          int64_t dw) {
+  const int64_t row = kw * CoP;  // wr is (kh, Cin, kw reversed, CoP): one event's weights for one kernel row
+  for (int64_t q = 0; q < n; ++q) {
+    const int64_t c = ev[q] >> 20, iy = (ev[q] >> 10) & 1023, ix = ev[q] & 1023;
+    const T v = BIN ? T(1) : xm[(c * H + iy) * W + ix];
+    for (int64_t a = 0; a < kh; ++a) {
+      int64_t oy = iy + ph - a * dh;
+      if (oy < 0) break;
+      if (sh != 1) { if (oy % sh) continue; oy /= sh; }
+      if (oy >= Ho) continue;
+      const T* __restrict w = wr + (a * Cin + c) * row;
+      if (sw == 1 && dw == 1) {  // the kernel row reaches kw adjacent outputs: one contiguous add
+        const int64_t ox0 = ix + pw - (kw - 1);
+        const int64_t i0 = std::max<int64_t>(0, -ox0) * CoP, i1 = std::min<int64_t>(kw, Wo - ox0) * CoP;
+        T* __restrict o = acc + (oy * Wo + ox0) * CoP;
+        if (BIN) for (int64_t i = i0; i < i1; ++i) o[i] += w[i];
+        else for (int64_t i = i0; i < i1; ++i) o[i] += v * w[i];
+        continue;
+      }
+      for (int64_t e = 0; e < kw; ++e) {
+        int64_t ox = ix + pw - e * dw;
+        if (ox < 0) break;
+        if (sw != 1) { if (ox % sw) continue; ox /= sw; }
+        if (ox >= Wo) continue;
+        T* __restrict o = acc + (oy * Wo + ox) * CoP;
+        const T* __restrict we = w + (kw - 1 - e) * CoP;
+        if (BIN) for (int64_t j = 0; j < CoP; ++j) o[j] += we[j];
+        else for (int64_t j = 0; j < CoP; ++j) o[j] += v * we[j];
+      }
+    }
+  }
+}
+
+// Appends the nonzero entries of one input row r[0..W) as packed events base + ix to ev
+// (which needs 8 slots of slack); returns the new count and adds the entries equal to 1 to ones.
+template <typename T>
+static inline int64_t compact_row(const T* __restrict r, int64_t W, int32_t base, int32_t* __restrict ev, int64_t n,
+                                  int64_t& ones) {
+  int64_t ix = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<T, float>) {  // branch-free left-packing, 8 inputs at a time
+    static const auto lut = [] {
+      std::array<std::array<int32_t, 8>, 256> t{};
+      for (int m = 0; m < 256; ++m) for (int j = 0, k = 0; j < 8; ++j) if (m >> j & 1) t[m][k++] = j;
+      return t;
+    }();
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+    for (; ix + 8 <= W; ix += 8) {
+      const __m256 v = _mm256_loadu_ps(r + ix);
+      const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
+      const int mo = _mm256_movemask_ps(_mm256_cmp_ps(v, one, _CMP_EQ_OQ));
+      const __m256i e = _mm256_add_epi32(_mm256_set1_epi32(base + (int32_t)ix),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[m].data())));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ev + n), e);
+      n += __builtin_popcount(m);
+      ones += __builtin_popcount(mo);
+    }
+  }
+#endif
+  for (; ix < W; ++ix) {
+    const T v = r[ix];
+    ev[n] = base + (int32_t)ix;
+    n += v != T(0);
+    ones += v == T(1);
+  }
+  return n;
+}
+
+template <typename T>
+static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t Cin, int64_t H, int64_t W,
+                       int64_t Co, int64_t CoP, int64_t Ho, int64_t Wo, int64_t kh, int64_t kw, int64_t sh,
+                       int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+    const int64_t HW = H * W, HWo = Ho * Wo;
+    std::vector<int32_t> ev(Cin * HW + 8);
+    std::vector<T> acc(HWo * CoP);
+    for (int64_t m = m0; m < m1; ++m) {
+      const T* __restrict xm = x + m * Cin * HW;
+      int64_t n = 0, ones = 0;
+      for (int64_t c = 0; c < Cin; ++c)  // the nonzero inputs, packed as (c << 20) | (y << 10) | x
+        for (int64_t iy = 0; iy < H; ++iy)
+          n = compact_row<T>(xm + (c * H + iy) * W, W, (int32_t)((c << 20) | (iy << 10)), ev.data(), n, ones);
+      std::fill(acc.begin(), acc.end(), T(0));
+      if (ones == n) econv_scatter<T, true>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw,
+                                            ph, pw, dh, dw);
+      else econv_scatter<T, false>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw, ph, pw,
+                                   dh, dw);
+      T* __restrict ym = y + m * Co * HWo;
+      for (int64_t co = 0; co < Co; ++co) {
+        const T bc = bias ? bias[co] : T(0);
+        for (int64_t o = 0; o < HWo; ++o) ym[co * HWo + o] = acc[o * CoP + co] + bc;
       }
     }
   });
 }
 
-torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor prev, std::vector<int64_t> kernel,
-                            std::vector<int64_t> stride, std::vector<int64_t> padding,
-                            std::vector<int64_t> dilation, c10::optional<torch::Tensor> steps) {
-  TORCH_CHECK(s.is_contiguous() && cum.is_contiguous() && prev.is_contiguous(), "spike_maxpool: contiguous");
-  int64_t k = s.size(0), B = s.size(1), C = s.size(2), H = s.size(3), W = s.size(4);
-  int64_t Ho = prev.size(2), Wo = prev.size(3);
-  auto out = torch::empty({k, B, C, Ho, Wo}, s.options());
-  double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
-  int64_t rows = steps.has_value() ? steps->size(0) : 0;
-  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "spike_maxpool: steps must have 1 or k rows");
-  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "spike_maxpool", [&] {
-    maxpool_impl<scalar_t>(s.data_ptr<scalar_t>(), cum.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(),
-                           out.data_ptr<scalar_t>(), st, rows, k, B, C, H, W, Ho, Wo, kernel[0], kernel[1],
-                           stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]);
+double sampled_nonzeros(torch::Tensor x, int64_t every) {
+  TORCH_CHECK(x.is_contiguous() && x.dim() >= 1 && every >= 1, "sampled_nonzeros: contiguous tensor");
+  const int64_t M = x.size(0), per = M ? x.numel() / M : 0;
+  int64_t nz = 0, seen = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sampled_nonzeros", [&] {
+    const scalar_t* p = x.data_ptr<scalar_t>();
+    for (int64_t m = 0; m < M; m += every, ++seen)
+      for (int64_t i = 0; i < per; ++i) nz += p[m * per + i] != scalar_t(0);
   });
-  return out;
+  return seen ? (double)nz / (double)seen : 0.0;
+}
+
+torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
+                           int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                           std::vector<int64_t> dilation) {
+  TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), "event_conv2d: layout");
+  int64_t M = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  int64_t kh = wt.size(0), kw = wt.size(2), CoP = wt.size(3);
+  TORCH_CHECK(wt.size(1) == Cin && CoP >= Co && Cin < 2048 && H < 1024 && W < 1024, "event_conv2d: shapes");
+  auto y = torch::empty({M, Co, Ho, Wo}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
+    const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
+    econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), M, Cin, H, W, Co,
+                         CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]);
+  });
+  return y;
 }
 """
 
 _module = None
 _failed: str | None = None
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's model and instruction-set flags: the kernels are built
+    with ``-march=native``, so a cache shared by different machines keeps one build each."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    except OSError:
+        import platform
+
+        lines = [platform.machine(), platform.processor()]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:10]
 
 
 def _build_dir() -> Path:
@@ -191,9 +449,13 @@ def load():
     try:
         from torch.utils.cpp_extension import load_inline
 
+        # -ffp-contract=off: no fused multiply-adds, so the IF update rounds exactly like the torch ops
         _module = load_inline(
-            name="snn_kernels_v3", cpp_sources=_SOURCE, functions=["if_scan", "spike_maxpool"],
-            extra_cflags=["-O3"], build_directory=str(_build_dir()), verbose=False)
+            name=f"snn_kernels_v4_{_cpu_tag()}", cpp_sources=_SOURCE,
+            functions=["if_scan", "spike_maxpool", "if_maxpool", "sampled_nonzeros", "event_conv2d"],
+            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
+            extra_ldflags=["-fopenmp"], build_directory=str(_build_dir()),
+            verbose=False)
     except Exception as e:  # no compiler, no ninja, ...
         _failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         warnings.warn(f"snn: fused CPU kernels unavailable ({_failed}); the snntorch backend uses its "
