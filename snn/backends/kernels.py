@@ -73,6 +73,18 @@ _SOURCE = r"""
 // ------------------------------------------------------------------ IF scan
 constexpr int64_t V = 512;  // neurons per block: their u and prev stay in L1 over the chunk's steps
 
+// One IF update of one neuron with input cur (membrane u updated in place, previous spike
+// p); returns the spike.
+template <typename T, bool SUB>
+static inline T if_update(T& u, T p, T cur, T theta) {
+  T v = u;
+  if (!SUB) v = v * (T(1) - p);
+  v = v + cur;
+  if (SUB) v = v - theta * p;
+  u = v;
+  return v > theta ? T(1) : T(0);
+}
+
 // One IF step of m neurons: input xa (ADD2: ga * xa + gb * xb), membranes ub, previous
 // spikes pb (both updated), spikes to st.
 template <typename T, bool SUB, bool ADD2>
@@ -83,12 +95,18 @@ static inline void if_step(const T* __restrict xa, const T* __restrict xb, const
     T cur;
     if constexpr (ADD2) cur = xa[i] * ga[i] + xb[i] * gb[i];
     else cur = xa[i];
-    T v = ub[i];
-    if (!SUB) v = v * (T(1) - pb[i]);
-    v = v + cur;
-    if (SUB) v = v - theta * pb[i];
-    const T spk = v > theta ? T(1) : T(0);
-    ub[i] = v; pb[i] = spk; st[i] = spk;
+    const T spk = if_update<T, SUB>(ub[i], pb[i], cur, theta);
+    pb[i] = spk; st[i] = spk;
+  }
+}
+
+// One IF step of m neurons whose spikes are only counted: added to cn and to cp.
+template <typename T, bool SUB>
+static inline void if_step_counted(const T* __restrict xa, T* __restrict ub, T* __restrict pb, T* __restrict cn,
+                                   T* __restrict cp, int64_t m, T theta) {
+  for (int64_t i = 0; i < m; ++i) {
+    const T spk = if_update<T, SUB>(ub[i], pb[i], xa[i], theta);
+    pb[i] = spk; cn[i] += spk; cp[i] += spk;
   }
 }
 
@@ -164,12 +182,10 @@ struct PoolGeom {
   bool fast2x2() const { return kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1; }
 };
 
-// One step of one channel plane: cp += sp; m = max of cp over each window (padding never
-// wins); op = m - pp; pp = m.
+// One step of one channel plane, after cp += spikes: m = max of cp over each window
+// (padding never wins); op = m - pp; pp = m.
 template <typename T>
-static inline void pool_step(const T* __restrict sp, T* __restrict cp, T* __restrict pp, T* __restrict op,
-                             const PoolGeom& g) {
-  for (int64_t i = 0; i < g.H * g.W; ++i) cp[i] += sp[i];
+static inline void pool_max(const T* __restrict cp, T* __restrict pp, T* __restrict op, const PoolGeom& g) {
   if (g.fast2x2()) {  // kernel 2, stride 2, no padding, no dilation: no bounds checks
     for (int64_t oy = 0; oy < g.Ho; ++oy) {
       const T* r0 = cp + 2 * oy * g.W;
@@ -205,33 +221,37 @@ static void maxpool_impl(const T* s, T* cum, T* prev, T* out, int64_t k, int64_t
   const int64_t P = B * C, HW = g.H * g.W, HWo = g.Ho * g.Wo;
   at::parallel_for(0, P, 4, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p)
-      for (int64_t t = 0; t < k; ++t)
-        pool_step<T>(s + (t * P + p) * HW, cum + p * HW, prev + p * HWo, out + (t * P + p) * HWo, g);
+      for (int64_t t = 0; t < k; ++t) {
+        const T* __restrict sp = s + (t * P + p) * HW;
+        T* __restrict cp = cum + p * HW;
+        for (int64_t i = 0; i < HW; ++i) cp[i] += sp[i];
+        pool_max<T>(cp, prev + p * HWo, out + (t * P + p) * HWo, g);
+      }
   });
 }
 
 // IF layer and the spiking max-pool that is its only consumer, plane by plane: the spikes
-// stay in a plane-sized buffer. Parallel over channels, so the IF's batch sums need no atomics.
+// are added to the IF's counts and the pool's cumulative counts as they are made, never
+// stored. Parallel over channels, so the IF's batch sums need no atomics.
 template <typename T, bool SUB, bool STATIC>
 static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows, int64_t k,
                          int64_t B, int64_t C, const PoolGeom& g, T theta) {
   const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
   at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
     const bool per_step = steps && rows != 1;
-    std::vector<T> sp(HW), cnt(steps ? (per_step ? k : 1) * HW : 0);
+    std::vector<T> cnt((steps ? (per_step ? k : 1) : 1) * HW);  // without steps: a scratch row
     for (int64_t c = c0; c < c1; ++c) {
       std::fill(cnt.begin(), cnt.end(), T(0));
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict ub = u + b * N + c * HW;
+        T* __restrict pb = prev + b * N + c * HW;
+        T* __restrict cp = cum + b * N + c * HW;
         for (int64_t t = 0; t < k; ++t) {
-          const T* xa = x + (STATIC ? b * N : (t * B + b) * N) + c * HW;
-          if_step<T, SUB, false>(xa, xa, nullptr, nullptr, u + b * N + c * HW, prev + b * N + c * HW, sp.data(), HW,
-                                 theta);
-          if (steps) {
-            T* __restrict cn = cnt.data() + (per_step ? t * HW : 0);
-            for (int64_t i = 0; i < HW; ++i) cn[i] += sp[i];
-          }
-          pool_step<T>(sp.data(), cum + b * N + c * HW, pooled + b * No + c * HWo, out + (t * B + b) * No + c * HWo, g);
+          if_step_counted<T, SUB>(x + (STATIC ? b * N : (t * B + b) * N) + c * HW, ub, pb,
+                                  cnt.data() + (per_step ? t * HW : 0), cp, HW, theta);
+          pool_max<T>(cp, pooled + b * No + c * HWo, out + (t * B + b) * No + c * HWo, g);
         }
+      }
       if (steps)
         for (int64_t t = 0; t < (per_step ? k : 1); ++t)
           for (int64_t i = 0; i < HW; ++i) steps[t * N + c * HW + i] += (double)cnt[t * HW + i];
@@ -285,9 +305,9 @@ torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor pr
 }
 
 // ------------------------------------------------------------------ event-driven convolution
-// Per sample: list the nonzero inputs (events), then add each event's transposed weight
-// rows wt[ky][kx][c][:] (times its value, unless all events are 1) to the channel-last
-// accumulators of the outputs it reaches; finally write (Co, Ho, Wo) plus the bias.
+// Per sample: list the nonzero inputs (events), then add each event's weights (times its
+// value, unless all events are 1) to the channel-last accumulators (Ho, Wo, CoP) of the
+// outputs it reaches; finally write (Co, Ho, Wo) plus the bias.
 template <typename T, bool BIN>
 static void econv_scatter(const int32_t* __restrict ev, const T* __restrict xm, int64_t n, const T* __restrict wr,
                           T* __restrict acc, int64_t Cin, int64_t H, int64_t W, int64_t CoP, int64_t Ho, int64_t Wo,
