@@ -28,9 +28,10 @@ instead of several:
     += s[t]; ``m`` = max of ``cum`` over each window (padding never wins);
     ``out[t] = m - prev``; ``prev = m`` (B, C, Ho, Wo). Returns ``out`` (k, B, C, Ho, Wo).
 
-``if_maxpool(I, u, prev, theta, subtract, static, k, steps, cum, pooled, kernel, ...)``
+``if_maxpool(I, u, prev, theta, subtract, static, k, steps, cum, pooled, kernel, ..., pool_steps)``
     ``if_scan`` followed by ``spike_maxpool``, channel plane by plane, for an IF layer
-    whose spikes only the pool reads: the spikes never leave a plane-sized buffer.
+    whose spikes only the pool reads: the spikes are never stored. ``pool_steps`` (1 or k
+    rows) receives the pooled spikes' batch sums as ``steps`` does the IF's.
 
 ``event_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation)``
     Event-driven ``conv2d`` (a Linear layer is a 1x1 one) of a sparse input ``x``
@@ -183,9 +184,10 @@ struct PoolGeom {
 };
 
 // One step of one channel plane, after cp += spikes: m = max of cp over each window
-// (padding never wins); op = m - pp; pp = m.
+// (padding never wins); op = m - pp; oc += op (counts); pp = m.
 template <typename T>
-static inline void pool_max(const T* __restrict cp, T* __restrict pp, T* __restrict op, const PoolGeom& g) {
+static inline void pool_max(const T* __restrict cp, T* __restrict pp, T* __restrict op, T* __restrict oc,
+                            const PoolGeom& g) {
   if (g.fast2x2()) {  // kernel 2, stride 2, no padding, no dilation: no bounds checks
     for (int64_t oy = 0; oy < g.Ho; ++oy) {
       const T* r0 = cp + 2 * oy * g.W;
@@ -194,6 +196,7 @@ static inline void pool_max(const T* __restrict cp, T* __restrict pp, T* __restr
         const T m = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]), std::max(r1[2 * ox], r1[2 * ox + 1]));
         const int64_t o = oy * g.Wo + ox;
         op[o] = m - pp[o];
+        oc[o] += op[o];
         pp[o] = m;
       }
     }
@@ -212,6 +215,7 @@ static inline void pool_max(const T* __restrict cp, T* __restrict pp, T* __restr
       }
       const int64_t o = oy * g.Wo + ox;
       op[o] = m - pp[o];
+      oc[o] += op[o];
       pp[o] = m;
     }
 }
@@ -220,12 +224,13 @@ template <typename T>
 static void maxpool_impl(const T* s, T* cum, T* prev, T* out, int64_t k, int64_t B, int64_t C, const PoolGeom& g) {
   const int64_t P = B * C, HW = g.H * g.W, HWo = g.Ho * g.Wo;
   at::parallel_for(0, P, 4, [&](int64_t p0, int64_t p1) {
+    std::vector<T> scratch(HWo);  // counts are made by the caller here
     for (int64_t p = p0; p < p1; ++p)
       for (int64_t t = 0; t < k; ++t) {
         const T* __restrict sp = s + (t * P + p) * HW;
         T* __restrict cp = cum + p * HW;
         for (int64_t i = 0; i < HW; ++i) cp[i] += sp[i];
-        pool_max<T>(cp, prev + p * HWo, out + (t * P + p) * HWo, g);
+        pool_max<T>(cp, prev + p * HWo, out + (t * P + p) * HWo, scratch.data(), g);
       }
   });
 }
@@ -234,27 +239,32 @@ static void maxpool_impl(const T* s, T* cum, T* prev, T* out, int64_t k, int64_t
 // are added to the IF's counts and the pool's cumulative counts as they are made, never
 // stored. Parallel over channels, so the IF's batch sums need no atomics.
 template <typename T, bool SUB, bool STATIC>
-static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows, int64_t k,
-                         int64_t B, int64_t C, const PoolGeom& g, T theta) {
+static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows,
+                         double* psteps, int64_t prows, int64_t k, int64_t B, int64_t C, const PoolGeom& g, T theta) {
   const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
   at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    const bool per_step = steps && rows != 1;
-    std::vector<T> cnt((steps ? (per_step ? k : 1) : 1) * HW);  // without steps: a scratch row
+    const int64_t r = steps && rows != 1 ? k : 1, pr = psteps && prows != 1 ? k : 1;
+    std::vector<T> cnt(r * HW), pcnt(pr * HWo);  // batch sums of this channel (scratch rows if not asked)
     for (int64_t c = c0; c < c1; ++c) {
       std::fill(cnt.begin(), cnt.end(), T(0));
+      std::fill(pcnt.begin(), pcnt.end(), T(0));
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict ub = u + b * N + c * HW;
         T* __restrict pb = prev + b * N + c * HW;
         T* __restrict cp = cum + b * N + c * HW;
         for (int64_t t = 0; t < k; ++t) {
           if_step_counted<T, SUB>(x + (STATIC ? b * N : (t * B + b) * N) + c * HW, ub, pb,
-                                  cnt.data() + (per_step ? t * HW : 0), cp, HW, theta);
-          pool_max<T>(cp, pooled + b * No + c * HWo, out + (t * B + b) * No + c * HWo, g);
+                                  cnt.data() + (r == 1 ? 0 : t * HW), cp, HW, theta);
+          pool_max<T>(cp, pooled + b * No + c * HWo, out + (t * B + b) * No + c * HWo,
+                      pcnt.data() + (pr == 1 ? 0 : t * HWo), g);
         }
       }
       if (steps)
-        for (int64_t t = 0; t < (per_step ? k : 1); ++t)
+        for (int64_t t = 0; t < r; ++t)
           for (int64_t i = 0; i < HW; ++i) steps[t * N + c * HW + i] += (double)cnt[t * HW + i];
+      if (psteps)
+        for (int64_t t = 0; t < pr; ++t)
+          for (int64_t i = 0; i < HWo; ++i) psteps[t * No + c * HWo + i] += (double)pcnt[t * HWo + i];
     }
   });
 }
@@ -266,26 +276,30 @@ static PoolGeom pool_geom(const torch::Tensor& cum, const torch::Tensor& prev, c
           padding[0], padding[1], dilation[0], dilation[1]};
 }
 
+#define SNN_IFP(SUB, ST) if_pool_impl<scalar_t, SUB, ST>(x, uu, pp, cp, po, o, st, rows, pst, prows, k, B, C, g, th)
 torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
                          bool is_static, int64_t k, c10::optional<torch::Tensor> steps, torch::Tensor cum,
                          torch::Tensor pooled, std::vector<int64_t> kernel, std::vector<int64_t> stride,
-                         std::vector<int64_t> padding, std::vector<int64_t> dilation) {
+                         std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                         c10::optional<torch::Tensor> pool_steps) {
   TORCH_CHECK(I.is_contiguous() && u.is_contiguous() && prev.is_contiguous() && cum.is_contiguous() &&
               pooled.is_contiguous() && u.sizes() == cum.sizes(), "if_maxpool: contiguous, matching tensors");
   const PoolGeom g = pool_geom(cum, pooled, kernel, stride, padding, dilation);
   int64_t B = u.size(0), C = u.size(1);
   auto out = torch::empty({k, B, C, g.Ho, g.Wo}, u.options());
   double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
-  int64_t rows = steps.has_value() ? steps->size(0) : 0;
-  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "if_maxpool: steps must have 1 or k rows");
+  double* pst = pool_steps.has_value() ? pool_steps->data_ptr<double>() : nullptr;
+  int64_t rows = steps.has_value() ? steps->size(0) : 0, prows = pool_steps.has_value() ? pool_steps->size(0) : 0;
+  TORCH_CHECK((!st || rows == 1 || rows == k) && (!pst || prows == 1 || prows == k),
+              "if_maxpool: steps must have 1 or k rows");
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "if_maxpool", [&] {
     auto* x = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
     auto* cp = cum.data_ptr<scalar_t>(); auto* po = pooled.data_ptr<scalar_t>(); auto* o = out.data_ptr<scalar_t>();
     auto th = (scalar_t)theta;
-    if (subtract && is_static) if_pool_impl<scalar_t, true, true>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
-    else if (subtract) if_pool_impl<scalar_t, true, false>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
-    else if (is_static) if_pool_impl<scalar_t, false, true>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
-    else if_pool_impl<scalar_t, false, false>(x, uu, pp, cp, po, o, st, rows, k, B, C, g, th);
+    if (subtract && is_static) SNN_IFP(true, true);
+    else if (subtract) SNN_IFP(true, false);
+    else if (is_static) SNN_IFP(false, true);
+    else SNN_IFP(false, false);
   });
   return out;
 }

@@ -377,12 +377,9 @@ class _PoolState:
         """The IF layer ``ifs``, whose spikes only this pool reads, and this pool in one
         fused kernel, channel plane by plane, without materialising the IF's spikes; the IF's
         counts go to ``if_steps``, the pool's to ``steps``. Returns the pooled spikes."""
-        cum0, pooled0 = self.cum[rows], self.pooled[rows]
-        before = pooled0.clone() if steps is not None and len(steps) == 1 else None
-        out = self.fused.if_maxpool(current.contiguous(), ifs.u[rows], ifs.prev[rows], ifs.node.threshold,
-                                    ifs.node.reset == "subtract", static, k, if_steps, cum0, pooled0,
-                                    *self._geometry())
-        return self._count(out, pooled0, before, steps)
+        return self.fused.if_maxpool(current.contiguous(), ifs.u[rows], ifs.prev[rows], ifs.node.threshold,
+                                     ifs.node.reset == "subtract", static, k, if_steps, self.cum[rows],
+                                     self.pooled[rows], *self._geometry(), steps)
 
     def _geometry(self) -> list[list[int]]:
         n = self.node
