@@ -44,15 +44,25 @@ def mnist_lenet() -> tuple[torch.nn.Module, dict]:
         torch.set_num_threads(threads)
 
 
-def matmul_rate(n: int = 1024, reps: int = 20) -> float:
-    """Measured float32 multiply-accumulates per second of an n x n matrix product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(n: int = 1024, reps: int = 20, device: str = "cpu") -> float:
+    """Measured float32 multiply-accumulates per second of an n x n matrix product on ``device``
+    (4096 x 4096 on a GPU, where 1024 is too small to fill it)."""
+    n = 4096 if device.startswith("cuda") else n
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
         a @ b
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync(device)
     return reps * n ** 3 / (time.perf_counter() - t0)
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (timing on a GPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def dense_macs(graph) -> int:

@@ -9,7 +9,10 @@ matmul rate`` (the matmul rate of a 1024x1024 float32 product, measured in this 
 with our time as a multiple of that floor. Peak memory is measured in fresh subprocesses
 (batch 256, T = 8 and 128): the growth of the resident set during the simulation.
 
-    python experiments/bench/speed.py [--quick] [--models lenet5,resnet20,mlp]
+    python experiments/bench/speed.py [--quick] [--models lenet5,resnet20,mlp] [--device cuda]
+
+With ``--device cuda`` both libraries run on the GPU (named in the output), the floor uses
+the GPU's measured matmul rate, and the results go to ``speed_cuda.json``/``.png``.
 
 Acceptance (issue 6): batch 256, T = 32: snn >= 2x SpikingJelly on the MNIST CNN and on
 ResNet-20, and within 1.5x of the floor; batch 1: >= 5x SpikingJelly; peak memory at
@@ -92,7 +95,7 @@ class _ModuleResNet(torch.nn.Module):
         return self.linear(self.flatten(self.pool(self.layers(x))))
 
 
-def spikingjelly_model(model, calib):
+def spikingjelly_model(model, calib, device: str = "cpu"):
     from spikingjelly.activation_based.ann2snn import FXConverter, RateCodingRecipe
     from snn.zoo import CifarResNet
 
@@ -101,28 +104,29 @@ def spikingjelly_model(model, calib):
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(calib)), batch_size=128)
     return FXConverter(RateCodingRecipe(dataloader=loader, mode="99.9%"), device="cpu").convert(
-        copy.deepcopy(model)).eval()
+        copy.deepcopy(model)).eval().to(device)
 
 
-def run_sj(sj, x: np.ndarray, T: int, batch: int) -> float:
+def run_sj(sj, x: np.ndarray, T: int, batch: int, device: str = "cpu") -> float:
     from spikingjelly.activation_based import functional
 
     t0 = time.perf_counter()
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            xb = torch.tensor(x[s:s + batch])
+            xb = torch.tensor(x[s:s + batch], device=device)
             functional.reset_net(sj)
             out = 0
             for _ in range(T):
                 out = out + sj(xb)
+            out = out.cpu()  # the prediction reaches the host, as snn.simulate's outputs do
     return time.perf_counter() - t0
 
 
-def run_ours(net, x: np.ndarray, T: int, batch: int) -> float:
+def run_ours(net, x: np.ndarray, T: int, batch: int, device: str = "cpu") -> float:
     import snn
 
     t0 = time.perf_counter()
-    snn.simulate(net, x, timesteps=T, batch_size=batch, record="totals")
+    snn.simulate(net, x, timesteps=T, batch_size=batch, record="totals", device=device)
     return time.perf_counter() - t0
 
 
@@ -167,6 +171,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,32,256")
     ap.add_argument("--quick", action="store_true", help="only the acceptance cases (T=32 b=256, T=32 b=1)")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: both libraries and the matmul rate on it")
     ap.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     common.setup() if not args.memory_child else None
@@ -179,25 +184,27 @@ def main() -> None:
         return
     import snn
 
-    rate = common.matmul_rate()
-    print(f"measured matmul rate: {rate / 1e9:.1f} GMAC/s (float32, 1024^3, {torch.get_num_threads()} threads)")
+    dev = args.device
+    rate = common.matmul_rate(device=dev)
+    where = torch.cuda.get_device_name() if dev.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"measured matmul rate: {rate / 1e9:.1f} GMAC/s (float32, {where})")
     cases = [(32, 256), (32, 1)] if args.quick else \
         [(int(t), int(b)) for t in args.timesteps.split(",") for b in args.batches.split(",")]
     rows = []
     for name in args.models.split(","):
         model, calib, x = load_model(name)
         net = snn.convert(model, calib)
-        sj = spikingjelly_model(model, calib)
+        sj = spikingjelly_model(model, calib, dev)
         macs = common.dense_macs(net.ann)
-        run_ours(net, x[:2], 2, 2)  # warm-up (kernel build/load, allocator)
-        run_sj(sj, x[:2], 2, 2)
+        run_ours(net, x[:2], 2, 2, dev)  # warm-up (kernel build/load, allocator, CUDA context)
+        run_sj(sj, x[:2], 2, 2, dev)
         print(f"\n## {name}: {macs / 1e6:.2f} M dense MACs per image per step")
         print(f"{'T':>4} {'batch':>5} {'snn img/s':>10} {'SJ img/s':>9} {'ratio':>6} {'floor img/s':>11} {'snn/floor':>9}")
         for T, b in cases:
             n = n_images(b, T)
             xs = x[:n] if len(x) >= n else np.concatenate([x] * (n // len(x) + 1))[:n]
-            t_ours = run_ours(net, xs, T, b)
-            t_sj = run_sj(sj, xs, T, b)
+            t_ours = run_ours(net, xs, T, b, dev)
+            t_sj = run_sj(sj, xs, T, b, dev)
             floor = T * macs * n / rate
             row = {"model": name, "T": T, "batch": b, "images": n, "snn_img_s": n / t_ours, "sj_img_s": n / t_sj,
                    "ratio_snn_over_sj": t_sj / t_ours, "floor_img_s": n / floor, "snn_time_over_floor": t_ours / floor}
@@ -205,7 +212,7 @@ def main() -> None:
             print(f"{T:4d} {b:5d} {row['snn_img_s']:10.1f} {row['sj_img_s']:9.1f} {row['ratio_snn_over_sj']:6.2f} "
                   f"{row['floor_img_s']:11.1f} {row['snn_time_over_floor']:9.2f}")
     memory = []
-    if not args.no_memory:
+    if not args.no_memory and dev == "cpu":  # resident-set growth; GPU memory is not measured here
         print("\n## peak memory, batch 256 (fresh process per case; growth of the resident set during simulation)")
         for name in args.models.split(","):
             for lib in ("snn", "spikingjelly"):
@@ -215,13 +222,14 @@ def main() -> None:
                 print(f"{name:9s} {lib:12s} T=8: peak {m8.get('peak_rss_mib', float('nan')):7.0f} MiB "
                       f"(+{m8.get('growth_mib', float('nan')):5.0f})   T=128: peak {m128.get('peak_rss_mib', float('nan')):7.0f} MiB "
                       f"(+{m128.get('growth_mib', float('nan')):5.0f})   peak ratio {ratio if ratio else float('nan'):.2f}")
-    common.write_json("speed.json", {"benchmark": "simulation speed vs SpikingJelly and the dense floor",
-                                     "matmul_gmac_s": rate / 1e9, "threads": torch.get_num_threads(),
-                                     "cases": rows, "memory": memory})
-    _plot(rows)
+    suffix = "" if dev == "cpu" else "_cuda"
+    common.write_json(f"speed{suffix}.json", {"benchmark": "simulation speed vs SpikingJelly and the dense floor",
+                                              "device": where, "matmul_gmac_s": rate / 1e9,
+                                              "threads": torch.get_num_threads(), "cases": rows, "memory": memory})
+    _plot(rows, f"speed{suffix}.png")
 
 
-def _plot(rows: list[dict]) -> None:
+def _plot(rows: list[dict], name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,7 +250,7 @@ def _plot(rows: list[dict]) -> None:
         ax.set_ylabel("images / s")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = common.REFERENCE / "speed.png"
+    path = common.REFERENCE / name
     fig.savefig(path, dpi=110)
     print(f"wrote {path.relative_to(common.ROOT)}")
 
