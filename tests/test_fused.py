@@ -155,3 +155,23 @@ def test_event_cost_model_choices():
     assert event < c["MAC"] * 64 * 9 * 64 * 64
     assert snntorch.event_wins(4096, 4096, 204.8, 9 * 64, 64 * 9 * 64 * 64, linear=False)
     assert not snntorch.event_wins(84, 10, 11.0, 16, 840, linear=True)  # LeNet's last layer
+
+
+def test_event_kernel_takes_wide_layers_and_refuses_unpackable_inputs():
+    """Event packing adapts to the input: a Linear layer of 40,000 inputs (1 x 1 positions)
+    runs event-driven; an input whose (channel, y, x) needs more than 31 bits is refused
+    by the kernel and never offered to it by the backend."""
+    from snn.backends.snntorch import _packs
+
+    fused = kernels.load()
+    g = torch.Generator().manual_seed(1)
+    w, b = torch.randn(24, 40000, generator=g), torch.randn(24, generator=g)
+    wt = torch.zeros(1, 40000, 1, 24)
+    wt[0, :, 0, :] = w.t()
+    x = (torch.rand(3, 40000, generator=g) < 0.01).float()
+    got = fused.event_conv2d(x.reshape(3, 40000, 1, 1), wt, b, 24, 1, 1, [1, 1], [0, 0], [1, 1]).reshape(3, 24)
+    torch.testing.assert_close(got, torch.nn.functional.linear(x, w, b), rtol=0, atol=1e-4)
+    assert _packs((40000,)) and _packs((64, 32, 32)) and not _packs((2**20, 64, 64))
+    with pytest.raises(RuntimeError, match="must pack into 31 bits"):
+        fused.event_conv2d(torch.empty(1, 2**12, 2**10, 2**10), torch.zeros(1, 2**12, 1, 8), None, 8, 1024, 1024,
+                           [1, 1], [0, 0], [1, 1])

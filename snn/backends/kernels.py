@@ -319,6 +319,8 @@ torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor pr
 }
 
 // ------------------------------------------------------------------ event-driven convolution
+static inline int bit_width(int64_t v) { return v > 0 ? 64 - __builtin_clzll((unsigned long long)v) : 0; }
+
 // Per sample: list the nonzero inputs (events), then add each event's weights (times its
 // value, unless all events are 1) to the channel-last accumulators (Ho, Wo, CoP) of the
 // outputs it reaches; finally write (Co, Ho, Wo) plus the bias.
@@ -328,8 +330,9 @@ static void econv_scatter(const int32_t* __restrict ev, const T* __restrict xm, 
                           int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                           int64_t dw) {
   const int64_t row = kw * CoP;  // wr is (kh, Cin, kw reversed, CoP): one event's weights for one kernel row
+  const int hb = bit_width(H - 1), wb = bit_width(W - 1);
   for (int64_t q = 0; q < n; ++q) {
-    const int64_t c = ev[q] >> 20, iy = (ev[q] >> 10) & 1023, ix = ev[q] & 1023;
+    const int64_t c = ev[q] >> (hb + wb), iy = (ev[q] >> wb) & ((1 << hb) - 1), ix = ev[q] & ((1 << wb) - 1);
     const T v = BIN ? T(1) : xm[(c * H + iy) * W + ix];
     for (int64_t a = 0; a < kh; ++a) {
       int64_t oy = iy + ph - a * dh;
@@ -400,14 +403,15 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
                        int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
     const int64_t HW = H * W, HWo = Ho * Wo;
+    const int hb = bit_width(H - 1), wb = bit_width(W - 1);
     std::vector<int32_t> ev(Cin * HW + 8);
     std::vector<T> acc(HWo * CoP);
     for (int64_t m = m0; m < m1; ++m) {
       const T* __restrict xm = x + m * Cin * HW;
       int64_t n = 0, ones = 0;
-      for (int64_t c = 0; c < Cin; ++c)  // the nonzero inputs, packed as (c << 20) | (y << 10) | x
+      for (int64_t c = 0; c < Cin; ++c)  // the nonzero inputs, packed as (c << (hb + wb)) | (y << wb) | x
         for (int64_t iy = 0; iy < H; ++iy)
-          n = compact_row<T>(xm + (c * H + iy) * W, W, (int32_t)((c << 20) | (iy << 10)), ev.data(), n, ones);
+          n = compact_row<T>(xm + (c * H + iy) * W, W, (int32_t)((c << (hb + wb)) | (iy << wb)), ev.data(), n, ones);
       std::fill(acc.begin(), acc.end(), T(0));
       if (ones == n) econv_scatter<T, true>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw,
                                             ph, pw, dh, dw);
@@ -440,7 +444,9 @@ torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torc
   TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), "event_conv2d: layout");
   int64_t M = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   int64_t kh = wt.size(0), kw = wt.size(2), CoP = wt.size(3);
-  TORCH_CHECK(wt.size(1) == Cin && CoP >= Co && Cin < 2048 && H < 1024 && W < 1024, "event_conv2d: shapes");
+  TORCH_CHECK(wt.size(1) == Cin && CoP >= Co, "event_conv2d: weight shape");
+  TORCH_CHECK(bit_width(Cin - 1) + bit_width(H - 1) + bit_width(W - 1) <= 31,
+              "event_conv2d: an input event (channel, y, x) must pack into 31 bits");
   auto y = torch::empty({M, Co, Ho, Wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;

@@ -111,6 +111,13 @@ def event_wins(inputs: int, outputs: int, nonzeros: float, kk_cop: int, macs: in
     return c["F"] + c["IO"] * (inputs + outputs) + c["ADD"] * nonzeros * kk_cop < c["MAC"] * macs
 
 
+def _packs(in_shape: tuple[int, ...]) -> bool:
+    """Whether the event kernel can take this input: an event (channel, y, x) packs into 31
+    bits (a Linear layer's input is (features,) = features channels of 1 x 1)."""
+    c, h, w = in_shape if len(in_shape) == 3 else (int(np.prod(in_shape)), 1, 1)
+    return sum(int(v - 1).bit_length() for v in (c, h, w)) <= 31
+
+
 def _event_weights(node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """The weights as (kh, Cin, kw reversed, Co rounded up to 8) for the event kernel (an
     event's contributions along one kernel row are then one contiguous block), made once
@@ -252,7 +259,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     event_nodes, pending_sums, if_pools = set(), set(), {}
     if fused is not None:
         event_nodes = {n for n, node in graph.nodes.items()
-                       if isinstance(node, ir.Linear) or (isinstance(node, ir.Conv2d) and node.groups == 1)}
+                       if (isinstance(node, ir.Linear) or (isinstance(node, ir.Conv2d) and node.groups == 1))
+                       and _packs(graph.shapes[inputs_of[n][0]])}
         pending_sums = {n for n, node in graph.nodes.items() if isinstance(node, ir.Add) and len(inputs_of[n]) == 2
                         and [type(graph.nodes[c]) for c in graph.consumers_of(n)] == [ir.IF]}
         if_pools = {n: graph.consumers_of(n)[0] for n, node in graph.nodes.items()
