@@ -106,8 +106,9 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
 
     ``record="steps"`` keeps per-step spike counts per neuron (for energy at each step);
     ``"totals"`` keeps only the sums over steps; ``"none"`` counts no spikes (outputs only,
-    for timing the cost of counting). Extra ``options`` go to the backend
-    (e.g. ``target=`` for brian2).
+    for timing the cost of counting). Extra ``options`` go to the backend (e.g.
+    ``target=`` for brian2; ``impl=``, ``event=``, ``chunk=`` for snntorch, see
+    :func:`snn.backends.snntorch.run`).
     """
     from snn.backends import get_backend
 
