@@ -175,3 +175,28 @@ def test_event_kernel_takes_wide_layers_and_refuses_unpackable_inputs():
     with pytest.raises(RuntimeError, match="must pack into 31 bits"):
         fused.event_conv2d(torch.empty(1, 2**12, 2**10, 2**10), torch.zeros(1, 2**12, 1, 8), None, 8, 1024, 1024,
                            [1, 1], [0, 0], [1, 1])
+
+
+@pytest.mark.parametrize("geometry", [((2, 2), (2, 2), (0, 0), 8), ((3, 3), (2, 2), (1, 1), 7)])
+@pytest.mark.parametrize("per_step", [True, False])
+def test_spike_maxpool_kernel_equals_reference(geometry, per_step):
+    """The standalone spiking max-pool kernel (used when the pooled IF layer has other
+    readers too): outputs, state and batch sums (per step or totals) equal the torch path's."""
+    from snn import ir
+    from snn.backends.snntorch import _PoolState
+
+    (kernel, stride, padding, size) = geometry
+    node = ir.MaxPool2d(kernel=kernel, stride=stride, padding=padding)
+    out_hw = (size + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    g = torch.Generator().manual_seed(2)
+    pools = [_PoolState(node, (3, 4, size, size), (3, 4, out_hw, out_hw), torch.device("cpu"), torch.float32, {}, f)
+             for f in (None, kernels.load())]
+    counts = [torch.zeros((5 if per_step else 1, 4, out_hw, out_hw), dtype=torch.float64) for _ in pools]
+    for chunk in range(2):
+        s = (torch.rand((5, 3, 4, size, size), generator=g) < 0.3).float()
+        ref, got = (p.step(s[:, 1:], slice(1, 3), c) for p, c in zip(pools, counts))
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    torch.testing.assert_close(pools[1].cum, pools[0].cum, rtol=0, atol=0)
+    torch.testing.assert_close(pools[1].pooled, pools[0].pooled, rtol=0, atol=0)
+    torch.testing.assert_close(counts[1], counts[0], rtol=0, atol=0)
+    assert counts[0].sum() > 0

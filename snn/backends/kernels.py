@@ -23,10 +23,11 @@ instead of several:
     summed over the batch to it; a (1, N) ``steps`` receives the sum over all k steps.
     Neurons are walked in blocks of 512 whose ``u`` and ``prev`` stay in L1 over the steps.
 
-``spike_maxpool(s, cum, prev, kernel, stride, padding, dilation)``
+``spike_maxpool(s, cum, prev, kernel, stride, padding, dilation, steps)``
     Cumulative-count max-pooling of spikes ``s`` (k, B, C, H, W): ``cum`` (B, C, H, W)
     += s[t]; ``m`` = max of ``cum`` over each window (padding never wins);
-    ``out[t] = m - prev``; ``prev = m`` (B, C, Ho, Wo). Returns ``out`` (k, B, C, Ho, Wo).
+    ``out[t] = m - prev``; ``prev = m`` (B, C, Ho, Wo). Returns ``out`` (k, B, C, Ho, Wo);
+    ``steps`` receives its batch sums as in ``if_scan``.
 
 ``if_maxpool(I, u, prev, theta, subtract, static, k, steps, cum, pooled, kernel, ..., pool_steps)``
     ``if_scan`` followed by ``spike_maxpool``, channel plane by plane, for an IF layer
@@ -46,8 +47,8 @@ instead of several:
 ``sampled_nonzeros(x, every)``
     Mean number of nonzeros per sample over samples 0, every, 2 * every, ... of ``x``.
 
-Parallel with ATen's (OpenMP) thread pool: over neuron blocks (IF), channels (IF +
-pooling), channel planes (pooling) or samples (events), so batch sums need no atomics.
+Parallel with ATen's (OpenMP) thread pool: over neuron blocks (IF), channels (pooling,
+IF + pooling) or samples (events), so batch sums need no atomics.
 """
 from __future__ import annotations
 
@@ -70,6 +71,13 @@ _SOURCE = r"""
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+// Adds r rows of len per-neuron batch sums cnt to steps (rows of N neurons) at column off.
+template <typename T>
+static inline void add_counts(double* steps, const T* cnt, int64_t r, int64_t len, int64_t N, int64_t off) {
+  for (int64_t t = 0; t < r; ++t)
+    for (int64_t i = 0; i < len; ++i) steps[t * N + off + i] += (double)cnt[t * len + i];
+}
 
 // ------------------------------------------------------------------ IF scan
 constexpr int64_t V = 512;  // neurons per block: their u and prev stay in L1 over the chunk's steps
@@ -140,9 +148,7 @@ static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, i
           if (cn) for (int64_t i = 0; i < m; ++i) cn[i] += st[i];
         }
       }
-    if (steps)
-      for (int64_t t = 0; t < (per_step ? k : 1); ++t)
-        for (int64_t n = 0; n < len; ++n) steps[t * N + n0 + n] += (double)cnt[t * len + n];
+    if (steps) add_counts(steps, cnt.data(), per_step ? k : 1, len, N, n0);
   });
 }
 
@@ -221,17 +227,25 @@ static inline void pool_max(const T* __restrict cp, T* __restrict pp, T* __restr
 }
 
 template <typename T>
-static void maxpool_impl(const T* s, T* cum, T* prev, T* out, int64_t k, int64_t B, int64_t C, const PoolGeom& g) {
-  const int64_t P = B * C, HW = g.H * g.W, HWo = g.Ho * g.Wo;
-  at::parallel_for(0, P, 4, [&](int64_t p0, int64_t p1) {
-    std::vector<T> scratch(HWo);  // counts are made by the caller here
-    for (int64_t p = p0; p < p1; ++p)
-      for (int64_t t = 0; t < k; ++t) {
-        const T* __restrict sp = s + (t * P + p) * HW;
-        T* __restrict cp = cum + p * HW;
-        for (int64_t i = 0; i < HW; ++i) cp[i] += sp[i];
-        pool_max<T>(cp, prev + p * HWo, out + (t * P + p) * HWo, scratch.data(), g);
+static void maxpool_impl(const T* s, T* cum, T* prev, T* out, double* steps, int64_t rows, int64_t k, int64_t B,
+                         int64_t C, const PoolGeom& g) {
+  const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t r = steps && rows != 1 ? k : 1;
+    std::vector<T> pcnt(r * HWo);  // batch sums of this channel (a scratch row if not asked)
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(pcnt.begin(), pcnt.end(), T(0));
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict cp = cum + b * N + c * HW;
+        for (int64_t t = 0; t < k; ++t) {
+          const T* __restrict sp = s + (t * B + b) * N + c * HW;
+          for (int64_t i = 0; i < HW; ++i) cp[i] += sp[i];
+          pool_max<T>(cp, prev + b * No + c * HWo, out + (t * B + b) * No + c * HWo,
+                      pcnt.data() + (r == 1 ? 0 : t * HWo), g);
+        }
       }
+      if (steps) add_counts(steps, pcnt.data(), r, HWo, No, c * HWo);
+    }
   });
 }
 
@@ -259,12 +273,8 @@ static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, d
                       pcnt.data() + (pr == 1 ? 0 : t * HWo), g);
         }
       }
-      if (steps)
-        for (int64_t t = 0; t < r; ++t)
-          for (int64_t i = 0; i < HW; ++i) steps[t * N + c * HW + i] += (double)cnt[t * HW + i];
-      if (psteps)
-        for (int64_t t = 0; t < pr; ++t)
-          for (int64_t i = 0; i < HWo; ++i) psteps[t * No + c * HWo + i] += (double)pcnt[t * HWo + i];
+      if (steps) add_counts(steps, cnt.data(), r, HW, N, c * HW);
+      if (psteps) add_counts(psteps, pcnt.data(), pr, HWo, No, c * HWo);
     }
   });
 }
@@ -306,14 +316,17 @@ torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, d
 
 torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor prev, std::vector<int64_t> kernel,
                             std::vector<int64_t> stride, std::vector<int64_t> padding,
-                            std::vector<int64_t> dilation) {
+                            std::vector<int64_t> dilation, c10::optional<torch::Tensor> steps) {
   TORCH_CHECK(s.is_contiguous() && cum.is_contiguous() && prev.is_contiguous(), "spike_maxpool: contiguous");
   const PoolGeom g = pool_geom(cum, prev, kernel, stride, padding, dilation);
   int64_t k = s.size(0), B = s.size(1), C = s.size(2);
   auto out = torch::empty({k, B, C, g.Ho, g.Wo}, s.options());
+  double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
+  int64_t rows = steps.has_value() ? steps->size(0) : 0;
+  TORCH_CHECK(!st || rows == 1 || rows == k, "spike_maxpool: steps must have 1 or k rows");
   AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "spike_maxpool", [&] {
     maxpool_impl<scalar_t>(s.data_ptr<scalar_t>(), cum.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(),
-                           out.data_ptr<scalar_t>(), k, B, C, g);
+                           out.data_ptr<scalar_t>(), st, rows, k, B, C, g);
   });
   return out;
 }

@@ -225,9 +225,9 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
         raise SnnError("impl='fused' runs on the CPU only; use impl='auto' or 'torch' on CUDA")
     params = _params(graph, dev, dtype)
     B, T = len(x), timesteps
-    k_max, sub = _tiles(graph, B, T, torch.finfo(dtype).bits // 8, chunk, enc.is_static(encoding), TILE_ROWS)
-    xt = torch.as_tensor(np.ascontiguousarray(x), device=dev, dtype=dtype)
     static_input = enc.is_static(encoding)
+    k_max, sub = _tiles(graph, B, T, torch.finfo(dtype).bits // 8, chunk, static_input, TILE_ROWS)
+    xt = torch.as_tensor(np.ascontiguousarray(x), device=dev, dtype=dtype)
     spiking = set(graph.spiking_nodes())
     recorded = [] if record == "none" else graph.recorded_nodes() + ([] if static_input else [graph.input])
     sums = {n: torch.zeros(graph.shapes[n], dtype=torch.float64, device=dev) for n in recorded}
@@ -360,9 +360,7 @@ class _PoolState:
         n = self.node
         cum0, pooled0 = self.cum[rows], self.pooled[rows]
         if self.fused is not None:
-            before = pooled0.clone() if steps is not None and len(steps) == 1 else None
-            out = self.fused.spike_maxpool(s.contiguous(), cum0, pooled0, *self._geometry())
-            return self._count(out, pooled0, before, steps)
+            return self.fused.spike_maxpool(s.contiguous(), cum0, pooled0, *self._geometry(), steps)
         k, b = s.shape[:2]
         cum = torch.empty_like(s)
         acc = cum0
@@ -392,17 +390,6 @@ class _PoolState:
     def _geometry(self) -> list[list[int]]:
         n = self.node
         return [list(n.kernel), list(n.stride), list(n.padding), list(n.dilation)]
-
-    @staticmethod
-    def _count(out: torch.Tensor, pooled: torch.Tensor, before: torch.Tensor | None,
-               steps: torch.Tensor | None) -> torch.Tensor:
-        """Add the pooled spikes ``out`` (k, b, ...) to ``steps``: per step, or (``before`` given,
-        totals only) as the rise of the window maxima over the chunk, which their sum telescopes to."""
-        if before is not None:
-            steps += (pooled - before).sum(dim=0, keepdim=True, dtype=torch.float64)
-        elif steps is not None:
-            steps += out.sum(dim=1, dtype=torch.float64)
-        return out
 
 
 # --------------------------------------------------------------------------- export
