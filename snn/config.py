@@ -32,7 +32,7 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Collection, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -42,6 +42,13 @@ from snn.errors import ConfigError
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 HASH_EXCLUDE: dict[str, Any] = {"description": True, "output": True, "sweep": True, "threads": True,
                                 "data": {"root"}, "train": {"cache_dir"}}
+
+
+def _one_of(v: str, valid: Collection[str], what: str) -> str:
+    """``v`` if it is a key of the registry ``valid``, else a ValueError that lists them."""
+    if v not in valid:
+        raise ValueError(f"unknown {what} {v!r}; valid: {', '.join(valid)}")
+    return v
 
 
 def _check_device(v: str) -> str:
@@ -69,9 +76,7 @@ class DataConfig(_Section):
     def _known_dataset(cls, v: str) -> str:
         from snn.data import DATASETS
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS)}")
-        return v
+        return _one_of(v, DATASETS, "dataset")
 
 
 class ModelConfig(_Section):
@@ -141,9 +146,7 @@ class ConvertConfig(_Section):
     def _known_method(cls, v: str) -> str:
         from snn.conversion import METHODS
 
-        if v not in METHODS:
-            raise ValueError(f"unknown normalisation method {v!r}; valid: {', '.join(METHODS)}")
-        return v
+        return _one_of(v, METHODS, "normalisation method")
 
 
 class SimConfig(_Section):
@@ -163,18 +166,14 @@ class SimConfig(_Section):
     def _known_backend(cls, v: str) -> str:
         from snn.backends import BACKENDS
 
-        if v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}; valid: {', '.join(BACKENDS)}")
-        return v
+        return _one_of(v, BACKENDS, "backend")
 
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, v: str) -> str:
         from snn.encode import ENCODINGS
 
-        if v not in ENCODINGS:
-            raise ValueError(f"unknown encoding {v!r}; valid: {', '.join(ENCODINGS)}")
-        return v
+        return _one_of(v, ENCODINGS, "encoding")
 
     _device = field_validator("device")(lambda cls, v: _check_device(v))
 
