@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from snn import ir
-from snn.backends import torch_ops
+from snn import ir_torch
 from snn.errors import ConversionError
 from snn.network import SpikingNetwork
 from snn.trace import trace
@@ -105,10 +105,10 @@ def _scales(g: ir.Graph, x: torch.Tensor, method: str, percentile: float, channe
             batch_size: int = 256) -> dict[str, np.ndarray]:
     """Per-channel activation scale ``lambda`` of every ReLU node (shape (C,))."""
     relus = [n for n, v in g.nodes.items() if isinstance(v, ir.ReLU)]
-    params = torch_ops.Params(g, "cpu", torch.float32)
+    params = ir_torch.Params(g, "cpu", torch.float32)
     acts: dict[str, list[torch.Tensor]] = {n: [] for n in relus}
     for s in range(0, len(x), batch_size):
-        vals = torch_ops.evaluate_ann(g, x[s:s + batch_size], keep=relus, params=params)
+        vals = ir_torch.evaluate_ann(g, x[s:s + batch_size], keep=relus, params=params)
         for n in relus:
             a = vals[n]
             acts[n].append(a.transpose(0, 1).reshape(a.shape[1], -1) if channelwise else a.reshape(1, -1))

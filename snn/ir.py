@@ -44,13 +44,69 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 
 from snn.errors import SnnError
 
 IR_VERSION = 1
+
+
+class Table(dict):
+    """One interpreter's rules, keyed by IR node type (DESIGN.md: the node type is the unit).
+
+    Every interpreter of the IR (shape rule, float64 evaluation, torch op, brian2 form,
+    conversion rule, energy rule, NIR mapping) is a ``Table``; its supported set is its
+    keys. ``rule(node, name)`` returns the node's rule or raises :class:`SnnError` naming
+    the node, its type, the interpreter and what it supports.
+
+    >>> t = Table("doubling")
+    >>> @t.register(Input)
+    ... def _double(node): return 2
+    >>> t.kinds()
+    ('input',)
+    >>> t.rule(ReLU(), "act")
+    Traceback (most recent call last):
+    ...
+    snn.errors.SnnError: node 'act' (relu) is not supported by doubling; supported: input
+    """
+
+    def __init__(self, interpreter: str, rules: dict[type, Any] | None = None):
+        super().__init__(rules or {})
+        self.interpreter = interpreter
+
+    def register(self, *types: type) -> Callable[[Any], Any]:
+        """Decorator: the decorated object becomes the rule of every type in ``types``."""
+        def deco(rule: Any) -> Any:
+            for t in types:
+                self[t] = rule
+            return rule
+        return deco
+
+    def kinds(self) -> tuple[str, ...]:
+        """The supported node kinds, in registration order."""
+        return tuple(t.kind for t in self)
+
+    def rule(self, node: "Node", name: str = "?") -> Any:
+        r = self.get(type(node))
+        if r is None:
+            raise SnnError(unsupported_message(name, node, self.interpreter, self.kinds()))
+        return r
+
+
+def unsupported_message(name: str, node: "Node", interpreter: str, kinds: Iterable[str], why: str = "") -> str:
+    """The one message for a node an interpreter cannot take: node, type, interpreter, supported set."""
+    return (f"node {name!r} ({node.kind}) is not supported by {interpreter}{': ' + why if why else ''}; "
+            f"supported: {', '.join(kinds)}")
+
+
+def check_supported(graph: "Graph", kinds: Iterable[str], interpreter: str) -> None:
+    """Raise :class:`SnnError` for the first node of ``graph`` whose kind is not in ``kinds``."""
+    kinds = tuple(kinds)
+    for name, node in graph.nodes.items():
+        if node.kind not in kinds:
+            raise SnnError(unsupported_message(name, node, interpreter, kinds))
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -248,6 +304,9 @@ class Readout(Node):
     kind: ClassVar[str] = "readout"
 
 
+ACTIVATIONS: tuple[type[Node], ...] = (ReLU,)
+"""ANN activations: conversion turns each into a layer of IF neurons; no backend simulates them."""
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
     for cls in (Input, Linear, Conv2d, Affine, ReLU, IF, AvgPool2d, MaxPool2d, Flatten,
@@ -260,6 +319,105 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def spatial(node: Node) -> dict[str, tuple[int, ...]]:
+    """Kernel, stride, padding and dilation of a convolution or pooling node, one entry
+    per spatial axis (rank 1 for ``(C, L)`` samples, 2 for ``(C, H, W)``)."""
+    kernel = tuple(node.weight.shape[2:]) if hasattr(node, "weight") else tuple(node.kernel)
+    ones = (1,) * len(kernel)
+    return {"kernel": kernel, "stride": tuple(node.stride), "padding": tuple(node.padding),
+            "dilation": tuple(getattr(node, "dilation", ones))}
+
+
+Need = Callable[[bool, str], None]
+SHAPES = Table("the shape rules")
+"""``rule(node, in_shapes, need) -> output shape`` (per sample); ``need(cond, msg)`` raises
+an :class:`SnnError` naming the node when ``cond`` is false."""
+
+
+@SHAPES.register(Input)
+def _input_shape(node: Input, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    return node.shape
+
+
+@SHAPES.register(Concat)
+def _concat_shape(node: Concat, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    need(len(ins) >= 1 and len({s[1:] for s in ins}) == 1, f"inputs {ins} differ outside the channel axis")
+    return (sum(s[0] for s in ins),) + ins[0][1:]
+
+
+@SHAPES.register(Add)
+def _add_shape(node: Add, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    need(len(set(ins)) == 1, f"inputs have different shapes {ins}")
+    need(node.gains.shape == (len(ins), ins[0][0]),
+         f"gains shape {node.gains.shape} does not match {len(ins)} inputs of {ins[0][0]} channels")
+    return ins[0]
+
+
+def _one(ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    need(len(ins) == 1, f"expects one input, got {len(ins)}")
+    return ins[0]
+
+
+@SHAPES.register(Linear)
+def _linear_shape(node: Linear, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    need(len(s) == 1 and s[0] == node.weight.shape[1], f"input shape {s} does not match weight {node.weight.shape}")
+    need(node.bias is None or node.bias.shape == (node.weight.shape[0],), "bad bias shape")
+    return (node.weight.shape[0],)
+
+
+def _spatial_out(node: Node, s: tuple[int, ...], need: Need) -> tuple[int, ...]:
+    g = spatial(node)
+    r = len(g["kernel"])
+    need(len(s) == r + 1, f"needs a (C, {', '.join('HW' if r == 2 else 'L')}) input, got {s}")
+    out = tuple(_conv_out(s[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a], g["dilation"][a])
+                for a in range(r))
+    need(all(o > 0 for o in out), f"kernel larger than padded input {s}")
+    return out
+
+
+@SHAPES.register(Conv2d)
+def _conv_shape(node: Conv2d, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    co, ci_g = node.weight.shape[:2]
+    out = _spatial_out(node, s, need)
+    need(s[0] == ci_g * node.groups and co % node.groups == 0,
+         f"input channels {s[0]} do not match weight {node.weight.shape} with groups={node.groups}")
+    need(node.bias is None or node.bias.shape == (co,), "bad bias shape")
+    return (co,) + out
+
+
+@SHAPES.register(AvgPool2d, MaxPool2d)
+def _pool_shape(node: Node, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    return (s[0],) + _spatial_out(node, s, need)
+
+
+@SHAPES.register(Affine)
+def _affine_shape(node: Affine, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    need(node.scale.shape == (s[0],) and node.shift.shape == (s[0],),
+         f"scale/shift of {node.scale.shape} for {s[0]} channels")
+    return s
+
+
+@SHAPES.register(ReLU, IF, Readout)
+def _same_shape(node: Node, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    return _one(ins, need)
+
+
+@SHAPES.register(Flatten)
+def _flatten_shape(node: Flatten, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    return (int(np.prod(_one(ins, need))),)
+
+
+@SHAPES.register(Reshape)
+def _reshape_shape(node: Reshape, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    need(int(np.prod(s)) == int(np.prod(node.shape)), f"cannot reshape {s} to {node.shape}")
+    return node.shape
+
+
 def output_shape(node: Node, in_shapes: list[tuple[int, ...]], name: str = "?") -> tuple[int, ...]:
     """Per-sample output shape of ``node`` given its input shapes; raises on mismatch."""
 
@@ -267,53 +425,7 @@ def output_shape(node: Node, in_shapes: list[tuple[int, ...]], name: str = "?") 
         if not cond:
             raise SnnError(f"node {name!r} ({node.kind}): {msg}")
 
-    if isinstance(node, Input):
-        return node.shape
-    if isinstance(node, Concat):
-        need(len(in_shapes) >= 1 and len({s[1:] for s in in_shapes}) == 1,
-             f"inputs {in_shapes} differ outside the channel axis")
-        return (sum(s[0] for s in in_shapes),) + in_shapes[0][1:]
-    if isinstance(node, Add):
-        need(len(set(in_shapes)) == 1, f"inputs have different shapes {in_shapes}")
-        need(node.gains.shape == (len(in_shapes), in_shapes[0][0]),
-             f"gains shape {node.gains.shape} does not match {len(in_shapes)} inputs of {in_shapes[0][0]} channels")
-        return in_shapes[0]
-    need(len(in_shapes) == 1, f"expects one input, got {len(in_shapes)}")
-    (s,) = in_shapes
-    if isinstance(node, Linear):
-        need(len(s) == 1 and s[0] == node.weight.shape[1],
-             f"input shape {s} does not match weight {node.weight.shape}")
-        need(node.bias is None or node.bias.shape == (node.weight.shape[0],), "bad bias shape")
-        return (node.weight.shape[0],)
-    if isinstance(node, Conv2d):
-        need(len(s) == 3, f"needs (C, H, W) input, got {s}")
-        co, ci_g, kh, kw = node.weight.shape
-        need(s[0] == ci_g * node.groups and co % node.groups == 0,
-             f"input channels {s[0]} do not match weight {node.weight.shape} with groups={node.groups}")
-        need(node.bias is None or node.bias.shape == (co,), "bad bias shape")
-        h = _conv_out(s[1], kh, node.stride[0], node.padding[0], node.dilation[0])
-        w = _conv_out(s[2], kw, node.stride[1], node.padding[1], node.dilation[1])
-        need(h > 0 and w > 0, f"kernel larger than padded input {s}")
-        return (co, h, w)
-    if isinstance(node, Affine):
-        need(node.scale.shape == (s[0],) and node.shift.shape == (s[0],),
-             f"scale/shift of {node.scale.shape} for {s[0]} channels")
-        return s
-    if isinstance(node, (ReLU, IF, Readout)):
-        return s
-    if isinstance(node, (AvgPool2d, MaxPool2d)):
-        need(len(s) == 3, f"needs (C, H, W) input, got {s}")
-        d = getattr(node, "dilation", (1, 1))
-        h = _conv_out(s[1], node.kernel[0], node.stride[0], node.padding[0], d[0])
-        w = _conv_out(s[2], node.kernel[1], node.stride[1], node.padding[1], d[1])
-        need(h > 0 and w > 0, f"window larger than input {s}")
-        return (s[0], h, w)
-    if isinstance(node, Flatten):
-        return (int(np.prod(s)),)
-    if isinstance(node, Reshape):
-        need(int(np.prod(s)) == int(np.prod(node.shape)), f"cannot reshape {s} to {node.shape}")
-        return node.shape
-    raise SnnError(f"node {name!r}: unknown node type {type(node).__name__}")
+    return SHAPES.rule(node, name)(node, list(in_shapes), need)
 
 
 # --------------------------------------------------------------------------- graph
@@ -425,54 +537,103 @@ def read_graph(g: "h5py.Group") -> Graph:  # noqa: F821
 
 
 # --------------------------------------------------------------------------- evaluation
-def _pad(x: np.ndarray, p: tuple[int, int], value: float = 0.0) -> np.ndarray:
-    return np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
+def _pad(x: np.ndarray, p: tuple[int, ...], value: float = 0.0) -> np.ndarray:
+    """Pad the last ``len(p)`` axes of ``x`` by ``p[a]`` on both sides."""
+    return np.pad(x, ((0, 0),) * (x.ndim - len(p)) + tuple((q, q) for q in p), constant_values=value)
 
 
-def _windows(x: np.ndarray, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> np.ndarray:
-    """(N, C, H, W) -> (N, C, Ho, Wo, kh, kw) strided windows."""
-    span = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
-    v = np.lib.stride_tricks.sliding_window_view(x, span, axis=(2, 3))
-    return v[:, :, ::s[0], ::s[1], ::d[0], ::d[1]]
+def _windows(x: np.ndarray, k: tuple[int, ...], s: tuple[int, ...], d: tuple[int, ...]) -> np.ndarray:
+    """(N, C, *spatial) -> (N, C, *out, *k) strided windows over the last ``len(k)`` axes."""
+    r = len(k)
+    span = tuple(d[a] * (k[a] - 1) + 1 for a in range(r))
+    v = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + r)))
+    return v[(slice(None), slice(None)) + tuple(slice(None, None, q) for q in s)
+             + tuple(slice(None, None, q) for q in d)]
 
 
-def eval_node(node: Node, xs: list[np.ndarray]) -> np.ndarray:
-    """Evaluate one ANN node on a batch in float64 (``IF`` acts as ReLU, ``Readout`` as identity)."""
-    if isinstance(node, Linear):
-        y = xs[0] @ node.weight.T
-        return y + node.bias if node.bias is not None else y
-    if isinstance(node, Conv2d):
-        x = _pad(xs[0], node.padding)
-        g = node.groups
-        co, cig, kh, kw = node.weight.shape
-        win = _windows(x, (kh, kw), node.stride, node.dilation)  # N, C, Ho, Wo, kh, kw
-        n, _, ho, wo = win.shape[:4]
-        win = win.reshape(n, g, cig, ho, wo, kh, kw)
-        w = node.weight.reshape(g, co // g, cig, kh, kw)
-        y = np.einsum("ngchwij,gocij->ngohw", win, w, optimize=True).reshape(n, co, ho, wo)
-        return y + node.bias[None, :, None, None] if node.bias is not None else y
-    if isinstance(node, Affine):
-        shp = (1, -1) + (1,) * (xs[0].ndim - 2)
-        return xs[0] * node.scale.reshape(shp) + node.shift.reshape(shp)
-    if isinstance(node, (ReLU, IF)):
-        return np.maximum(xs[0], 0.0)
-    if isinstance(node, AvgPool2d):
-        return _windows(_pad(xs[0], node.padding), node.kernel, node.stride, (1, 1)).mean(axis=(4, 5))
-    if isinstance(node, MaxPool2d):
-        x = _pad(xs[0], node.padding, -np.inf)
-        return _windows(x, node.kernel, node.stride, node.dilation).max(axis=(4, 5))
-    if isinstance(node, Flatten):
-        return xs[0].reshape(len(xs[0]), -1)
-    if isinstance(node, Reshape):
-        return xs[0].reshape((len(xs[0]),) + node.shape)
-    if isinstance(node, Add):
-        shp = (-1,) + (1,) * (xs[0].ndim - 2)
-        return sum(g.reshape(shp) * x for g, x in zip(node.gains, xs))
-    if isinstance(node, Concat):
-        return np.concatenate(xs, axis=1)
-    if isinstance(node, Readout):
-        return xs[0]
-    raise SnnError(f"cannot evaluate node type {node.kind}")
+EVAL = Table("the float64 evaluator")
+"""``rule(node, xs) -> y``: one ANN node on a batch in float64 (``IF`` acts as ReLU,
+``Readout`` as identity), inputs and output (N, *sample shape)."""
+
+
+@EVAL.register(Linear)
+def _linear_eval(node: Linear, xs: list[np.ndarray]) -> np.ndarray:
+    y = xs[0] @ node.weight.T
+    return y + node.bias if node.bias is not None else y
+
+
+@EVAL.register(Conv2d)
+def _conv_eval(node: Conv2d, xs: list[np.ndarray]) -> np.ndarray:
+    g = spatial(node)
+    r = len(g["kernel"])
+    win = _windows(_pad(xs[0], g["padding"]), g["kernel"], g["stride"], g["dilation"])  # N, C, *out, *k
+    n, out = win.shape[0], win.shape[2:2 + r]
+    co, cig = node.weight.shape[:2]
+    groups = node.groups
+    win = win.reshape((n, groups, cig) + win.shape[2:])
+    w = node.weight.reshape((groups, co // groups, cig) + g["kernel"])
+    o, k = "hwl"[:r], "ijk"[:r]
+    y = np.einsum(f"ngc{o}{k},gqc{k}->ngq{o}", win, w, optimize=True).reshape((n, co) + out)
+    return y + node.bias.reshape((1, -1) + (1,) * r) if node.bias is not None else y
+
+
+def _chan(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast over (N, C, ...)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+@EVAL.register(Affine)
+def _affine_eval(node: Affine, xs: list[np.ndarray]) -> np.ndarray:
+    return xs[0] * _chan(node.scale, xs[0].ndim) + _chan(node.shift, xs[0].ndim)
+
+
+@EVAL.register(ReLU, IF)
+def _relu_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    return np.maximum(xs[0], 0.0)
+
+
+@EVAL.register(AvgPool2d)
+def _avgpool_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    g = spatial(node)
+    axes = tuple(range(-len(g["kernel"]), 0))
+    return _windows(_pad(xs[0], g["padding"]), g["kernel"], g["stride"], g["dilation"]).mean(axis=axes)
+
+
+@EVAL.register(MaxPool2d)
+def _maxpool_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    g = spatial(node)
+    axes = tuple(range(-len(g["kernel"]), 0))
+    return _windows(_pad(xs[0], g["padding"], -np.inf), g["kernel"], g["stride"], g["dilation"]).max(axis=axes)
+
+
+@EVAL.register(Flatten)
+def _flatten_eval(node: Flatten, xs: list[np.ndarray]) -> np.ndarray:
+    return xs[0].reshape(len(xs[0]), -1)
+
+
+@EVAL.register(Reshape)
+def _reshape_eval(node: Reshape, xs: list[np.ndarray]) -> np.ndarray:
+    return xs[0].reshape((len(xs[0]),) + node.shape)
+
+
+@EVAL.register(Add)
+def _add_eval(node: Add, xs: list[np.ndarray]) -> np.ndarray:
+    return sum(_chan(g, x.ndim) * x for g, x in zip(node.gains, xs))
+
+
+@EVAL.register(Concat)
+def _concat_eval(node: Concat, xs: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(xs, axis=1)
+
+
+@EVAL.register(Readout)
+def _readout_eval(node: Readout, xs: list[np.ndarray]) -> np.ndarray:
+    return xs[0]
+
+
+def eval_node(node: Node, xs: list[np.ndarray], name: str = "?") -> np.ndarray:
+    """Evaluate one ANN node on a batch in float64 (see :data:`EVAL`)."""
+    return EVAL.rule(node, name)(node, xs)
 
 
 def evaluate(graph: Graph, x: np.ndarray, keep: Iterable[str] = ()) -> dict[str, np.ndarray]:
@@ -489,7 +650,7 @@ def evaluate(graph: Graph, x: np.ndarray, keep: Iterable[str] = ()) -> dict[str,
     out: dict[str, np.ndarray] = {}
     for name, node in graph.nodes.items():
         ins = graph.inputs_of(name)
-        vals[name] = x if isinstance(node, Input) else eval_node(node, [vals[i] for i in ins])
+        vals[name] = x if isinstance(node, Input) else eval_node(node, [vals[i] for i in ins], name)
         if name in keep:
             out[name] = vals[name]
         for i in ins:

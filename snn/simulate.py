@@ -1,7 +1,8 @@
 """Run a spiking network on inputs with a named backend; the :class:`SimulationResult`.
 
-A backend (see :mod:`snn.backends`) simulates one batch at a time and returns a
-:class:`BatchRecord`; :func:`simulate` splits the inputs into batches, encodes them with
+A backend (see :mod:`snn.backends`, the contract) simulates one batch at a time and returns a
+:class:`~snn.backends.BatchRecord`; :func:`simulate` checks the graph against the
+backend's supported set before any work, splits the inputs into batches, encodes them with
 :mod:`snn.encode` and merges the records. Shapes: ``N`` samples, ``T`` timesteps, ``K``
 outputs.
 """
@@ -14,25 +15,11 @@ from typing import Any
 import numpy as np
 
 from snn import encode as enc
+from snn import ir
 from snn.errors import SnnError
 
 PRECISIONS = ("float32", "float64")
 RECORD = ("steps", "totals", "none")
-
-
-@dataclass
-class BatchRecord:
-    """What a backend returns for one batch of ``B`` samples.
-
-    ``outputs``: (T, B, K) readout after each step (mean output current so far).
-    ``spike_sums``: {node: int64 (*node shape)} spikes summed over steps and the batch.
-    ``step_sums``: {node: int64 (T, *node shape)} spikes per step summed over the batch,
-    or None when only totals were recorded.
-    """
-
-    outputs: np.ndarray
-    spike_sums: dict[str, np.ndarray]
-    step_sums: dict[str, np.ndarray] | None
 
 
 @dataclass
@@ -110,9 +97,11 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
     ``target=`` for brian2; ``impl=``, ``event=``, ``chunk=`` for snntorch, see
     :func:`snn.backends.snntorch.run`).
     """
-    from snn.backends import get_backend
+    from snn.backends import check_graph, get_backend
 
     graph = getattr(net, "graph", net)
+    if not isinstance(graph, ir.Graph):
+        raise SnnError(f"expected a SpikingNetwork or an snn.ir.Graph, got {type(net).__name__}")
     if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
         raise SnnError(f"timesteps must be an integer >= 1, got {timesteps!r}")
     if precision not in PRECISIONS:
@@ -121,7 +110,12 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
         raise SnnError(f"unknown record mode {record!r}; valid: {', '.join(RECORD)}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise SnnError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    run = get_backend(backend)
+    mod = get_backend(backend)
+    check_graph(graph, backend, mod.SUPPORTED)
+    unknown = sorted(set(options) - set(mod.OPTIONS))
+    if unknown:
+        raise SnnError(f"unknown option(s) for backend {backend!r}: {', '.join(unknown)}; "
+                       f"valid: {', '.join(mod.OPTIONS)}")
     xs = _to_numpy(x).astype(precision, copy=False)
     in_shape = graph.shapes[graph.input]
     if xs.ndim != len(in_shape) + 1 or xs.shape[1:] != in_shape:
@@ -140,7 +134,7 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
 
         starts = tqdm(starts, desc=f"simulate ({backend})", unit="batch")
     for s in starts:
-        rec = run(graph, xs[s:s + batch_size], timesteps=int(timesteps), encoding=encoding, seed=int(seed),
+        rec = mod.run(graph, xs[s:s + batch_size], timesteps=int(timesteps), encoding=encoding, seed=int(seed),
                   start=s, precision=precision, device=device, record=record, **options)
         outs.append(rec.outputs)
         for k, v in rec.spike_sums.items():

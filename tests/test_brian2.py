@@ -132,12 +132,12 @@ def test_unknown_option_and_device(mlp_net, digits):
         _sim(mlp_net, digits[2][:2], 2, device="cuda")
 
 
-def test_ann_graph_raises_not_implemented(mlp_net, digits):
-    with pytest.raises(NotImplementedError, match=r"node '1' \(relu\).*backend 'brian2'"):
+def test_ann_graph_is_refused(mlp_net, digits):
+    with pytest.raises(SnnError, match=r"node '1' \(relu\).*backend 'brian2'"):
         _sim(mlp_net.ann, digits[2][:2], 2)
 
 
-def test_maxpool_of_currents_raises_not_implemented():
+def test_maxpool_of_currents_is_refused():
     nodes = {"input": ir.Input((1, 4, 4)), "conv": ir.Conv2d(weight=np.ones((2, 1, 3, 3)), padding=1),
              "if0": ir.IF(), "conv2": ir.Conv2d(weight=np.ones((2, 2, 1, 1))),
              "pool": ir.MaxPool2d(kernel=2, stride=2), "if": ir.IF(), "flat": ir.Flatten(),
@@ -145,7 +145,7 @@ def test_maxpool_of_currents_raises_not_implemented():
     edges = [("input", "conv"), ("conv", "if0"), ("if0", "conv2"), ("conv2", "pool"), ("pool", "if"),
              ("if", "flat"), ("flat", "fc"), ("fc", "readout")]
     g = ir.Graph(nodes, edges, "input", "readout")
-    with pytest.raises(NotImplementedError, match=r"node 'pool' \(maxpool2d\).*backend 'brian2'"):
+    with pytest.raises(SnnError, match=r"node 'pool' \(maxpool2d\).*backend 'brian2'"):
         _sim(g, np.ones((1, 1, 4, 4)), 2)
 
 

@@ -1,34 +1,77 @@
-"""Backend registry: ``name -> "module:function"``, imported lazily so that a backend's
-simulator is loaded only when it is used.
+"""The backend contract and the registry of backends.
 
-A backend function has the signature::
+A backend is a module with
 
-    run(graph, x, *, timesteps, encoding, seed, start, precision, device, record, **options)
-        -> snn.simulate.BatchRecord
+* ``SUPPORTED``: the node kinds it simulates, derived from its rule table (the keys of
+  the tables it interprets the IR with);
+* ``OPTIONS``: the names of its extra keyword options;
+* ``run(graph, x, *, timesteps, encoding, seed, start, precision, device, record, **options)
+  -> BatchRecord`` for one batch ``x`` (B, *input shape) whose first sample has global
+  index ``start`` in the whole input.
 
-for one batch ``x`` (B, *input shape) whose first sample has global index ``start``.
+The registry maps a name to its module, imported lazily so that a backend's simulator is
+loaded only when it is used. :func:`check_graph` is what :func:`snn.simulate` runs before
+any work: every node kind must be in the backend's supported set, and the graph must end
+in a non-spiking ``Readout`` (an ANN graph, whose ReLUs no backend simulates, is refused
+with the advice to convert it).
+
+>>> sorted(BACKENDS)
+['brian2', 'snntorch']
 """
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from dataclasses import dataclass
+from types import ModuleType
 
+import numpy as np
+
+from snn import ir
 from snn.errors import SnnError
 
 BACKENDS: dict[str, str] = {
-    "snntorch": "snn.backends.snntorch:run",
-    "brian2": "snn.backends.brian2:run",
+    "snntorch": "snn.backends.snntorch",
+    "brian2": "snn.backends.brian2",
 }
 
 
-def get_backend(name: str) -> Callable:
-    """The run function of backend ``name``; an unknown name lists the valid ones."""
+@dataclass
+class BatchRecord:
+    """What a backend returns for one batch of ``B`` samples.
+
+    ``outputs``: (T, B, K) readout after each step (mean output current so far).
+    ``spike_sums``: {node: int64 (*node shape)} spikes summed over steps and the batch.
+    ``step_sums``: {node: int64 (T, *node shape)} spikes per step summed over the batch,
+    or None when only totals were recorded.
+    """
+
+    outputs: np.ndarray
+    spike_sums: dict[str, np.ndarray]
+    step_sums: dict[str, np.ndarray] | None
+
+
+def get_backend(name: str) -> ModuleType:
+    """The module of backend ``name`` (see the contract above); an unknown name lists the valid ones."""
     if name not in BACKENDS:
         raise SnnError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-    module, func = BACKENDS[name].split(":")
     try:
-        mod = importlib.import_module(module)
+        return importlib.import_module(BACKENDS[name])
     except ImportError as e:
         raise SnnError(f"backend {name!r} needs a package that is not installed ({e}); "
                        f"install it with `pip install {e.name or name}`") from e
-    return getattr(mod, func)
+
+
+def check_graph(graph: ir.Graph, name: str, supported: tuple[str, ...]) -> None:
+    """Refuse, before any work, a graph that backend ``name`` cannot simulate exactly."""
+    interpreter = f"backend {name!r}"
+    for n, node in graph.nodes.items():
+        if isinstance(node, ir.ACTIVATIONS):
+            raise SnnError(ir.unsupported_message(
+                n, node, interpreter, supported,
+                "an ANN activation; convert the model first (snn.convert) so it becomes IF neurons"))
+    ir.check_supported(graph, supported, interpreter)
+    out = graph.nodes[graph.output]
+    if not isinstance(out, ir.Readout):
+        raise SnnError(f"the output node {graph.output!r} ({out.kind}) of the graph is not a readout: backend "
+                       f"{name!r} simulates spiking networks, which end in a non-spiking Readout "
+                       "(made by snn.convert)")

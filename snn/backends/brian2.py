@@ -74,9 +74,10 @@ from snn import encode as enc
 from snn import ir
 from snn.backends import brian2_forms as bf
 from snn.errors import SnnError
-from snn.simulate import BatchRecord
+from snn.backends import BatchRecord, check_graph
 
 TARGETS = ("cython", "numpy", "cpp_standalone")
+SUPPORTED = bf.SUPPORTED
 OPTIONS = ("target", "cache_dir")
 SLOT = "start"
 COMPILE_ARGS = ["-w", "-O3", "-ffp-contract=off", "-march=native", "-std=c++11"]
@@ -263,17 +264,6 @@ def _static_values(graph: ir.Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     return vals
 
 
-def _validate(graph: ir.Graph) -> None:
-    for name, node in graph.nodes.items():
-        if isinstance(node, ir.ReLU):
-            raise bf.unsupported(name, node, "ReLU belongs to ANN graphs; convert the network first")
-        if type(node) not in ir.NODE_TYPES.values():
-            raise bf.unsupported(name, node, "unknown node type")
-    if not isinstance(graph.nodes[graph.output], ir.Readout):
-        out = graph.nodes[graph.output]
-        raise bf.unsupported(graph.output, out, "the output of an SNN graph must be a Readout")
-
-
 def _build(b, graph: ir.Graph, x: np.ndarray, T: int, encoding: str, seed: int, start: int, record: str):
     """All objects of one batch; returns (monitors, groups, counter monitors)."""
     b2, B = b.b2, b.B
@@ -366,7 +356,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     if str(device) != "cpu":
         raise SnnError(f"the brian2 backend runs on the CPU only; got device={device!r}, use device='cpu'")
     _check_target(target)
-    _validate(graph)
+    check_graph(graph, "brian2", SUPPORTED)
     b2 = _brian2()
     # objects of an earlier run (reference cycles) still hold their names; free them so that
     # this run's objects and code objects get the same names, hence the same (cached) code

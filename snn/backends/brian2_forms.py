@@ -18,11 +18,13 @@ numpy and scipy only (no brian2), so the connectivity can be tested on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from snn import ir
+from snn.errors import SnnError
 
 BACKEND = "brian2"
 
@@ -37,54 +39,59 @@ class Form:
     n: int
 
 
-def unsupported(name: str, node: ir.Node, why: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"node {name!r} ({node.kind}) cannot be expressed in backend {BACKEND!r}: {why}. "
-        "Supported: input, linear, conv2d, affine, avgpool2d, maxpool2d (on spikes or on the static input), "
-        "flatten, reshape, add, concat, if, readout")
+def unsupported(name: str, node: ir.Node, why: str) -> SnnError:
+    return SnnError(ir.unsupported_message(name, node, f"backend {BACKEND!r}", SUPPORTED, why))
 
 
 # --------------------------------------------------------------------------- operator matrices
-def _grid(c: int, h: int, w: int) -> np.ndarray:
-    return np.arange(c * h * w).reshape(c, h, w)
+def _taps(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every (output position, kernel tap): the flat input position it reads (within one
+    channel plane), whether that position is inside the input (not padding), and the flat
+    output position. Arrays of shape (P_out, K) over the spatial axes of any rank."""
+    g = ir.spatial(node)
+    r = len(g["kernel"])
+    outs = np.indices(out_shape[1:]).reshape(r, -1)          # (r, P_out)
+    taps = np.indices(g["kernel"]).reshape(r, -1)            # (r, K)
+    pos = [outs[a][:, None] * g["stride"][a] - g["padding"][a] + taps[a][None, :] * g["dilation"][a]
+           for a in range(r)]
+    ok = np.all([(pos[a] >= 0) & (pos[a] < in_shape[1 + a]) for a in range(r)], axis=0)
+    flat = np.zeros_like(pos[0])
+    for a in range(r):
+        flat = flat * in_shape[1 + a] + np.clip(pos[a], 0, in_shape[1 + a] - 1)
+    return flat, ok, np.arange(outs.shape[1])
 
 
-def conv_matrix(node: ir.Conv2d, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int]) -> sp.csr_matrix:
-    """(C_out*Ho*Wo, C_in*H*W) matrix of a Conv2d (bias excluded); zero weights dropped."""
-    co, cig, kh, kw = node.weight.shape
-    _, h, w = in_shape
-    _, ho, wo = out_shape
-    g = node.groups
-    o, y, x, ci, i, j = np.ix_(np.arange(co), np.arange(ho), np.arange(wo), np.arange(cig), np.arange(kh), np.arange(kw))
-    iy = y * node.stride[0] - node.padding[0] + i * node.dilation[0]
-    ix = x * node.stride[1] - node.padding[1] + j * node.dilation[1]
-    cin = (o // (co // g)) * cig + ci
-    shape = (co, ho, wo, cig, kh, kw)
-    iy, ix, cin = (np.broadcast_to(a, shape) for a in (iy, ix, cin))
-    val = np.broadcast_to(node.weight[:, None, None], shape)
-    rows = np.broadcast_to(_grid(co, ho, wo)[:, :, :, None, None, None], shape)
-    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w) & (val != 0)
-    cols = (cin * h + iy) * w + ix
-    return sp.csr_matrix((val[ok], (rows[ok], cols[ok])), shape=(co * ho * wo, int(np.prod(in_shape))))
+def conv_matrix(node: ir.Conv2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> sp.csr_matrix:
+    """(C_out*P_out, C_in*P_in) matrix of a convolution of any spatial rank (bias excluded);
+    zero weights dropped."""
+    co, cig = node.weight.shape[:2]
+    p_in, p_out = int(np.prod(in_shape[1:])), int(np.prod(out_shape[1:]))
+    flat, ok, outs = _taps(node, in_shape, out_shape)                     # (P_out, K)
+    w = node.weight.reshape(co, cig, -1)                                  # (co, cig, K)
+    o = np.arange(co)[:, None, None, None]
+    ci = np.arange(cig)[None, :, None, None]
+    cin = (o // (co // node.groups)) * cig + ci                           # (co, cig, 1, 1)
+    shape = (co, cig, p_out, flat.shape[1])
+    val = np.broadcast_to(w[:, :, None, :], shape)
+    rows = np.broadcast_to(o * p_out + outs[None, None, :, None], shape)
+    cols = np.broadcast_to(cin * p_in + flat[None, None], shape)
+    keep = np.broadcast_to(ok[None, None], shape) & (val != 0)
+    return sp.csr_matrix((val[keep], (rows[keep], cols[keep])), shape=(co * p_out, in_shape[0] * p_in))
 
 
-def pool_matrix(node: ir.AvgPool2d | ir.MaxPool2d, in_shape: tuple[int, int, int],
-                out_shape: tuple[int, int, int], value: float) -> sp.csr_matrix:
-    """(C*Ho*Wo, C*H*W) matrix with ``value`` at every (window, input in the window) pair;
-    padded positions are left out."""
-    c, h, w = in_shape
-    _, ho, wo = out_shape
-    kh, kw = node.kernel
-    d = getattr(node, "dilation", (1, 1))
-    ch, y, x, i, j = np.ix_(np.arange(c), np.arange(ho), np.arange(wo), np.arange(kh), np.arange(kw))
-    shape = (c, ho, wo, kh, kw)
-    iy = np.broadcast_to(y * node.stride[0] - node.padding[0] + i * d[0], shape)
-    ix = np.broadcast_to(x * node.stride[1] - node.padding[1] + j * d[1], shape)
-    rows = np.broadcast_to(_grid(c, ho, wo)[:, :, :, None, None], shape)
-    chb = np.broadcast_to(ch, shape)
-    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-    cols = (chb * h + iy) * w + ix
-    return sp.csr_matrix((np.full(int(ok.sum()), value), (rows[ok], cols[ok])), shape=(c * ho * wo, c * h * w))
+def pool_matrix(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], value: float) -> sp.csr_matrix:
+    """(C*P_out, C*P_in) matrix with ``value`` at every (window, input in the window) pair,
+    any spatial rank; padded positions are left out."""
+    c = in_shape[0]
+    p_in, p_out = int(np.prod(in_shape[1:])), int(np.prod(out_shape[1:]))
+    flat, ok, outs = _taps(node, in_shape, out_shape)
+    ch = np.arange(c)[:, None, None]
+    shape = (c, p_out, flat.shape[1])
+    rows = np.broadcast_to(ch * p_out + outs[None, :, None], shape)
+    cols = np.broadcast_to(ch * p_in + flat[None], shape)
+    keep = np.broadcast_to(ok[None], shape)
+    return sp.csr_matrix((np.full(int(keep.sum()), value), (rows[keep], cols[keep])), shape=(c * p_out, c * p_in))
 
 
 def _channel_diag(v: np.ndarray, shape: tuple[int, ...]) -> sp.csr_matrix:
@@ -124,12 +131,66 @@ def _combine(parts: list[Form], n: int) -> Form:
     return Form(A, c, n)
 
 
+FormRule = Callable[[ir.Node, list[Form], list[tuple[int, ...]], tuple[int, ...]], Form]
+FORMS = ir.Table(f"backend {BACKEND!r}")
+"""``rule(node, input forms, input shapes, shape) -> form``: the affine form of a stateless
+node's output from its inputs' forms (C-order flattened neurons)."""
+
+
+@FORMS.register(ir.Flatten, ir.Reshape)
+def _reindex_form(node: ir.Node, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    return Form(fs[0].A, fs[0].c, int(np.prod(shape)))
+
+
+@FORMS.register(ir.Linear)
+def _linear_form(node: ir.Linear, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    f = _apply(sp.csr_matrix(node.weight), fs[0])
+    f.c = _add_const(f.c, node.bias)
+    return f
+
+
+@FORMS.register(ir.Conv2d)
+def _conv_form(node: ir.Conv2d, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    f = _apply(conv_matrix(node, ins[0], shape), fs[0])
+    n = int(np.prod(shape))
+    f.c = _add_const(f.c, None if node.bias is None else np.repeat(node.bias, n // len(node.bias)))
+    return f
+
+
+@FORMS.register(ir.AvgPool2d)
+def _avgpool_form(node: ir.Node, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    return _apply(pool_matrix(node, ins[0], shape, 1.0 / int(np.prod(node.kernel))), fs[0])
+
+
+@FORMS.register(ir.Affine)
+def _affine_form(node: ir.Affine, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    f = _apply(_channel_diag(node.scale, shape), fs[0])
+    f.c = _add_const(f.c, np.repeat(node.shift, int(np.prod(shape)) // len(node.shift)))
+    return f
+
+
+@FORMS.register(ir.Add)
+def _add_form(node: ir.Add, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    return _combine([_apply(_channel_diag(g, shape), fk) for g, fk in zip(node.gains, fs)], int(np.prod(shape)))
+
+
+@FORMS.register(ir.Concat)
+def _concat_form(node: ir.Concat, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    return _concat(fs, int(np.prod(shape)))
+
+
+STATEFUL = (ir.Input, ir.IF, ir.Readout, ir.MaxPool2d)
+"""Nodes the backend makes neuron groups of (the input under a spiking encoding, IF layers,
+the readout, max-pools of spikes); a max-pool on the constant input is evaluated once."""
+SUPPORTED: tuple[str, ...] = tuple(dict.fromkeys(tuple(t.kind for t in STATEFUL) + FORMS.kinds()))
+
+
 def forms(graph: ir.Graph, sources: set[str], static: dict[str, np.ndarray]) -> dict[str, Form]:
     """Affine form of every stateless node that is not static.
 
     ``sources``: names of nodes that are spike sources (neuron groups); ``static``:
-    values (B, *shape) of the static nodes (float64). Raises NotImplementedError for a
-    node that is not affine in its inputs (a max-pool or ReLU of currents).
+    values (B, *shape) of the static nodes (float64). Raises :class:`SnnError` for a
+    node that is not affine in its inputs (a max-pool of currents).
     """
     out: dict[str, Form] = {}
 
@@ -145,30 +206,11 @@ def forms(graph: ir.Graph, sources: set[str], static: dict[str, np.ndarray]) -> 
     for name, node in graph.nodes.items():
         if name in sources or name in static or isinstance(node, (ir.Input, ir.IF, ir.Readout)):
             continue
-        ins = graph.inputs_of(name)
-        shape, in_shapes = graph.shapes[name], [graph.shapes[i] for i in ins]
-        fs = [form_of(i) for i in ins]
-        n = int(np.prod(shape))
-        if isinstance(node, (ir.Flatten, ir.Reshape)):
-            f = Form(fs[0].A, fs[0].c, n)
-        elif isinstance(node, ir.Linear):
-            f = _apply(sp.csr_matrix(node.weight), fs[0])
-            f.c = _add_const(f.c, node.bias)
-        elif isinstance(node, ir.Conv2d):
-            f = _apply(conv_matrix(node, in_shapes[0], shape), fs[0])
-            f.c = _add_const(f.c, None if node.bias is None else np.repeat(node.bias, n // len(node.bias)))
-        elif isinstance(node, ir.AvgPool2d):
-            f = _apply(pool_matrix(node, in_shapes[0], shape, 1.0 / (node.kernel[0] * node.kernel[1])), fs[0])
-        elif isinstance(node, ir.Affine):
-            f = _apply(_channel_diag(node.scale, shape), fs[0])
-            f.c = _add_const(f.c, np.repeat(node.shift, n // len(node.shift)))
-        elif isinstance(node, ir.Add):
-            f = _combine([_apply(_channel_diag(g, shape), fk) for g, fk in zip(node.gains, fs)], n)
-        elif isinstance(node, ir.Concat):
-            f = _concat(fs, n)
-        else:
+        if type(node) not in FORMS:
             raise unsupported(name, node, "it is not affine in its (non-static) inputs")
-        out[name] = f
+        ins = graph.inputs_of(name)
+        out[name] = FORMS[type(node)](node, [form_of(i) for i in ins], [graph.shapes[i] for i in ins],
+                                      graph.shapes[name])
     return out
 
 

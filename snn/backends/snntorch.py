@@ -29,9 +29,9 @@ import torch.nn as nn
 
 from snn import encode as enc
 from snn import ir
-from snn.backends import torch_ops
+from snn import ir_torch as torch_ops
+from snn.backends import BatchRecord
 from snn.errors import SnnError
-from snn.simulate import BatchRecord
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -175,6 +175,7 @@ def _tiles(graph: ir.Graph, batch: int, timesteps: int, itemsize: int, chunk: in
     return k, -(-batch // n_sub)
 
 
+OPTIONS = ("chunk", "impl", "event")
 IMPLS = ("auto", "fused", "torch")
 EVENT_MODES = ("auto", "always", "never")
 _PARAMS: dict[tuple[int, str, torch.dtype], tuple[ir.Graph, torch_ops.Params]] = {}
@@ -208,7 +209,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     """
     if options:
         raise SnnError(f"unknown option(s) for backend 'snntorch': {', '.join(options)}; "
-                       "valid: chunk, impl, event")
+                       f"valid: {', '.join(OPTIONS)}")
     if event not in EVENT_MODES:
         raise SnnError(f"unknown event mode {event!r} for backend 'snntorch'; valid: {', '.join(EVENT_MODES)}")
     if impl not in IMPLS:
@@ -390,6 +391,15 @@ class _PoolState:
     def _geometry(self) -> list[list[int]]:
         n = self.node
         return [list(n.kernel), list(n.stride), list(n.padding), list(n.dilation)]
+
+
+STATEFUL = ir.Table("backend 'snntorch'", {ir.IF: _IFState, ir.MaxPool2d: _PoolState})
+"""The nodes this backend steps itself, with their state class (a max-pool only when it
+pools spikes; on the constant input it is the stateless torch op)."""
+SUPPORTED: tuple[str, ...] = tuple(dict.fromkeys(
+    (ir.Input.kind, ir.Readout.kind) + STATEFUL.kinds()
+    + tuple(t.kind for t in torch_ops.OPS if t not in ir.ACTIVATIONS)))
+"""Node kinds this backend simulates: its stateful nodes and the stateless torch ops."""
 
 
 # --------------------------------------------------------------------------- export

@@ -110,7 +110,7 @@ def measure_ann_gpu(ann: Any, x: np.ndarray, batch_sizes: tuple[int, ...] = (1, 
     (float32, torch, inputs resident on the GPU). Needs CUDA and NVML."""
     import torch
 
-    from snn.backends.torch_ops import Params, evaluate_ann
+    from snn.ir_torch import Params, evaluate_ann
 
     if not torch.cuda.is_available():
         raise SnnError("no CUDA GPU: GPU energy can only be estimated here")
