@@ -26,7 +26,8 @@ the maximum input rate: accuracy is kept and it is never average pooling in disg
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -38,8 +39,6 @@ from snn.network import SpikingNetwork
 from snn.trace import trace
 
 METHODS = ("max", "percentile")
-RESCALABLE = (ir.Linear, ir.Conv2d, ir.Affine, ir.Add)
-STRUCTURAL = (ir.AvgPool2d, ir.MaxPool2d, ir.Flatten, ir.Reshape, ir.Concat)
 
 
 # --------------------------------------------------------------------------- calibration data
@@ -76,10 +75,11 @@ def _calibration_tensor(calibration: Any, limit: int | None) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- canonical form
 def _commute_maxpool_relu(g: ir.Graph) -> ir.Graph:
-    """Rewrite ``X -> MaxPool -> ReLU`` (pool feeding only the ReLU) as ``X -> ReLU -> MaxPool``."""
+    """Rewrite ``X -> MaxPool -> ReLU`` (pool feeding only the ReLU) as ``X -> ReLU -> MaxPool``
+    (exact for any monotone activation)."""
     for name, node in g.nodes.items():
         cons = g.consumers_of(name)
-        if isinstance(node, ir.MaxPool2d) and len(cons) == 1 and isinstance(g.nodes[cons[0]], ir.ReLU):
+        if isinstance(node, ir.MaxPool2d) and len(cons) == 1 and isinstance(g.nodes[cons[0]], ir.ACTIVATIONS):
             relu = cons[0]
             (src,) = g.inputs_of(name)
             order = list(g.nodes)
@@ -103,8 +103,9 @@ def _commute_maxpool_relu(g: ir.Graph) -> ir.Graph:
 # --------------------------------------------------------------------------- scales
 def _scales(g: ir.Graph, x: torch.Tensor, method: str, percentile: float, channelwise: bool,
             batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Per-channel activation scale ``lambda`` of every ReLU node (shape (C,))."""
-    relus = [n for n, v in g.nodes.items() if isinstance(v, ir.ReLU)]
+    """Per-channel activation scale ``lambda`` of every activation node (shape (C,)), before
+    its :class:`Spike` rule's bound."""
+    relus = [n for n, v in g.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
     params = ir_torch.Params(g, "cpu", torch.float32)
     acts: dict[str, list[torch.Tensor]] = {n: [] for n in relus}
     for s in range(0, len(x), batch_size):
@@ -131,81 +132,144 @@ def _broadcast_factor(f: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(f.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
 
-def _as_channel(full: np.ndarray, where: str) -> np.ndarray:
-    """Compress a full-shape factor to per-channel; fail if it varies within a channel."""
+def _as_channel(full: np.ndarray) -> np.ndarray | None:
+    """Compress a full-shape factor to per-channel, or None if it varies within a channel."""
     flat = full.reshape(full.shape[0], -1)
-    if not np.allclose(flat, flat[:, :1]):
-        raise ConversionError(f"node {where!r}: activation scales vary inside a channel after a reshape")
-    return flat[:, 0].copy()
+    return flat[:, 0].copy() if np.allclose(flat, flat[:, :1]) else None
 
 
-def _structural_factor(node: ir.Node, g: ir.Graph, name: str, fins: list[np.ndarray]) -> np.ndarray:
-    """Output factor of a structural node from its input factors (each (C,) of its input)."""
-    (src, *_) = g.inputs_of(name)
-    if isinstance(node, (ir.AvgPool2d, ir.MaxPool2d)):
-        return fins[0]
-    if isinstance(node, ir.Concat):
-        return np.concatenate(fins)
-    full = _broadcast_factor(fins[0], g.shapes[src]).reshape(g.shapes[name])
-    return _as_channel(full, name)
+# --------------------------------------------------------------------------- rules
+Shapes = list[tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Spike:
+    """An ANN activation: becomes a layer of IF neurons (threshold 1) whose spikes stand for
+    ``lambda * rate``; ``bound(node, lam)`` is the scale used, from the calibrated ``lam``."""
+
+    bound: Callable[[ir.Node, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """A node with weights: rebuilt by ``fn(node, fins, fout)`` so that inputs carried at
+    factors ``fins`` give an output at factor ``fout`` (``ann ~= f * snn``)."""
+
+    fn: Callable[[ir.Node, list[np.ndarray], np.ndarray], ir.Node]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A node without weights (pooling, re-indexing): kept as it is. ``forward(node, in
+    shapes, shape, fins)`` is its output factor; ``backward(node, in shapes, shape, f)`` the
+    factor each input would need for the output to be at ``f`` (None: not expressible
+    per channel, so the producer is not asked)."""
+
+    forward: Callable[[ir.Node, Shapes, tuple[int, ...], list[np.ndarray]], np.ndarray | None]
+    backward: Callable[[ir.Node, Shapes, tuple[int, ...], np.ndarray], list[np.ndarray | None]]
+
+
+RULES = ir.Table("the converter")
+"""One conversion rule per ANN node type: :class:`Spike`, :class:`Rescale` or :class:`Route`."""
+
+RULES[ir.ReLU] = Spike(lambda node, lam: lam)
+
+
+@RULES.register(ir.Linear)
+@Rescale
+def _rescale_linear(node: ir.Linear, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
+    w = node.weight * fins[0][None, :] / fout[:, None]
+    return ir.Linear(w, None if node.bias is None else node.bias / fout)
+
+
+@RULES.register(ir.Conv2d)
+@Rescale
+def _rescale_conv(node: ir.Conv2d, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
+    co, cig = node.weight.shape[:2]
+    extra = (None,) * (node.weight.ndim - 2)
+    fin = fins[0].reshape(node.groups, cig)[np.arange(co) // (co // node.groups)]  # (co, cig)
+    w = node.weight * fin[(...,) + extra] / fout[(slice(None), None) + extra]
+    return type(node)(w, None if node.bias is None else node.bias / fout, node.stride, node.padding,
+                      node.dilation, node.groups)
+
+
+@RULES.register(ir.Affine)
+@Rescale
+def _rescale_affine(node: ir.Affine, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
+    return ir.Affine(node.scale * fins[0] / fout, node.shift / fout)
+
+
+@RULES.register(ir.Add)
+@Rescale
+def _rescale_add(node: ir.Add, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
+    return ir.Add(np.stack([g * f / fout for g, f in zip(node.gains, fins)]))
+
+
+def _same_forward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], fins: list[np.ndarray]) -> np.ndarray:
+    return fins[0]
+
+
+def _same_backward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], f: np.ndarray) -> list[np.ndarray | None]:
+    return [f]
+
+
+RULES.register(ir.AvgPool2d, ir.MaxPool2d)(Route(_same_forward, _same_backward))
+
+
+def _reshape_forward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], fins: list[np.ndarray]) -> np.ndarray | None:
+    return _as_channel(_broadcast_factor(fins[0], ins[0]).reshape(shape))
+
+
+def _reshape_backward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], f: np.ndarray) -> list[np.ndarray | None]:
+    return [_as_channel(_broadcast_factor(f, shape).reshape(ins[0]))]
+
+
+RULES.register(ir.Flatten, ir.Reshape)(Route(_reshape_forward, _reshape_backward))
+
+
+def _concat_backward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], f: np.ndarray) -> list[np.ndarray | None]:
+    sizes = np.cumsum([0] + [s[0] for s in ins])
+    return [f[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+RULES[ir.Concat] = Route(lambda node, ins, shape, fins: np.concatenate(fins), _concat_backward)
 
 
 def _requirements(g: ir.Graph, lam: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Wanted output factor of each rescalable node: that of the IF/readout it feeds,
-    pushed back through structural nodes and through additions (so a residual branch's
-    current is scaled in its conv weights and enters the sum with gain 1)."""
+    pushed back through routes and through additions (so a residual branch's current is
+    scaled in its conv weights and enters the sum with gain 1)."""
     req: dict[str, np.ndarray] = {}
 
     def push(name: str, f: np.ndarray) -> None:
         node = g.nodes[name]
-        if isinstance(node, RESCALABLE):
+        rule = RULES.get(type(node))
+        ins = g.inputs_of(name)
+        if isinstance(rule, Rescale):
             if name in req:
                 return
             req[name] = f
             if isinstance(node, ir.Add):  # let current branches scale in their weights: gain 1
-                for i in g.inputs_of(name):
+                for i in ins:
                     push(i, f)
-        elif isinstance(node, STRUCTURAL):
-            ins = g.inputs_of(name)
-            if isinstance(node, ir.Concat):
-                sizes = np.cumsum([0] + [g.shapes[i][0] for i in ins])
-                for i, a, b in zip(ins, sizes[:-1], sizes[1:]):
-                    push(i, f[a:b])
-            elif isinstance(node, (ir.Flatten, ir.Reshape)):
-                full = _broadcast_factor(f, g.shapes[name]).reshape(g.shapes[ins[0]])
-                flat = full.reshape(full.shape[0], -1)
-                if np.allclose(flat, flat[:, :1]):
-                    push(ins[0], flat[:, 0].copy())
-            else:
-                push(ins[0], f)
+        elif isinstance(rule, Route):
+            for i, fi in zip(ins, rule.backward(node, [g.shapes[i] for i in ins], g.shapes[name], f)):
+                if fi is not None:
+                    push(i, fi)
 
     for name in reversed(list(g.nodes)):
-        if isinstance(g.nodes[name], ir.ReLU):
+        if isinstance(RULES.get(type(g.nodes[name])), Spike):
             push(g.inputs_of(name)[0], lam[name])
     push(g.output, np.ones(g.shapes[g.output][0]))
     return req
 
 
-def _rescale(node: ir.Node, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
-    """The node with weights rescaled from input factors ``fins`` to output factor ``fout``."""
-    if isinstance(node, ir.Linear):
-        w = node.weight * fins[0][None, :] / fout[:, None]
-        return ir.Linear(w, None if node.bias is None else node.bias / fout)
-    if isinstance(node, ir.Conv2d):
-        co, cig = node.weight.shape[:2]
-        fin = fins[0].reshape(node.groups, cig)[np.arange(co) // (co // node.groups)]  # (co, cig)
-        w = node.weight * fin[:, :, None, None] / fout[:, None, None, None]
-        return ir.Conv2d(w, None if node.bias is None else node.bias / fout, node.stride, node.padding,
-                         node.dilation, node.groups)
-    if isinstance(node, ir.Affine):
-        return ir.Affine(node.scale * fins[0] / fout, node.shift / fout)
-    if isinstance(node, ir.Add):
-        return ir.Add(np.stack([g * f / fout for g, f in zip(node.gains, fins)]))
-    raise AssertionError(node)
-
-
 def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -> ir.Graph:
-    """Build the SNN graph from a canonical ANN graph and per-ReLU scales."""
+    """Build the SNN graph from a canonical ANN graph and per-activation scales (after
+    each :class:`Spike` rule's bound)."""
+    for name, node in g.nodes.items():
+        if not isinstance(node, ir.Input):
+            RULES.rule(node, name)
     req = _requirements(g, lam)
     nodes: dict[str, ir.Node] = {}
     edges: list[tuple[str, str]] = []
@@ -226,19 +290,23 @@ def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -
         fins = [f[i] for i in ins]
         if isinstance(node, ir.Input):
             nodes[name], f[name] = node, np.ones(node.shape[0])
-        elif isinstance(node, ir.ReLU):
+            continue
+        rule = RULES[type(node)]
+        if isinstance(rule, Spike):
             src = feed(ins[0], lam[name], name)
             nodes[name] = ir.IF(threshold=1.0, reset=reset, v_init=v_init)
             edges.append((src, name))
             f[name] = lam[name]
             continue
-        elif isinstance(node, RESCALABLE):
+        if isinstance(rule, Rescale):
             fout = req.get(name, np.ones(g.shapes[name][0]))
-            nodes[name], f[name] = _rescale(node, fins, fout), fout
-        elif isinstance(node, STRUCTURAL):
-            nodes[name], f[name] = node, _structural_factor(node, g, name, fins)
+            nodes[name], f[name] = rule.fn(node, fins, fout), fout
         else:
-            raise ConversionError(f"node {name!r}: {node.kind} cannot be converted")
+            fout = rule.forward(node, [g.shapes[i] for i in ins], g.shapes[name], fins)
+            if fout is None:
+                raise ConversionError(f"node {name!r} ({node.kind}): activation scales vary inside a channel "
+                                      "after this re-indexing; use channelwise=False")
+            nodes[name], f[name] = node, fout
         edges += [(i, name) for i in ins]
     out = feed(g.output, np.ones(g.shapes[g.output][0]), "readout")
     nodes["readout"] = ir.Readout()
@@ -270,7 +338,8 @@ def convert(model: torch.nn.Module, calibration: Any, method: str = "percentile"
     if x.shape[1:] != ann.shapes[ann.input]:  # pragma: no cover - trace already ran the model on x
         raise ConversionError(f"calibration samples of shape {tuple(x.shape[1:])}, model expects {ann.shapes[ann.input]}")
     canon = _commute_maxpool_relu(ann)
-    lam = _scales(canon, x, method, percentile, channelwise)
+    lam = {n: RULES[type(canon.nodes[n])].bound(canon.nodes[n], v)
+           for n, v in _scales(canon, x, method, percentile, channelwise).items()}
     graph = to_snn(canon, lam, reset, v_init)
     meta = {
         "method": method, "percentile": percentile if method == "percentile" else 100.0,

@@ -52,17 +52,12 @@ output element of a synaptic layer and per ReLU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from snn import ir
 from snn.errors import SnnError
-
-SYNAPTIC = (ir.Linear, ir.Conv2d, ir.Affine, ir.Add)
-MAC_NODES = (ir.Linear, ir.Conv2d, ir.Affine)
-NEURONS = (ir.IF, ir.Readout)
-
 
 # --------------------------------------------------------------------------- 1-D connectivity
 def window_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
@@ -89,25 +84,40 @@ def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.int64) @ b.astype(np.int64)) > 0
 
 
+def _windows(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """One :func:`window_matrix` per spatial axis of a convolution or pooling node."""
+    g = ir.spatial(node)
+    return [window_matrix(in_shape[1 + a], out_shape[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a],
+                          g["dilation"][a]) for a in range(len(g["kernel"]))]
+
+
 # --------------------------------------------------------------------------- composite paths
 @dataclass
 class _Path:
-    """Structural connectivity from a spike source (shape ``src``) to a node's output.
+    """Structural connectivity from a spike source to a node's output.
 
-    For a 3-D source, three boolean factors ``(Mc, Mh, Mw)`` (node axis x source axis):
-    output ``(c, h, w)`` is reached from source ``(c', h', w')`` iff
-    ``Mc[c, c'] & Mh[h, h'] & Mw[w, w']``; ``flat`` marks a node that holds the same
-    elements flattened (C order). For a 1-D source, one dense matrix ``(n_node, n_src)``.
+    One boolean factor per axis of the source, ``(node axis x source axis)``: output
+    element ``(a, b, ...)`` of the factors' row space is reached from source element
+    ``(a', b', ...)`` iff every ``factor[k][a_k, a'_k]``. ``shape`` is the node's own
+    shape, a C-order reshape of the factors' row space (a flatten or reshape changes the
+    shape, not the factors); ops that need the spatial layout (pooling, a convolution
+    after pooling, concatenation) need the two to agree (``aligned``).
     """
 
     factors: tuple[np.ndarray, ...]
-    flat: bool = False
+    shape: tuple[int, ...]
 
     @staticmethod
-    def identity(shape: tuple[int, ...], name: str) -> "_Path":
-        if len(shape) not in (1, 3):
-            raise SnnError(f"energy counting: spike source {name!r} has shape {shape}; supported: (F,) or (C, H, W)")
-        return _Path(tuple(np.eye(n, dtype=bool) for n in shape))
+    def identity(shape: tuple[int, ...]) -> "_Path":
+        return _Path(tuple(np.eye(n, dtype=bool) for n in shape), tuple(shape))
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(f.shape[0] for f in self.factors)
+
+    @property
+    def aligned(self) -> bool:
+        return self.rows == self.shape
 
     def reached(self) -> np.ndarray:
         """Per source neuron (source shape): number of distinct node outputs reached."""
@@ -117,31 +127,26 @@ class _Path:
             out = np.multiply.outer(out, c)
         return out.astype(np.int64)
 
+    def selection(self) -> tuple[np.ndarray, ...] | None:
+        """If the path is an index map (each source element reaches exactly one element,
+        no two the same): the row of each source index per factor; else None."""
+        sel = []
+        for m in self.factors:
+            if not (m.sum(axis=0) == 1).all() or (m.sum(axis=1) > 1).any():
+                return None
+            sel.append(m.argmax(axis=0))
+        return tuple(sel)
 
-def _step(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> _Path:
-    """The path extended through a non-synaptic node (re-indexing or pooling)."""
-    in_shape = graph.shapes[graph.inputs_of(name)[slot]]
-    out_shape = graph.shapes[name]
-    three_d = len(path.factors) == 3
-    if isinstance(node, (ir.Flatten,)) or (isinstance(node, ir.Reshape) and len(out_shape) == 1):
-        return _Path(path.factors, flat=three_d or path.flat)
-    if isinstance(node, ir.Reshape) and out_shape == in_shape:
-        return path
-    if isinstance(node, ir.Concat) and not path.flat:
-        ins = graph.inputs_of(name)
-        offset = sum(graph.shapes[i][0] for i in ins[:slot])
-        first = path.factors[0]
-        rows = np.zeros((out_shape[0], first.shape[1]), dtype=bool)
-        rows[offset:offset + first.shape[0]] = first
-        return _Path((rows,) + path.factors[1:])
-    if isinstance(node, (ir.AvgPool2d, ir.MaxPool2d)) and three_d and not path.flat:
-        d = getattr(node, "dilation", (1, 1))
-        mh = window_matrix(in_shape[1], out_shape[1], node.kernel[0], node.stride[0], node.padding[0], d[0])
-        mw = window_matrix(in_shape[2], out_shape[2], node.kernel[1], node.stride[1], node.padding[1], d[1])
-        return _Path((path.factors[0], _bmm(mh, path.factors[1]), _bmm(mw, path.factors[2])))
-    raise SnnError(f"energy counting: node {name!r} ({node.kind}) on a spike path from a "
-                   f"{'3-D' if three_d else '1-D'} source is not supported; supported on spike paths: "
-                   "flatten, reshape to 1-D, concat, avgpool2d, then linear/conv2d/affine/add")
+
+class _Refused(Exception):
+    """A path a rule cannot follow; turned into an :class:`SnnError` naming the node."""
+
+
+def _need_aligned(path: _Path, rank: int | None = None) -> None:
+    if not path.aligned:
+        raise _Refused(f"its input is a reshape ({path.shape}) of a spike source laid out as {path.rows}")
+    if rank is not None and len(path.factors) != rank + 1:
+        raise _Refused(f"a {rank}-D spatial op on a spike source with {len(path.factors)} axes")
 
 
 def _tap_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
@@ -153,69 +158,183 @@ def _tap_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> np.nda
     return a
 
 
-def nonzero_fanout(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], slot: int = 0
-                   ) -> np.ndarray:
-    """Fan-out map (input shape) through the non-zero weights only: the synapses a chip
-    instantiates. Conv2d: ``sum_{co in group, ky, kx} [w[co, ci, ky, kx] != 0] * A_ky[y] * A_kx[x]``."""
-    if isinstance(node, ir.Linear):
-        return (node.weight != 0).sum(axis=0).reshape(in_shape).astype(np.int64)
-    if isinstance(node, ir.Conv2d):
-        co, cig, kh, kw = node.weight.shape
-        cog = co // node.groups
-        nz = (node.weight != 0).reshape(node.groups, cog, cig, kh, kw).sum(axis=1)  # (g, cig, kh, kw)
-        cnt = nz.reshape(node.groups * cig, kh, kw)
-        ah = _tap_matrix(in_shape[1], out_shape[1], kh, node.stride[0], node.padding[0], node.dilation[0])
-        aw = _tap_matrix(in_shape[2], out_shape[2], kw, node.stride[1], node.padding[1], node.dilation[1])
-        return np.einsum("cab,ay,bx->cyx", cnt, ah.astype(np.int64), aw.astype(np.int64)).astype(np.int64)
-    gain = node.scale if isinstance(node, ir.Affine) else node.gains[slot] if isinstance(node, ir.Add) else None
-    ones = np.ones(in_shape, dtype=np.int64)
-    if gain is None:
-        return ones
-    return ones * (gain != 0).reshape((-1,) + (1,) * (len(in_shape) - 1))
+# --------------------------------------------------------------------------- the rules
+Shape = tuple[int, ...]
 
 
-def _selection(m: np.ndarray) -> np.ndarray | None:
-    """For a boolean (n_node, n_src) matrix with exactly one True per column and no shared
-    rows (an index map), the row of each column; else None."""
-    if not (m.sum(axis=0) == 1).all() or (m.sum(axis=1) > 1).any():
-        return None
-    return m.argmax(axis=0)
+@dataclass(frozen=True)
+class Synapse:
+    """A node whose inputs reach its outputs through weights (a spike costs SynOps here).
+
+    ``connections(node, in_shapes, shape)``: structural connections from all inputs
+    (padding excluded). ``nonzero(node, in_shape, shape, slot)``: fan-out map (input shape)
+    through the non-zero weights only, the synapses a chip holds. ``structural(...)``: the
+    same through every weight. ``pooled(path, node, in_shape, shape)``: structural fan-out
+    per source neuron through a path that is not an index map (after pooling).
+    ``ann_mac``: counted as ANN MACs; ``current_mac``: counted as MACs (every connection,
+    every step) when fed by a current instead of spikes. Element-wise ``Affine``/``Add`` on
+    currents are part of the dendritic sum.
+    """
+
+    connections: Callable[[ir.Node, list[Shape], Shape], int]
+    nonzero: Callable[[ir.Node, Shape, Shape, int], np.ndarray]
+    structural: Callable[[ir.Node, Shape, Shape, int], np.ndarray]
+    pooled: Callable[[_Path, ir.Node, Shape, Shape], np.ndarray]
+    ann_mac: bool
+    current_mac: bool
+
+
+@dataclass(frozen=True)
+class Route:
+    """A node that moves or pools values without weights: ``step(path, node, in_shapes,
+    shape, slot)`` extends a spike path through it (0 SynOps)."""
+
+    step: Callable[[_Path, ir.Node, list[Shape], Shape, int], _Path]
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """A neuron layer (IF, readout; ReLU in an ANN): one update per neuron and step."""
+
+
+ENERGY = ir.Table("the energy model")
+"""One counting rule per node type: :class:`Synapse`, :class:`Route` or :class:`Neuron`."""
+
+
+def _linear_connections(node: ir.Linear, ins: list[Shape], shape: Shape) -> int:
+    return int(node.weight.size)
+
+
+def _linear_nonzero(node: ir.Linear, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    return (node.weight != 0).sum(axis=0).reshape(in_shape).astype(np.int64)
+
+
+def _linear_structural(node: ir.Linear, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    return np.full(in_shape, node.weight.shape[0], dtype=np.int64)
+
+
+def _linear_pooled(path: _Path, node: ir.Linear, in_shape: Shape, shape: Shape) -> np.ndarray:
+    return np.where(path.reached() > 0, node.weight.shape[0], 0).astype(np.int64)
+
+
+ENERGY[ir.Linear] = Synapse(_linear_connections, _linear_nonzero, _linear_structural, _linear_pooled,
+                            ann_mac=True, current_mac=True)
+
+
+def _conv_connections(node: ir.Conv2d, ins: list[Shape], shape: Shape) -> int:
+    n = int(group_matrix(node.weight.shape[0], ins[0][0], node.groups).sum())
+    for m in _windows(node, ins[0], shape):
+        n *= int(m.sum())
+    return n
+
+
+def _conv_nonzero(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    """``sum_{co in group, taps} [w[co, ci, taps] != 0] * prod_axes A_tap[pos]``."""
+    g = ir.spatial(node)
+    r = len(g["kernel"])
+    co, cig = node.weight.shape[:2]
+    nz = (node.weight != 0).reshape((node.groups, co // node.groups, cig) + g["kernel"]).sum(axis=1)
+    out = nz.reshape((node.groups * cig,) + g["kernel"]).astype(np.int64)
+    for a in range(r):  # contract tap axis a (now axis 1) with its tap matrix; its positions go last
+        taps = _tap_matrix(in_shape[1 + a], shape[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a],
+                           g["dilation"][a]).astype(np.int64)
+        out = np.tensordot(out, taps, axes=([1], [0]))
+    return out.reshape(in_shape)
+
+
+def _conv_structural(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    """The transposed convolution of ones: output channels of the group x, per spatial
+    axis, the outputs whose window covers the position."""
+    out = group_matrix(node.weight.shape[0], in_shape[0], node.groups).sum(axis=0).astype(np.int64)
+    for m in _windows(node, in_shape, shape):
+        out = np.multiply.outer(out, m.sum(axis=0).astype(np.int64))
+    return out
+
+
+def _conv_pooled(path: _Path, node: ir.Conv2d, in_shape: Shape, shape: Shape) -> np.ndarray:
+    _need_aligned(path, len(shape) - 1)
+    gc = group_matrix(node.weight.shape[0], in_shape[0], node.groups)
+    factors = (_bmm(gc, path.factors[0]),) + tuple(_bmm(m, f) for m, f in zip(_windows(node, in_shape, shape),
+                                                                              path.factors[1:]))
+    return _Path(factors, shape).reached()
+
+
+ENERGY[ir.Conv2d] = Synapse(_conv_connections, _conv_nonzero, _conv_structural, _conv_pooled,
+                            ann_mac=True, current_mac=True)
+
+
+def _elementwise_connections(node: ir.Node, ins: list[Shape], shape: Shape) -> int:
+    return int(np.prod(shape)) * len(ins)
+
+
+def _elementwise_nonzero(node: ir.Node, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    gain = node.scale if isinstance(node, ir.Affine) else node.gains[slot]
+    return np.ones(in_shape, dtype=np.int64) * (gain != 0).reshape((-1,) + (1,) * (len(in_shape) - 1))
+
+
+def _elementwise_structural(node: ir.Node, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    return np.ones(in_shape, dtype=np.int64)
+
+
+def _elementwise_pooled(path: _Path, node: ir.Node, in_shape: Shape, shape: Shape) -> np.ndarray:
+    return path.reached()
+
+
+ENERGY[ir.Affine] = Synapse(_elementwise_connections, _elementwise_nonzero, _elementwise_structural,
+                            _elementwise_pooled, ann_mac=True, current_mac=False)
+ENERGY[ir.Add] = Synapse(_elementwise_connections, _elementwise_nonzero, _elementwise_structural,
+                         _elementwise_pooled, ann_mac=False, current_mac=False)
+
+
+def _reshape_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+    return _Path(path.factors, shape)
+
+
+def _concat_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+    _need_aligned(path)
+    offset = sum(s[0] for s in ins[:slot])
+    first = path.factors[0]
+    rows = np.zeros((shape[0], first.shape[1]), dtype=bool)
+    rows[offset:offset + first.shape[0]] = first
+    return _Path((rows,) + path.factors[1:], shape)
+
+
+def _pool_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+    _need_aligned(path, len(shape) - 1)
+    return _Path((path.factors[0],) + tuple(_bmm(m, f) for m, f in zip(_windows(node, ins[0], shape),
+                                                                        path.factors[1:])), shape)
+
+
+ENERGY.register(ir.Flatten, ir.Reshape)(Route(_reshape_step))
+ENERGY[ir.Concat] = Route(_concat_step)
+ENERGY.register(ir.AvgPool2d, ir.MaxPool2d)(Route(_pool_step))
+ENERGY.register(ir.IF, ir.Readout, ir.ReLU)(Neuron())
+
+
+def _rule(node: ir.Node, cls: type) -> Any:
+    """The node's rule if it is a ``cls`` (Synapse, Route, Neuron), else None."""
+    r = ENERGY.get(type(node))
+    return r if isinstance(r, cls) else None
 
 
 def _fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -> tuple[np.ndarray, np.ndarray]:
     """(structural, non-zero-weight) distinct outputs of node ``name`` reached per source neuron."""
     in_shape = graph.shapes[graph.inputs_of(name)[slot]]
-    structural = _structural_fanout(path, node, name, graph, slot, in_shape)
-    sel = [_selection(f) for f in path.factors]
-    if all(x is not None for x in sel):  # an index map: read the node's own map back
-        nz = nonzero_fanout(node, in_shape, graph.shapes[name], slot)
-        if path.flat:
-            nz = nz.reshape(tuple(f.shape[0] for f in path.factors))
-        return structural, nz[np.ix_(*sel)] if len(sel) > 1 else nz[sel[0]]
+    shape = graph.shapes[name]
+    rule = ENERGY[type(node)]
+    sel = path.selection()
+    if isinstance(rule, Neuron):
+        return path.reached(), path.reached()
+    if sel is not None:  # an index map: read the node's own maps back, in the path's row layout
+        maps = [m(node, in_shape, shape, slot).reshape(path.rows) for m in (rule.structural, rule.nonzero)]
+        return tuple(m[np.ix_(*sel)] for m in maps)
+    structural = rule.pooled(path, node, in_shape, shape)
     if isinstance(node, ir.Linear):  # after pooling: union of the non-zero rows over reached inputs
-        w = (node.weight != 0).astype(np.int64).reshape((-1,) + tuple(f.shape[0] for f in path.factors))
+        w = (node.weight != 0).astype(np.int64).reshape((-1,) + path.rows)
         for k, f in enumerate(path.factors):
             w = np.moveaxis(np.tensordot(w, f.astype(np.int64), axes=([k + 1], [0])), -1, k + 1) > 0
         return structural, w.sum(axis=0).astype(np.int64)
     return structural, structural  # pooled path into conv/affine/add: structural (documented)
-
-
-def _structural_fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int,
-                       in_shape: tuple[int, ...]) -> np.ndarray:
-    if isinstance(node, ir.Linear):
-        return np.where(path.reached() > 0, node.weight.shape[0], 0).astype(np.int64)
-    if isinstance(node, ir.Conv2d):
-        if len(path.factors) != 3 or path.flat:
-            raise SnnError(f"energy counting: conv2d {name!r} fed by a flattened spike path is not supported")
-        co, _, kh, kw = node.weight.shape
-        _, ho, wo = graph.shapes[name]
-        gc = group_matrix(co, in_shape[0], node.groups)
-        kh_m = window_matrix(in_shape[1], ho, kh, node.stride[0], node.padding[0], node.dilation[0])
-        kw_m = window_matrix(in_shape[2], wo, kw, node.stride[1], node.padding[1], node.dilation[1])
-        mc, mh, mw = path.factors
-        return _Path((_bmm(gc, mc), _bmm(kh_m, mh), _bmm(kw_m, mw))).reached()
-    # Affine, Add, IF, Readout: one-to-one on the path's elements
-    return path.reached()
 
 
 @dataclass
@@ -232,41 +351,41 @@ def source_fanout(graph: ir.Graph, source: str, stop: set[str]) -> _SourceFan:
     """Walk every path from ``source`` to its first synaptic layers; ``stop`` holds the
     recorded spike nodes (a max-pool of spikes there is routing, not a synapse)."""
     fan = _SourceFan()
-    stack = [(source, _Path.identity(graph.shapes[source], source))]
+    stack = [(source, _Path.identity(graph.shapes[source]))]
     while stack:
         name, path = stack.pop()
         for c in dict.fromkeys(graph.consumers_of(name)):
             node = graph.nodes[c]
-            for slot, i in enumerate(graph.inputs_of(c)):
+            ins = graph.inputs_of(c)
+            for slot, i in enumerate(ins):
                 if i != name:
                     continue
-                if c in stop and isinstance(node, ir.MaxPool2d):
-                    fan.routed_to.append(c)
-                elif isinstance(node, SYNAPTIC + NEURONS):
-                    dense, nz = _fanout(path, node, c, graph, slot)
-                    fan.maps[c] = fan.maps.get(c, 0) + nz
-                    fan.dense[c] = fan.dense.get(c, 0) + dense
-                else:
-                    stack.append((c, _step(path, node, c, graph, slot)))
+                try:
+                    if c in stop and isinstance(node, ir.MaxPool2d):
+                        fan.routed_to.append(c)
+                    elif isinstance(ENERGY.rule(node, c), (Synapse, Neuron)):
+                        dense, nz = _fanout(path, node, c, graph, slot)
+                        fan.maps[c] = fan.maps.get(c, 0) + nz
+                        fan.dense[c] = fan.dense.get(c, 0) + dense
+                    else:
+                        stack.append((c, ENERGY[type(node)].step(path, node, [graph.shapes[k] for k in ins],
+                                                                 graph.shapes[c], slot)))
+                except _Refused as e:
+                    raise SnnError(f"energy counting: node {c!r} ({node.kind}) on the path from {source!r}: "
+                                   f"{e}") from None
     return fan
 
 
 def connections(node: ir.Node, in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> int:
     """Structural connections of a synaptic node from all its inputs (padding excluded)."""
-    if isinstance(node, ir.Linear):
-        return int(node.weight.size)
-    if isinstance(node, ir.Conv2d):
-        co, _, kh, kw = node.weight.shape
-        s = in_shapes[0]
-        gc = group_matrix(co, s[0], node.groups).sum(axis=0)
-        rh = window_matrix(s[1], out_shape[1], kh, node.stride[0], node.padding[0], node.dilation[0]).sum(axis=0)
-        rw = window_matrix(s[2], out_shape[2], kw, node.stride[1], node.padding[1], node.dilation[1]).sum(axis=0)
-        return int(gc.sum() * rh.sum() * rw.sum())
-    if isinstance(node, ir.Affine):
-        return int(np.prod(out_shape))
-    if isinstance(node, ir.Add):
-        return int(np.prod(out_shape)) * len(in_shapes)
-    return 0
+    rule = _rule(node, Synapse)
+    return rule.connections(node, in_shapes, out_shape) if rule else 0
+
+
+def nonzero_fanout(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], slot: int = 0
+                   ) -> np.ndarray:
+    """Fan-out map (input shape) through the non-zero weights only: the synapses a chip instantiates."""
+    return ENERGY[type(node)].nonzero(node, in_shape, out_shape, slot)
 
 
 def _params(node: ir.Node) -> int:
@@ -301,7 +420,7 @@ def _static_nodes(graph: ir.Graph, static_input: bool) -> set[str]:
     if not static_input:
         return out
     for n, node in graph.nodes.items():
-        if isinstance(node, ir.Input) or (not isinstance(node, NEURONS)
+        if isinstance(node, ir.Input) or (not _rule(node, Neuron)
                                           and graph.inputs_of(n) and all(i in out for i in graph.inputs_of(n))):
             out.add(n)
     return out
@@ -315,7 +434,8 @@ def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, ba
                            "ann_io_elements": 0, "activation_sparsity": None}
     if ann is None:
         return rows, tot
-    mac_nodes = [n for n, v in ann.nodes.items() if isinstance(v, MAC_NODES)]
+    ir.check_supported(ann, ENERGY.kinds() + (ir.Input.kind,), ENERGY.interpreter)
+    mac_nodes = [n for n, v in ann.nodes.items() if _rule(v, Synapse) and _rule(v, Synapse).ann_mac]
     relus = [n for n, v in ann.nodes.items() if isinstance(v, (ir.ReLU, ir.IF))]
     for n in mac_nodes:
         node = ann.nodes[n]
@@ -361,6 +481,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
     from snn.encode import is_static
 
     static_input = is_static(encoding)
+    ir.check_supported(graph, ENERGY.kinds() + (ir.Input.kind,), ENERGY.interpreter)
     sources = graph.recorded_nodes() + ([] if static_input else [graph.input])
     if not spike_sums:
         raise SnnError("the simulation result recorded no spikes (simulated with record='none'?); "
@@ -419,10 +540,11 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
     n_if = 0
     for n, node in graph.nodes.items():
         ins = graph.inputs_of(n)
-        if isinstance(node, SYNAPTIC):
+        rule = ENERGY[type(node)] if not isinstance(node, ir.Input) else None
+        if isinstance(rule, Synapse):
             conns = connections(node, [graph.shapes[i] for i in ins], graph.shapes[n])
             c_macs = 0.0
-            if n not in spike_fed and isinstance(node, (ir.Linear, ir.Conv2d)):
+            if n not in spike_fed and rule.current_mac:
                 c_macs = float(conns) * (1 if n in statics else T)
                 notes.append(f"{n!r} ({node.kind}) is fed by a current, not spikes: counted as {conns} MACs "
                              f"{'once' if n in statics else 'per step'}.")
@@ -438,9 +560,9 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
                 "params": _params(node), "connection_sparsity": zero_w / n_w if n_w else None,
                 "neurons": 0, "neuron_updates": 0, "spikes": 0.0, "firing_rate": None,
                 "activation_sparsity": None})
-        elif isinstance(node, NEURONS) or n in stop or (n == graph.input and not static_input):
+        elif isinstance(rule, Neuron) or n in stop or (n == graph.input and not static_input):
             k = int(np.prod(graph.shapes[n]))
-            is_neuron = isinstance(node, NEURONS)
+            is_neuron = isinstance(rule, Neuron)
             spikes = float(spike_sums[n].sum()) / N if n in spike_sums else 0.0
             n_neurons += k if is_neuron else 0
             n_if += k if isinstance(node, ir.IF) else 0
@@ -467,8 +589,8 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
     # per-step synaptic layers, membrane read + write and spike write per neuron
     io_step = n_neurons * 3 + sum(int(np.prod(graph.shapes[n])) + sum(int(np.prod(graph.shapes[i]))
                                                                       for i in graph.inputs_of(n))
-                                  for n, v in graph.nodes.items() if isinstance(v, SYNAPTIC) and n not in statics)
-    zw = [_zero_weights(v) for v in graph.nodes.values() if isinstance(v, MAC_NODES)]
+                                  for n, v in graph.nodes.items() if _rule(v, Synapse) and n not in statics)
+    zw = [_zero_weights(v) for v in graph.nodes.values() if _rule(v, Synapse) and _rule(v, Synapse).ann_mac]
     macs_dense = ann_tot["macs_dense"]
     mem_snn = {"weight_reads": synops + input_macs + cur_macs, "input_reads": input_macs + cur_macs,
                "state_reads_writes": 2 * neuron_updates, "spike_writes": emitted}
