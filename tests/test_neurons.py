@@ -1,5 +1,6 @@
-"""Golden IF trajectories, computed by hand, for both reset modes, in simulate and in the
-exported snntorch module; spiking max-pool and readout semantics."""
+"""Golden IF trajectories, computed by hand, for both reset modes, on every backend (snntorch
+with the reference torch ops and with the fused kernels, brian2) and in the exported
+snntorch module; spiking max-pool and readout semantics."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,15 @@ import torch
 
 import snn
 from snn import ir
+
+
+BACKENDS = {"snntorch-torch": ("snntorch", {"impl": "torch"}), "snntorch-fused": ("snntorch", {"impl": "auto"}),
+            "brian2": ("brian2", {"target": "numpy"})}
+
+
+def _simulate(variant: str, g: ir.Graph, x: np.ndarray, timesteps: int, **kw) -> snn.SimulationResult:
+    backend, options = BACKENDS[variant]
+    return snn.simulate(g, x, timesteps=timesteps, backend=backend, **options, **kw)
 
 
 def one_neuron(reset: str, v_init: float = 0.0, threshold: float = 1.0) -> ir.Graph:
@@ -35,10 +45,11 @@ U_ZERO = [.375, .75, 1.125] * 4
 @pytest.mark.parametrize("reset, spikes, u", [("subtract", GOLDEN_SUBTRACT, U_SUBTRACT),
                                               ("zero", GOLDEN_ZERO, U_ZERO)])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_golden_if_trajectory(reset, spikes, u, precision):
+@pytest.mark.parametrize("variant", list(BACKENDS))
+def test_golden_if_trajectory(reset, spikes, u, precision, variant):
     g = one_neuron(reset)
     x = np.array([[0.375]])
-    res = snn.simulate(g, x, timesteps=12, precision=precision)
+    res = _simulate(variant, g, x, 12, precision=precision)
     assert res.spike_counts_per_step["if"][:, 0].tolist() == spikes
     # readout = mean of the output current so far = cumulative spikes / t
     np.testing.assert_allclose(res.outputs[:, 0, 0], np.cumsum(spikes) / np.arange(1, 13))
@@ -54,19 +65,22 @@ def test_golden_if_trajectory(reset, spikes, u, precision):
     assert got_u == u
 
 
-def test_v_init_starts_at_a_fraction_of_threshold():
+@pytest.mark.parametrize("variant", list(BACKENDS))
+def test_v_init_starts_at_a_fraction_of_threshold(variant):
     # v_init=0.5, I=0.25: u = .75 1.0(tie) 1.25* .5 .75 1.0 1.25* ...
-    res = snn.simulate(one_neuron("subtract", v_init=0.5), np.array([[0.25]]), timesteps=8)
+    res = _simulate(variant, one_neuron("subtract", v_init=0.5), np.array([[0.25]]), 8)
     assert res.spike_counts_per_step["if"][:, 0].tolist() == [0, 0, 1, 0, 0, 0, 1, 0]
 
 
-def test_threshold_other_than_one():
+@pytest.mark.parametrize("variant", list(BACKENDS))
+def test_threshold_other_than_one(variant):
     # threshold 2, I=0.75: u = .75 1.5 2.25* 1.0 1.75 2.5* 1.25 2.0(tie)
-    res = snn.simulate(one_neuron("subtract", threshold=2.0), np.array([[0.75]]), timesteps=8)
+    res = _simulate(variant, one_neuron("subtract", threshold=2.0), np.array([[0.75]]), 8)
     assert res.spike_counts_per_step["if"][:, 0].tolist() == [0, 0, 1, 0, 0, 1, 0, 0]
 
 
-def test_spiking_maxpool_counts_max_of_cumulative_counts():
+@pytest.mark.parametrize("variant", list(BACKENDS))
+def test_spiking_maxpool_counts_max_of_cumulative_counts(variant):
     """Two IF neurons with rates 1/2 and 1/3 pooled: output count = max of input counts."""
     nodes = {
         "input": ir.Input((1, 1, 2)),
@@ -82,7 +96,7 @@ def test_spiking_maxpool_counts_max_of_cumulative_counts():
     g = ir.Graph(nodes, edges, "input", "readout")
     assert g.recorded_nodes() == ["if", "pool"]
     x = np.array([[[[0.5 + 1e-9, 0.34]]]])
-    res = snn.simulate(g, x, timesteps=12, precision="float64")
+    res = _simulate(variant, g, x, 12, precision="float64")
     s = res.spike_counts_per_step["if"][:, 0, 0]  # (T, 2)
     p = res.spike_counts_per_step["pool"][:, 0, 0, 0]
     cum_max = np.maximum(np.cumsum(s[:, 0]), np.cumsum(s[:, 1]))
