@@ -11,6 +11,7 @@ deep copy is traced.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import operator
 from typing import Any, Callable
 
@@ -43,19 +44,21 @@ Rule = Callable[["_Builder", torch.fx.Node, Any], "ir.Node | None"]
 
 
 def _conv_rule(b: "_Builder", n: torch.fx.Node, m: nn.Conv2d) -> ir.Node:
+    """A torch convolution of any spatial rank -> the IR node of the same rank (:data:`CONV_NODES`)."""
     if m.padding_mode != "zeros":
-        b.fail(n, f"Conv2d padding_mode={m.padding_mode!r} (only 'zeros' is supported)")
+        b.fail(n, f"{type(m).__name__} padding_mode={m.padding_mode!r} (only 'zeros' is supported)")
+    rank = len(m.kernel_size)
     pad = m.padding
     if isinstance(pad, str):
         if pad == "valid":
-            pad = (0, 0)
+            pad = (0,) * rank
         else:  # 'same' with stride 1: symmetric only when d*(k-1) is even
-            tot = [m.dilation[i] * (m.kernel_size[i] - 1) for i in range(2)]
+            tot = [m.dilation[i] * (m.kernel_size[i] - 1) for i in range(rank)]
             if any(t % 2 for t in tot):
-                b.fail(n, "Conv2d padding='same' with asymmetric padding")
-            pad = (tot[0] // 2, tot[1] // 2)
-    return ir.Conv2d(weight=_np(m.weight), bias=_np(m.bias), stride=m.stride, padding=pad,
-                     dilation=m.dilation, groups=m.groups)
+                b.fail(n, f"{type(m).__name__} padding='same' with asymmetric padding")
+            pad = tuple(t // 2 for t in tot)
+    return CONV_NODES[type(m)](weight=_np(m.weight), bias=_np(m.bias), stride=m.stride, padding=pad,
+                               dilation=m.dilation, groups=m.groups)
 
 
 def _bn_rule(b: "_Builder", n: torch.fx.Node, m: nn.modules.batchnorm._BatchNorm) -> ir.Node | None:
@@ -153,6 +156,9 @@ def _arg(n: torch.fx.Node, i: int, key: str, default: Any) -> Any:
     return n.args[i] if len(n.args) > i else n.kwargs.get(key, default)
 
 
+CONV_NODES: dict[type, type[ir.Node]] = {nn.Conv2d: ir.Conv2d}
+"""Torch convolution module -> IR node of the same spatial rank."""
+
 MODULE_RULES: dict[type, Rule] = {
     nn.Linear: lambda b, n, m: ir.Linear(weight=_np(m.weight), bias=_np(m.bias)),
     nn.Conv2d: _conv_rule,
@@ -237,14 +243,12 @@ class _Builder:
         src = n.args[0]
         src_name = self.alias.get(src)
         prev = self.nodes.get(src_name) if src_name else None
-        if isinstance(prev, (ir.Linear, ir.Conv2d)) and len(src.users) == 1 and \
+        if isinstance(prev, (ir.Linear,) + tuple(CONV_NODES.values())) and len(src.users) == 1 and \
                 not any(a == src_name for a, _ in self.edges):
             shape = (-1,) + (1,) * (prev.weight.ndim - 1)
             bias = prev.bias if prev.bias is not None else np.zeros(prev.weight.shape[0])
-            kw = {"weight": prev.weight * scale.reshape(shape), "bias": bias * scale + shift}
-            if isinstance(prev, ir.Conv2d):
-                kw.update(stride=prev.stride, padding=prev.padding, dilation=prev.dilation, groups=prev.groups)
-            self.nodes[src_name] = type(prev)(**kw)
+            self.nodes[src_name] = dataclasses.replace(prev, weight=prev.weight * scale.reshape(shape),
+                                                       bias=bias * scale + shift)
             return None  # the BN becomes an alias of the folded layer
         return ir.Affine(scale=scale, shift=shift)
 
