@@ -182,7 +182,7 @@ def _rescale_linear(node: ir.Linear, fins: list[np.ndarray], fout: np.ndarray) -
     return ir.Linear(w, None if node.bias is None else node.bias / fout)
 
 
-@RULES.register(ir.Conv2d)
+@RULES.register(ir.Conv2d, ir.Conv1d)
 @Rescale
 def _rescale_conv(node: ir.Conv2d, fins: list[np.ndarray], fout: np.ndarray) -> ir.Node:
     co, cig = node.weight.shape[:2]

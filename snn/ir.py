@@ -113,6 +113,10 @@ def _arr(x: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float64))
 
 
+def _single(x: Any) -> tuple[int]:
+    return (int(x[0]) if isinstance(x, (tuple, list)) else int(x),)
+
+
 def _pair(x: Any) -> tuple[int, int]:
     if isinstance(x, (tuple, list)):
         return (int(x[0]), int(x[1]))
@@ -175,6 +179,31 @@ class Conv2d(Node):
             object.__setattr__(self, "bias", _arr(self.bias))
         for name in ("stride", "padding", "dilation"):
             object.__setattr__(self, name, _pair(getattr(self, name)))
+        object.__setattr__(self, "groups", int(self.groups))
+
+
+@dataclass(frozen=True, eq=False)
+class Conv1d(Node):
+    """1-D convolution (cross-correlation, as torch) of ``(C, L)`` samples.
+
+    ``weight`` (C_out, C_in / groups, k); ``bias`` (C_out,) or None. Output length:
+    ``floor((L + 2p - d (k - 1) - 1) / s) + 1``.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    stride: tuple[int] = (1,)
+    padding: tuple[int] = (0,)
+    dilation: tuple[int] = (1,)
+    groups: int = 1
+    kind: ClassVar[str] = "conv1d"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _arr(self.weight))
+        if self.bias is not None:
+            object.__setattr__(self, "bias", _arr(self.bias))
+        for name in ("stride", "padding", "dilation"):
+            object.__setattr__(self, name, _single(getattr(self, name)))
         object.__setattr__(self, "groups", int(self.groups))
 
 
@@ -309,7 +338,7 @@ ACTIVATIONS: tuple[type[Node], ...] = (ReLU,)
 
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
-    for cls in (Input, Linear, Conv2d, Affine, ReLU, IF, AvgPool2d, MaxPool2d, Flatten,
+    for cls in (Input, Linear, Conv2d, Conv1d, Affine, ReLU, IF, AvgPool2d, MaxPool2d, Flatten,
                 Reshape, Add, Concat, Readout)
 }
 
@@ -376,7 +405,7 @@ def _spatial_out(node: Node, s: tuple[int, ...], need: Need) -> tuple[int, ...]:
     return out
 
 
-@SHAPES.register(Conv2d)
+@SHAPES.register(Conv2d, Conv1d)
 def _conv_shape(node: Conv2d, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
     s = _one(ins, need)
     co, ci_g = node.weight.shape[:2]
@@ -562,7 +591,7 @@ def _linear_eval(node: Linear, xs: list[np.ndarray]) -> np.ndarray:
     return y + node.bias if node.bias is not None else y
 
 
-@EVAL.register(Conv2d)
+@EVAL.register(Conv2d, Conv1d)
 def _conv_eval(node: Conv2d, xs: list[np.ndarray]) -> np.ndarray:
     g = spatial(node)
     r = len(g["kernel"])

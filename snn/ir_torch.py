@@ -56,7 +56,7 @@ def _linear(node: ir.Linear, p: dict[str, torch.Tensor], xs: Sequence[torch.Tens
     return F.linear(xs[0], p["weight"], p.get("bias"))
 
 
-@OPS.register(ir.Conv2d)
+@OPS.register(ir.Conv2d, ir.Conv1d)
 def _conv(node: ir.Conv2d, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
     conv = (F.conv1d, F.conv2d)[_rank(node) - 1]
     return conv(xs[0], p["weight"], p.get("bias"), node.stride, node.padding, node.dilation, node.groups)

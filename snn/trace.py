@@ -156,12 +156,13 @@ def _arg(n: torch.fx.Node, i: int, key: str, default: Any) -> Any:
     return n.args[i] if len(n.args) > i else n.kwargs.get(key, default)
 
 
-CONV_NODES: dict[type, type[ir.Node]] = {nn.Conv2d: ir.Conv2d}
+CONV_NODES: dict[type, type[ir.Node]] = {nn.Conv2d: ir.Conv2d, nn.Conv1d: ir.Conv1d}
 """Torch convolution module -> IR node of the same spatial rank."""
 
 MODULE_RULES: dict[type, Rule] = {
     nn.Linear: lambda b, n, m: ir.Linear(weight=_np(m.weight), bias=_np(m.bias)),
     nn.Conv2d: _conv_rule,
+    nn.Conv1d: _conv_rule,
     nn.BatchNorm1d: _bn_rule,
     nn.BatchNorm2d: _bn_rule,
     nn.ReLU: _relu,

@@ -67,6 +67,9 @@ CASES = {
                                              nn.AvgPool2d(2, 1), nn.Flatten(), nn.Linear(6 * 25, 10)), _image),
     "residual_concat": (_Residual, _image),
     "view_input": (_ViewInput, None),
+    "conv1d": (lambda: nn.Sequential(nn.Conv1d(4, 6, 3, stride=2, padding=1), nn.BatchNorm1d(6), nn.ReLU(),
+                                     nn.Conv1d(6, 4, 3, dilation=2, groups=2), nn.ReLU(), nn.Flatten(),
+                                     nn.Linear(4 * 4, 10)), lambda x: x.reshape(-1, 4, 16)),
 }
 
 

@@ -149,7 +149,7 @@ def _linear_form(node: ir.Linear, fs: list[Form], ins: list[tuple[int, ...]], sh
     return f
 
 
-@FORMS.register(ir.Conv2d)
+@FORMS.register(ir.Conv2d, ir.Conv1d)
 def _conv_form(node: ir.Conv2d, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
     f = _apply(conv_matrix(node, ins[0], shape), fs[0])
     n = int(np.prod(shape))

@@ -259,7 +259,7 @@ def _conv_pooled(path: _Path, node: ir.Conv2d, in_shape: Shape, shape: Shape) ->
     return _Path(factors, shape).reached()
 
 
-ENERGY[ir.Conv2d] = Synapse(_conv_connections, _conv_nonzero, _conv_structural, _conv_pooled,
+ENERGY[ir.Conv2d] = ENERGY[ir.Conv1d] = Synapse(_conv_connections, _conv_nonzero, _conv_structural, _conv_pooled,
                             ann_mac=True, current_mac=True)
 
 
