@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import snn
-from snn.backends import kernels
+from snn.backends.snntorch import kernels
 
 pytestmark = pytest.mark.skipif(kernels.load() is None, reason="no C++ toolchain to build the fused kernels")
 
@@ -84,14 +84,14 @@ def test_tiling_does_not_change_results(impl, encoding, resnet_net, cnn_net, dig
     """Splitting the batch into sub-batches (tiles of few samples and many steps) gives the
     spikes of one whole-batch tile, Poisson inputs included; the outputs differ only by
     the summation order of the readout over chunks."""
-    from snn.backends import snntorch
+    from snn.backends.snntorch import engine
 
     x = digits[2][:30].reshape(-1, 1, 8, 8)
     for net in (resnet_net, cnn_net):
         kw = dict(timesteps=20, encoding=encoding, seed=3, impl=impl, event="never")
         whole = snn.simulate(net, x, **kw)
-        monkeypatch.setattr(snntorch, "TILE_ROWS", 28)  # 4 steps x 7 samples, balanced to 5 sub-batches of 6
-        assert snntorch._tiles(net.graph, 30, 20, 4, 4, encoding == "constant", snntorch.TILE_ROWS) == (4, 6)
+        monkeypatch.setattr(engine, "TILE_ROWS", 28)  # 4 steps x 7 samples, balanced to 5 sub-batches of 6
+        assert engine._tiles(net.graph, 30, 20, 4, 4, encoding == "constant", engine.TILE_ROWS) == (4, 6)
         tiled = snn.simulate(net, x, chunk=4, **kw)
         monkeypatch.undo()
         for k in whole.step_sums:
@@ -103,16 +103,16 @@ def test_tiling_does_not_change_results(impl, encoding, resnet_net, cnn_net, dig
 def test_tile_sizes_keep_memory_flat_in_T(resnet_net):
     """Steps per chunk stop growing at 32 and a node's tile stays under the byte budget, so
     tile tensors (and peak memory) do not grow with T."""
-    from snn.backends import snntorch
+    from snn.backends.snntorch import engine
 
     g = resnet_net.graph
     widest = max(int(np.prod(s)) for s in g.shapes.values())
     for batch in (1, 7, 256):
-        tiles = [snntorch._tiles(g, batch, T, 4, None, True, budget=widest * 4 * 100) for T in (8, 32, 128, 4096)]
+        tiles = [engine._tiles(g, batch, T, 4, None, True, budget=widest * 4 * 100) for T in (8, 32, 128, 4096)]
         assert tiles[2] == tiles[3] and tiles[0][0] == 8 and all(k <= 32 for k, _ in tiles)
         for k, sub in tiles:
             assert 1 <= sub <= batch and k * sub <= 100
-    assert snntorch._tiles(g, 256, 128, 4, 5, True) == (5, 256)  # chunk given: 5 steps x 256 samples
+    assert engine._tiles(g, 256, 128, 4, 5, True) == (5, 256)  # chunk given: 5 steps x 256 samples
 
 
 def test_unknown_event_mode(mlp_net, digits):
@@ -127,7 +127,7 @@ def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
     """The event kernel computes F.conv2d for binary and for graded sparse inputs (an average
     pool of spikes), any stride, padding, dilation, kernel shape and output channels."""
     from snn import ir
-    from snn.backends.snntorch import _event_weights
+    from snn.backends.snntorch.event_cost import _event_weights
 
     fused = kernels.load()
     g = torch.Generator().manual_seed(0)
@@ -171,7 +171,7 @@ def test_event_kernel_takes_wide_layers_and_refuses_unpackable_inputs():
     """Event packing adapts to the input: a Linear layer of 40,000 inputs (1 x 1 positions)
     runs event-driven; an input whose (channel, y, x) needs more than 31 bits is refused
     by the kernel and never offered to it by the backend."""
-    from snn.backends.snntorch import _packs
+    from snn.backends.snntorch.event_cost import _packs
 
     fused = kernels.load()
     g = torch.Generator().manual_seed(1)
@@ -193,7 +193,7 @@ def test_spike_maxpool_kernel_equals_reference(geometry, per_step):
     """The standalone spiking max-pool kernel (used when the pooled IF layer has other
     readers too): outputs, state and batch sums (per step or totals) equal the torch path's."""
     from snn import ir
-    from snn.backends.snntorch import _PoolState
+    from snn.backends.snntorch.engine import _PoolState
 
     (kernel, stride, padding, size) = geometry
     node = ir.MaxPool2d(kernel=kernel, stride=stride, padding=padding)

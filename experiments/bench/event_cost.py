@@ -8,7 +8,7 @@ fits the per-sample cost models the snntorch backend uses to choose between them
     event_ns = F + IO * (inputs + outputs) + ADD * nonzeros * kh * kw * Co_padded
     dense_ns = MAC * dense MACs        (constants for Linear and for Conv2d layers)
 
-and prints the fitted constants next to the ones in ``snn.backends.snntorch``, and the
+and prints the fitted constants next to the ones in ``snn.backends.snntorch.event_cost``, and the
 measured and predicted crossover densities per shape. JSON under results/reference/.
 
     python experiments/bench/event_cost.py
@@ -52,7 +52,7 @@ def _best(fn, reps: int = 5) -> float:
 
 def measure(fused) -> list[dict]:
     from snn import ir
-    from snn.backends.snntorch import _event_weights
+    from snn.backends.snntorch.event_cost import _event_weights
 
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -94,7 +94,8 @@ def fit(rows: list[dict]) -> dict:
 
 def main() -> None:
     common.setup()
-    from snn.backends import kernels, snntorch
+    from snn.backends import snntorch
+    from snn.backends.snntorch import kernels
 
     fused = kernels.load()
     if fused is None:

@@ -1,5 +1,5 @@
-"""snntorch backend: fast multi-step simulation in torch (CPU or CUDA), and export of a
-network as a plain snntorch ``nn.Module`` that advances one step per ``forward`` call.
+"""The simulation engine of the snntorch backend: fast multi-step simulation in torch (CPU
+or CUDA) of one batch, :func:`run`.
 
 Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
 
@@ -9,15 +9,19 @@ Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
   over the tile's steps with the membranes of its few samples in cache;
 * values that do not change over time (the input under constant encoding, and every
   stateless node that depends only on it, i.e. the first layer) are computed once;
-* on the CPU with the fused kernels (:mod:`snn.backends.kernels`), a synaptic layer whose
-  input is sparse enough runs event-driven (work in proportion to the nonzero inputs), and
-  a residual ``Add`` is summed inside the IF kernel that consumes it;
+* on the CPU with the fused kernels (:mod:`snn.backends.snntorch.kernels`), a synaptic
+  layer whose input is sparse enough runs event-driven (work in proportion to the nonzero
+  inputs; the choice is :mod:`snn.backends.snntorch.event_cost`'s), and a residual ``Add``
+  is summed inside the IF kernel that consumes it;
 * only tile-sized tensors exist at any time, so peak memory does not grow with T
   (per-step spike counts, which are per neuron and summed over the batch, do).
 
 The IF update uses snntorch's association, ``u[t] = (u[t-1] + I[t]) - theta * s[t-1]``
 (reset to zero: ``u[t] = (1 - s[t-1]) * u[t-1] + I[t]``), so that the exported snntorch
-model gives bit-identical membranes.
+model (:mod:`snn.backends.snntorch.export`) gives bit-identical membranes.
+
+The stateful nodes, those the engine steps itself, are the table :data:`STATEFUL`; every
+other node is its stateless torch op from :mod:`snn.ir_torch`.
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from snn import encode as enc
 from snn import ir
 from snn import ir_torch as torch_ops
 from snn.backends import BatchRecord
+from snn.backends.snntorch.event_cost import _event_forward, _packs
 from snn.errors import SnnError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -96,61 +100,6 @@ class _Sum:
         self.xs, self.gains = xs, gains
 
 
-EVENT_COST = {"linear": {"F": 80.0, "IO": 2.5, "ADD": 0.125, "MAC": 0.036},
-              "conv": {"F": 0.0, "IO": 0.55, "ADD": 0.11, "MAC": 0.038}}
-"""Per-sample costs (ns) with which a Linear/Conv2d layer chooses between the event-driven
-kernel and the dense torch op, fitted by ``experiments/bench/event_cost.py`` on 2 CPU
-cores: ``F + IO * (inputs + outputs) + ADD * nonzeros * kh * kw * Co_padded`` against
-``MAC`` times the dense MACs."""
-
-
-def event_wins(inputs: int, outputs: int, nonzeros: float, kk_cop: int, macs: int, linear: bool) -> bool:
-    """Whether the event kernel is expected to be faster than the dense op for one sample
-    (``nonzeros`` input events, ``kk_cop`` = kh * kw * padded output channels); see :data:`EVENT_COST`."""
-    c = EVENT_COST["linear" if linear else "conv"]
-    return c["F"] + c["IO"] * (inputs + outputs) + c["ADD"] * nonzeros * kk_cop < c["MAC"] * macs
-
-
-def _packs(in_shape: tuple[int, ...]) -> bool:
-    """Whether the event kernel can take this input: an event (channel, y, x) packs into 31
-    bits (a Linear layer's input is (features,) = features channels of 1 x 1)."""
-    c, h, w = in_shape if len(in_shape) == 3 else (int(np.prod(in_shape)), 1, 1)
-    return sum(int(v - 1).bit_length() for v in (c, h, w)) <= 31
-
-
-def _event_weights(node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The weights as (kh, Cin, kw reversed, Co rounded up to 8) for the event kernel (an
-    event's contributions along one kernel row are then one contiguous block), made once
-    (cached in ``p``)."""
-    if "event_wt" not in p:
-        w = p["weight"] if isinstance(node, ir.Conv2d) else p["weight"][:, :, None, None]
-        co, ci, kh, kw = w.shape
-        wt = torch.zeros((kh, ci, kw, -(-co // 8) * 8), dtype=w.dtype, device=w.device)
-        wt[..., :co] = w.flip(3).permute(2, 1, 3, 0)
-        p["event_wt"] = wt
-    return p["event_wt"]
-
-
-def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
-                   out_shape: tuple[int, ...], mode: str) -> torch.Tensor | None:
-    """``node`` applied to ``x`` (M, *input shape) by the event-driven kernel (work in
-    proportion to the nonzero inputs), or None if ``mode`` is "auto" and :func:`event_wins`
-    (on the nonzeros of every 8th sample) expects the dense op to be faster."""
-    wt = _event_weights(node, p)
-    linear = isinstance(node, ir.Linear)
-    x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()
-    if mode == "auto":
-        inputs, outputs = int(np.prod(x.shape[1:])), int(np.prod(out_shape))
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), wt.shape[0] * wt.shape[2] * wt.shape[3],
-                          int(np.prod(node.weight.shape[1:])) * outputs, linear):
-            return None
-    if linear:
-        return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], 1, 1, [1, 1], [0, 0], [1, 1]).reshape(
-            len(x), out_shape[0])
-    return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], out_shape[1], out_shape[2],
-                              list(node.stride), list(node.padding), list(node.dilation))
-
-
 TILE_ROWS = 2048
 """Target rows (steps x samples) of one tile's batched ops; see :func:`_tiles`."""
 
@@ -198,14 +147,16 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
         event: str = "auto", **options: Any) -> BatchRecord:
     """Simulate one batch ``x`` (B, *input shape); see :mod:`snn.simulate` for the record.
 
-    ``impl``: ``"fused"`` uses the compiled CPU kernels of :mod:`snn.backends.kernels`,
-    ``"torch"`` the reference torch ops (same spikes), ``"auto"`` the kernels on CPU when
-    they compile here and torch ops otherwise (and on CUDA). ``chunk``: steps per chunk.
-    ``event``: with the fused kernels, a Linear/Conv2d layer whose input changes over time
-    runs event-driven ("always"), densely ("never"), or as the measured cost model
-    :func:`event_wins` expects to be faster for each tile's input density ("auto"). The
-    fused kernels also sum a two-input ``Add`` inside the IF layer that consumes it, and
-    run an IF layer and the spiking max-pool that alone reads it as one kernel.
+    ``impl``: ``"fused"`` uses the compiled CPU kernels of
+    :mod:`snn.backends.snntorch.kernels`, ``"torch"`` the reference torch ops (same
+    spikes), ``"auto"`` the kernels on CPU when they compile here and torch ops otherwise
+    (and on CUDA). ``chunk``: steps per chunk. ``event``: with the fused kernels, a
+    Linear/Conv2d layer whose input changes over time runs event-driven ("always"),
+    densely ("never"), or as the measured cost model
+    :func:`~snn.backends.snntorch.event_cost.event_wins` expects to be faster for each
+    tile's input density ("auto"). The fused kernels also sum a two-input ``Add`` inside
+    the IF layer that consumes it, and run an IF layer and the spiking max-pool that alone
+    reads it as one kernel.
     """
     if options:
         raise SnnError(f"unknown option(s) for backend 'snntorch': {', '.join(options)}; "
@@ -217,7 +168,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     dtype, dev = DTYPES[precision], _device(device)
     fused = None
     if impl != "torch" and dev.type == "cpu":
-        from snn.backends import kernels
+        from snn.backends.snntorch import kernels
 
         fused = kernels.load()
         if fused is None and impl == "fused":
@@ -400,126 +351,3 @@ SUPPORTED: tuple[str, ...] = tuple(dict.fromkeys(
     (ir.Input.kind, ir.Readout.kind) + STATEFUL.kinds()
     + tuple(t.kind for t in torch_ops.OPS if t not in ir.ACTIVATIONS)))
 """Node kinds this backend simulates: its stateful nodes and the stateless torch ops."""
-
-
-# --------------------------------------------------------------------------- export
-class _SpikeMaxPool(nn.Module):
-    """One-step cumulative-count max-pooling of spikes (stateful)."""
-
-    def __init__(self, node: ir.MaxPool2d):
-        super().__init__()
-        self.pool = nn.MaxPool2d(node.kernel, node.stride, node.padding, node.dilation)
-        self.cum: torch.Tensor | None = None
-        self.pooled: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        self.cum = self.pooled = None
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        self.cum = s if self.cum is None else self.cum + s
-        pooled = self.pool(self.cum)
-        out = pooled if self.pooled is None else pooled - self.pooled
-        self.pooled = pooled
-        return out
-
-
-class _Op(nn.Module):
-    """A stateless IR node with its parameters as buffers (Linear/Conv2d become the real
-    torch layers, so tools that hook ``nn.Linear``/``nn.Conv2d`` see them)."""
-
-    def __init__(self, node: ir.Node, dtype: torch.dtype):
-        super().__init__()
-        self.node = node
-        self.layer: nn.Module | None = None
-        if isinstance(node, ir.Linear):
-            self.layer = nn.Linear(node.weight.shape[1], node.weight.shape[0], bias=node.bias is not None)
-        elif isinstance(node, ir.Conv2d):
-            co, cig, kh, kw = node.weight.shape
-            self.layer = nn.Conv2d(cig * node.groups, co, (kh, kw), node.stride, node.padding, node.dilation,
-                                   node.groups, bias=node.bias is not None)
-        if self.layer is not None:
-            self.layer = self.layer.to(dtype)
-            with torch.no_grad():
-                self.layer.weight.copy_(torch.as_tensor(node.weight))
-                if node.bias is not None:
-                    self.layer.bias.copy_(torch.as_tensor(node.bias))
-            self.layer.requires_grad_(False)
-        for f in ("scale", "shift", "gains"):
-            v = getattr(node, f, None)
-            if isinstance(v, np.ndarray):
-                self.register_buffer(f, torch.as_tensor(v, dtype=dtype))
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        if self.layer is not None:
-            return self.layer(xs[0])
-        p = {f: getattr(self, f) for f in ("scale", "shift", "gains") if hasattr(self, f)}
-        return torch_ops.forward(self.node, p, xs)
-
-
-class SnnTorchNetwork(nn.Module):
-    """A converted network as a plain snntorch module: one timestep per ``forward``.
-
-    ``forward(x)`` takes the input at this step, shape (B, *input shape), and returns
-    ``(y, mem)``: ``y`` the output layer's value at this step (its input current) and
-    ``mem`` the readout membrane (the sum of ``y`` so far), like snntorch neurons'
-    ``(spk, mem)``. Call ``reset()`` before a new sequence. IF layers are
-    ``snntorch.Leaky(beta=1.0, threshold=theta, reset_mechanism=...)`` whose membranes
-    start at ``v_init * theta``.
-    """
-
-    def __init__(self, graph: ir.Graph, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        import snntorch
-
-        self.graph = graph
-        self.mods = nn.ModuleDict()
-        self._keys = {}
-        spiking = set(graph.spiking_nodes())
-        for i, (name, node) in enumerate(graph.nodes.items()):
-            key = f"n{i}"
-            self._keys[name] = key
-            if isinstance(node, ir.IF):
-                self.mods[key] = snntorch.Leaky(beta=1.0, threshold=node.threshold,
-                                                reset_mechanism=node.reset, init_hidden=False)
-            elif isinstance(node, ir.MaxPool2d) and name in spiking:
-                self.mods[key] = _SpikeMaxPool(node)
-            elif not isinstance(node, (ir.Input, ir.Readout)):
-                self.mods[key] = _Op(node, dtype)
-        self.mem: dict[str, torch.Tensor] = {}
-        self.readout: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        self.mem = {}
-        self.readout = None
-        for m in self.mods.values():
-            if isinstance(m, _SpikeMaxPool):
-                m.reset()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.graph
-        vals: dict[str, torch.Tensor] = {}
-        out = None
-        for name, node in g.nodes.items():
-            ins = [vals[i] for i in g.inputs_of(name)]
-            if isinstance(node, ir.Input):
-                vals[name] = x
-            elif isinstance(node, ir.Readout):
-                out = ins[0].reshape(len(ins[0]), -1)
-                self.readout = out.clone() if self.readout is None else self.readout + out
-                vals[name] = self.readout
-            elif isinstance(node, ir.IF):
-                mem = self.mem.get(name)
-                if mem is None:
-                    mem = torch.full_like(ins[0], node.v_init * node.threshold)
-                spk, self.mem[name] = self.mods[self._keys[name]](ins[0], mem)
-                vals[name] = spk.to(ins[0].dtype)  # snntorch's Heaviside returns float32
-            else:
-                vals[name] = self.mods[self._keys[name]](*ins)
-        if out is None:
-            raise SnnError("graph has no Readout node")
-        return out, self.readout
-
-
-def to_snntorch(graph: ir.Graph, dtype: torch.dtype = torch.float32) -> SnnTorchNetwork:
-    """Export an SNN graph as a :class:`SnnTorchNetwork`."""
-    return SnnTorchNetwork(graph, dtype).eval()
