@@ -37,7 +37,7 @@ from typing import Any, Collection, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from snn.errors import ConfigError
+from snn.errors import ConfigError, SnnError
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 HASH_EXCLUDE: dict[str, Any] = {"description": True, "output": True, "sweep": True, "threads": True,
@@ -51,10 +51,35 @@ def _one_of(v: str, valid: Collection[str], what: str) -> str:
     return v
 
 
+def _package_check(check: Any, *args: Any, **kwargs: Any) -> Any:
+    """``check(*args, **kwargs)`` (a rule of the package: an IR node's constructor, the
+    profiles loader) with the :class:`SnnError` it raises turned into the ValueError of a
+    schema error, so a config is held to the very rule the package enforces later, in the
+    same words, before any data is loaded."""
+    try:
+        return check(*args, **kwargs)
+    except SnnError as e:
+        raise ValueError(str(e)) from None
+
+
 def _check_device(v: str) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
     return v
+
+
+def user_class(path: str) -> type:
+    """``package.module:Class`` -> the class; ValueError (a schema error) if it cannot be imported."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"cannot import module {module!r} ({e})") from None
+    if not hasattr(mod, name):
+        raise ValueError(f"module {module!r} has no attribute {name!r}")
+    return getattr(mod, name)
 
 
 class _Section(BaseModel):
@@ -96,11 +121,33 @@ class ModelConfig(_Section):
         if ":" in v:
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
                 raise ValueError(f"{v!r} is not of the form package.module:Class")
+            user_class(v)
             return v
         from snn.zoo import MODELS
 
         if v not in MODELS:
             raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS)} or package.module:Class")
+        return v
+
+    @field_validator("kwargs")
+    @classmethod
+    def _accepted_kwargs(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The arguments must fit the model's signature (zoo models: the arguments a dataset
+        fills in, such as ``num_classes``, may be left out)."""
+        import inspect
+
+        name = info.data.get("name")
+        if name is None:
+            return v
+        if ":" in name:
+            try:
+                inspect.signature(user_class(name)).bind(**v)
+            except TypeError as e:
+                raise ValueError(f"{name} does not accept them ({e})") from None
+            return v
+        from snn.zoo import check_arguments
+
+        _package_check(check_arguments, name, v)
         return v
 
     @model_validator(mode="after")
@@ -132,14 +179,31 @@ class TrainConfig(_Section):
 
 class ConvertConfig(_Section):
     """ANN -> SNN conversion (:func:`snn.conversion.convert`); ``calibration_samples``
-    training samples set the activation scales."""
+    training samples set the activation scales. ``reset`` and ``v_init`` (the initial
+    membrane, a fraction of the threshold) are checked by the IR's own rule for IF neurons
+    (:class:`snn.ir.IF`: ``0 <= v_init < 1``)."""
 
     method: str = "percentile"
     percentile: float = Field(default=99.99, gt=0, le=100)
     channelwise: bool = False
-    reset: Literal["subtract", "zero"] = "subtract"
-    v_init: float = Field(default=0.5, ge=0, le=1)
+    reset: str = "subtract"
+    v_init: float = 0.5
     calibration_samples: int = Field(default=2048, ge=1)
+
+    @field_validator("reset")
+    @classmethod
+    def _known_reset(cls, v: str) -> str:
+        from snn.ir import IF
+
+        return _one_of(v, IF.RESETS, "reset")
+
+    @field_validator("v_init")
+    @classmethod
+    def _if_v_init(cls, v: float) -> float:
+        from snn.ir import IF
+
+        _package_check(IF, v_init=v)  # the IR's range for IF neurons: [0, 1) of the threshold
+        return v
 
     @field_validator("method")
     @classmethod
@@ -181,7 +245,11 @@ class SimConfig(_Section):
 class EnergyConfig(_Section):
     """Energy estimate (:func:`snn.energy_report`): the hardware profiles to price the run
     on (names in :data:`snn.energy.PROFILES`, or defined in ``profiles_file``), and the
-    carbon figures: grid intensity in gCO2e/kWh and the data-centre PUE."""
+    carbon figures: grid intensity in gCO2e/kWh and the data-centre PUE.
+
+    ``profiles_file`` is read and checked here (:func:`snn.energy.load_profiles`: a missing
+    or malformed file, a value out of range, a key that no pricing tier uses are errors), and
+    every name in ``hardware`` must be a built-in profile or one of the file's."""
 
     enabled: bool = True
     profiles_file: str | None = None
@@ -189,16 +257,35 @@ class EnergyConfig(_Section):
     grid_g_per_kwh: float = Field(default=475.0, gt=0)
     pue: float = Field(default=1.0, ge=1)
 
+    @field_validator("profiles_file")
+    @classmethod
+    def _valid_profiles_file(cls, v: str | None) -> str | None:
+        if v is not None:
+            _file_profiles(v)
+        return v
+
     @field_validator("hardware")
     @classmethod
     def _known_profiles(cls, v: list[str], info: ValidationInfo) -> list[str]:
         from snn.energy import PROFILES
 
-        unknown = [h for h in v if h not in PROFILES]
-        if unknown and info.data.get("profiles_file") is None:
+        if "profiles_file" not in info.data:  # the file itself is wrong: that error is reported
+            return v
+        path = info.data["profiles_file"]
+        valid = [*PROFILES, *(_file_profiles(path) if path is not None else [])]
+        unknown = [h for h in v if h not in valid]
+        if unknown:
             raise ValueError(f"unknown hardware profile(s) {', '.join(map(repr, unknown))}; valid: "
-                             f"{', '.join(PROFILES)} (or define them in energy.profiles_file)")
+                             f"{', '.join(valid)} " + ("(or define them in energy.profiles_file)" if path is None
+                                                       else f"(built in, or defined in {path})"))
         return v
+
+
+def _file_profiles(path: str) -> list[str]:
+    """The names of the profiles in a profiles file; ValueError if it is missing or invalid."""
+    from snn.energy import load_profiles
+
+    return list(_package_check(load_profiles, path))
 
 
 class OutputConfig(_Section):

@@ -1,88 +1,42 @@
-"""Reports of stored runs (``report.md`` + ``report.html`` with PNG plots) and comparisons.
+"""Reports of runs (``report.md`` + ``report.html`` with PNG plots) and comparisons.
 
-A report is built only from what a run directory holds (config.yaml, summary.json,
-results.h5 with the energy report inside), so ``snn report RUN_DIR`` rebuilds it at any time. Plots:
+A report is a pure function of a :class:`snn.results.Run`: its config, summary and data
+(the energy report inside). The runner renders it from the run it holds in memory
+(:func:`write_report`); ``snn report RUN_DIR`` reads a stored run back and renders it
+again (:func:`build_report`). Plots:
 
 * ``accuracy_vs_timesteps.png``: SNN test accuracy after each step t, ANN accuracy as a line;
 * ``energy_vs_accuracy.png``: accuracy after t steps against the SNN energy per inference of
   those t steps, one curve per hardware profile (log energy axis);
 * ``firing_rates.png``: mean spikes per neuron per step of every spiking layer.
 
-The text is assembled once as a list of blocks and rendered to both Markdown and HTML
-(images embedded in the HTML as base64, so it is a single self-contained file).
+The text is assembled once as blocks and rendered to Markdown and HTML by
+:mod:`snn.render` (images embedded in the HTML, so it is a single self-contained file);
+the energy section is :func:`snn.energy.report.energy_blocks`, the same renderer as
+``snn energy`` and :meth:`snn.energy.EnergyReport.to_html`.
 """
 from __future__ import annotations
 
-import base64
-import html
+import io
 import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import yaml
 
+from snn import render
 from snn.errors import SnnError
+from snn.render import Block
 from snn.results import Run, read_run
 from snn.util import atomic_path, atomic_write_text
-
-Block = tuple  # ("h1"|"h2"|"h3"|"p"|"pre", text) | ("table", headers, rows) | ("img", file, alt) | ("ul", items)
-
-
-# --------------------------------------------------------------------------- rendering
-def _md(blocks: list[Block]) -> str:
-    out = []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + b[1])
-        elif kind == "p":
-            out.append(b[1])
-        elif kind == "pre":
-            out.append("```\n" + b[1].rstrip() + "\n```")
-        elif kind == "table":
-            head, rows = b[1], b[2]
-            out.append("\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                                 + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]))
-        elif kind == "img":
-            out.append(f"![{b[2]}]({b[1]})")
-        elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in b[1]))
-    return "\n\n".join(out) + "\n"
-
-
-def _html(blocks: list[Block], title: str, folder: Path) -> str:
-    body = []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{html.escape(b[1])}</p>")
-        elif kind == "pre":
-            body.append(f"<pre>{html.escape(b[1])}</pre>")
-        elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in b[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode((folder / b[1]).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;"
-             "text-align:right}th{background:#eee}td:first-child{text-align:left}img{max-width:100%}"
-             "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def _write(folder: Path, blocks: list[Block], title: str, stem: str) -> tuple[Path, Path]:
     md, page = folder / f"{stem}.md", folder / f"{stem}.html"
-    atomic_write_text(md, _md(blocks))
-    atomic_write_text(page, _html(blocks, title, folder))
+    atomic_write_text(md, render.markdown(blocks))
+    atomic_write_text(page, render.html(blocks, title))
     return md, page
 
 
@@ -96,13 +50,17 @@ def _pyplot():
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+def _save(fig: Any, path: Path, alt: str) -> Block:
+    """Write ``fig`` to ``path`` (PNG, atomically); the ``img`` block that shows it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return ("img", path.name, alt, buf.getvalue())
 
 
-def _plot_accuracy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> None:
+def _plot_accuracy(runs: Sequence[Run], labels: Sequence[str], path: Path, alt: str) -> Block:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for run, lab in zip(runs, labels):
@@ -116,15 +74,15 @@ def _plot_accuracy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> No
     ax.set_title("Accuracy vs timesteps")
     ax.grid(alpha=.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    return _save(fig, path, alt)
 
 
-def _plot_energy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> bool:
+def _plot_energy(runs: Sequence[Run], labels: Sequence[str], path: Path, alt: str) -> list[Block]:
     """Accuracy after t steps against the SNN energy per inference of those t steps, one
-    line per (run, profile); False (nothing drawn) when no run has per-step energies."""
+    line per (run, profile); no block (nothing drawn) when no run has per-step energies."""
     curves = [(r, lab) for r, lab in zip(runs, labels) if r.data.energy and r.data.energy.get("per_step")]
     if not curves:
-        return False
+        return []
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for run, lab in curves:
@@ -141,11 +99,10 @@ def _plot_energy(runs: Sequence[Run], labels: Sequence[str], path: Path) -> bool
     ax.set_title("Energy vs accuracy (SNN: one point per timestep; star: ANN)")
     ax.grid(alpha=.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
-    return True
+    return [_save(fig, path, alt)]
 
 
-def _plot_rates(run: Run, path: Path) -> None:
+def _plot_rates(run: Run, path: Path, alt: str) -> Block:
     plt = _pyplot()
     rates = run.data.firing_rates()
     fig, ax = plt.subplots(figsize=(6.4, max(2.5, .3 * len(rates) + 1)))
@@ -156,7 +113,7 @@ def _plot_rates(run: Run, path: Path) -> None:
     ax.set_xlabel("spikes per neuron per step")
     ax.set_title("Per-layer firing rates")
     ax.grid(alpha=.3, axis="x")
-    _save(fig, path)
+    return _save(fig, path, alt)
 
 
 # --------------------------------------------------------------------------- one run
@@ -171,39 +128,11 @@ def _joules(v: float) -> str:
     return f"{v:.3g} J"
 
 
-def _energy_blocks(e: dict[str, Any], images: dict[str, str], full_report: bool) -> list[Block]:
-    """The energy section from a stored energy report (:meth:`snn.energy.EnergyReport.to_dict`)."""
-    from snn.energy.report import LAYER_COLUMNS, fmt
+def report_blocks(run: Run, figures: dict[str, list[Block]]) -> list[Block]:
+    """The report of one run as blocks; ``figures``: the ``img`` blocks of its plots by
+    name ("accuracy", "energy", "rates"), see :func:`write_report`."""
+    from snn.energy.report import EnergyReport, energy_blocks
 
-    profs = list(e["energy"])
-    carbon = e.get("carbon", {}).get("per_profile", {})
-    blocks: list[Block] = [
-        ("p", "Per inference. ratio = ANN J / SNN J (above 1 the SNN is cheaper); break-even rate = the mean "
-              "firing rate (spikes/neuron/step) at which the SNN costs as much as the ANN. Estimated from "
-              "operation counts x the profiles' published per-op energies."),
-        ("table", ["hardware", "ANN J", "SNN J", "ANN/SNN", "break-even rate", "SNN gCO2e", "status"],
-         [[p, fmt(v["ann_j"]), fmt(v["snn_j"]), fmt(v["ratio"]), fmt(v.get("break_even_rate")),
-           fmt(carbon.get(p, {}).get("snn_g")), "estimated" if v.get("estimated", True) else "measured"]
-          for p, v in e["energy"].items()]),
-    ]
-    if "energy" in images:
-        blocks.append(("img", images["energy"], "Accuracy after t steps vs the SNN energy of those t steps"))
-    blocks += [
-        ("h3", "Operation counts per layer"),
-        ("table", [h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs],
-         [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r.get("energy_j", {}).get(p)) for p in profs]
-          for r in e["layers"]]),
-        ("h3", "Assumptions"),
-        ("ul", list(e.get("assumptions", []))),
-    ]
-    if full_report:
-        blocks.append(("p", "The full energy report (profiles with the source of every constant, carbon, "
-                            "per-timestep table): energy.html, energy.json."))
-    return blocks
-
-
-def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
-    """The report of one run as blocks (see :func:`build_report`)."""
     s, d = run.summary, run.data
     T = d.timesteps
     blocks: list[Block] = [
@@ -217,11 +146,11 @@ def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
             [f"SNN ({s['backend']}, T = {T}, {s['method']} normalisation)", _pct(float(d.accuracy[-1]))],
             ["ANN - SNN", f"{100 * (d.ann_accuracy - float(d.accuracy[-1])):.2f} points"]]),
         ("table", ["T"] + list(s["accuracy_at"]), [["SNN accuracy"] + [_pct(v) for v in s["accuracy_at"].values()]]),
-        ("img", images["accuracy"], "SNN accuracy after each timestep; dashed: ANN accuracy"),
+        *figures["accuracy"],
         ("h2", "Energy"),
     ]
     if d.energy:
-        blocks += _energy_blocks(d.energy, images, (run.path / "energy.html").is_file())
+        blocks += energy_blocks(EnergyReport.from_dict(d.energy), 3, figures["energy"])
     else:
         blocks.append(("p", "Energy estimation was disabled for this run (energy.enabled: false)."))
     rates = d.firing_rates()
@@ -229,7 +158,7 @@ def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
         ("h2", "Per-layer firing rates"),
         ("table", ["layer", "neurons", "spikes per sample", "spikes per neuron per step"],
          [[n, d.neurons[n], f"{float(d.spikes[n].sum()):.1f}", f"{rates[n]:.4f}"] for n in d.spikes]),
-        ("img", images["rates"], "Mean spikes per neuron per step of each spiking layer"),
+        *figures["rates"],
     ]
     if d.training:
         keys = [k for k in d.training[0] if k != "epoch"]
@@ -242,24 +171,27 @@ def report_blocks(run: Run, images: dict[str, str]) -> list[Block]:
         ("h2", "Environment"),
         ("table", ["item", "value"], [[k, v] for k, v in d.environment.items()]),
         ("h2", "Configuration"),
-        ("pre", (run.path / "config.yaml").read_text()),
+        ("pre", yaml.safe_dump(run.config, sort_keys=False)),
     ]
     return blocks
 
 
-def build_report(run_dir: str | Path, complete: bool = True) -> Path:
-    """(Re)build ``report.md``, ``report.html`` and the plots of a run; return report.html.
+def write_report(run: Run) -> Path:
+    """Write ``report.md``, ``report.html`` and the plots of ``run`` into ``run.path``
+    (each file once, atomically) from the run as given; return report.html."""
+    p = run.path
+    figures = {"accuracy": [_plot_accuracy([run], [""], p / "accuracy_vs_timesteps.png",
+                                           "SNN accuracy after each timestep; dashed: ANN accuracy")],
+               "energy": _plot_energy([run], [""], p / "energy_vs_accuracy.png",
+                                      "Accuracy after t steps vs the SNN energy of those t steps"),
+               "rates": [_plot_rates(run, p / "firing_rates.png",
+                                     "Mean spikes per neuron per step of each spiking layer")]}
+    return _write(p, report_blocks(run, figures), f"{run.summary['experiment']} ({p.name})", "report")[1]
 
-    ``complete=False``: the run is still being written (no ``COMPLETE`` marker yet)."""
-    p = Path(run_dir)
-    run = read_run(p, require_complete=complete)
-    images = {"accuracy": "accuracy_vs_timesteps.png", "rates": "firing_rates.png"}
-    _plot_accuracy([run], [""], p / images["accuracy"])
-    if _plot_energy([run], [""], p / "energy_vs_accuracy.png"):
-        images["energy"] = "energy_vs_accuracy.png"
-    _plot_rates(run, p / images["rates"])
-    title = f"{run.summary['experiment']} ({p.name})"
-    return _write(p, report_blocks(run, images), title, "report")[1]
+
+def build_report(run_dir: str | Path) -> Path:
+    """Rebuild the report of a stored (complete) run from its files; return report.html."""
+    return write_report(read_run(run_dir))
 
 
 # --------------------------------------------------------------------------- several runs
@@ -302,21 +234,18 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     labels = [_run_label(r, runs) for r in runs]
     head, rows = compare_table(runs)
     blocks: list[Block] = [("h1", title), ("p", f"{len(runs)} runs, compared {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
-                           ("table", head, rows)]
-    _plot_accuracy(runs, labels, out / "accuracy_vs_timesteps.png")
-    blocks.append(("img", "accuracy_vs_timesteps.png", "SNN accuracy vs timesteps; dashed: ANN accuracy"))
-    if _plot_energy(runs, labels, out / "energy_vs_accuracy.png"):
-        blocks.append(("img", "energy_vs_accuracy.png", "Energy per inference vs accuracy"))
+                           ("table", head, rows),
+                           _plot_accuracy(runs, labels, out / "accuracy_vs_timesteps.png",
+                                          "SNN accuracy vs timesteps; dashed: ANN accuracy"),
+                           *_plot_energy(runs, labels, out / "energy_vs_accuracy.png",
+                                         "Energy per inference vs accuracy")]
     energy_runs = [r for r in runs if (r.path / "energy.json").is_file()]
     if energy_runs:
         from snn.energy import compare
-        from snn.energy.report import fmt
 
         cmp = compare([r.path / "energy.json" for r in energy_runs])
         cmp.to_json(out / "energy_compare.json")
-        cols = list(cmp.COLUMNS)
-        blocks += [("h2", "Energy per inference, every profile"),
-                   ("table", cols, [[fmt(row.get(c)) for c in cols] for row in cmp.rows])]
+        blocks += [("h2", "Energy per inference, every profile"), cmp.table_block()]
     blocks += [("h2", "Runs"), ("table", ["run", "directory"], [[lab, str(r.path)] for lab, r in zip(labels, runs)])]
     _write(out, blocks, title, "compare")
     return out

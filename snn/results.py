@@ -8,12 +8,14 @@ Layout::
                          training history, environment (versions, git commit, device)
         summary.json     the headline numbers
         network.h5       the converted network (``output.save_network``)
+        energy.json      the energy report (``energy.enabled``; also inside results.h5)
         report.md, report.html, *.png     (``output.report``; see :mod:`snn.report`)
         COMPLETE         written last
 
 A run is built in ``results/<experiment>/.partial-<timestamp>-<hash>-<host>-<pid>/``
-and renamed into place only when everything (``COMPLETE`` included) is written, so a
-failed or killed run never leaves a directory that looks complete. Partial directories
+and renamed into place only when everything (``COMPLETE`` included) is written, each
+file once and atomically, so a failed or killed run never leaves a directory that looks
+complete. Partial directories
 of dead processes are removed by :func:`clean_partials`.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from snn.errors import SnnError
+from snn.util import atomic_path, atomic_write_text
 
 MARKER = "COMPLETE"
 PARTIAL = ".partial-"
@@ -71,7 +74,8 @@ def new_run(results_dir: str | Path, experiment: str, config_hash: str) -> Itera
         raise SnnError(f"cannot write results under {exp_dir}: {e.strerror or e}") from None
     try:
         yield run
-        (run.path / MARKER).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        atomic_write_text(run.path / MARKER, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                   time.gmtime())}))
         final = exp_dir / f"{stamp}-{config_hash}"
         n = 1
         while final.exists():
@@ -189,10 +193,10 @@ class RunData:
 
 
 def write_results(path: str | Path, data: RunData) -> None:
-    """Write ``data`` to ``path`` (HDF5). Node names are kept as attributes, so any name works."""
+    """Write ``data`` to ``path`` (HDF5, atomically). Node names are kept as attributes, so any name works."""
     import h5py
 
-    with h5py.File(path, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = RESULTS_FORMAT
         f.attrs["ann_accuracy"] = data.ann_accuracy
         f.attrs["n_samples"] = data.n_samples

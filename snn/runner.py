@@ -1,8 +1,12 @@
 """Run one experiment: dataset -> model -> train or load -> convert -> simulate -> energy -> results.
 
-:func:`run_experiment` does every step that can fail on the user's input (config, data,
-checkpoint) before it creates anything under the results directory, computes everything
-in memory, and then writes the run directory atomically (:func:`snn.results.new_run`).
+:func:`run_experiment` runs the pipeline in one pass. Everything a config can get wrong
+is caught when it is validated (:mod:`snn.config`), before any data is loaded; each data
+split is then loaded once (:func:`load_data`) and handed down, the model is built once
+(trained models are cached under one key, :func:`snn.train.cache_key`), everything is
+computed in memory, and the run directory is written from memory: every file once,
+atomically, into the temporary directory that :func:`snn.results.new_run` renames into
+place at the end. The report is rendered from the in-memory run (:func:`snn.report.write_report`).
 
 One simulation of ``T`` steps gives the accuracy after every step ``t <= T`` (the
 network is causal), so the accuracy-vs-timesteps curve costs one run; likewise the energy
@@ -11,21 +15,18 @@ gives the energy-vs-accuracy curve.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import importlib
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from snn.config import ExperimentConfig, config_hash, load_config, to_yaml
+from snn.config import ExperimentConfig, config_hash, load_config, to_dict, to_yaml, user_class
 from snn.errors import ConfigError
-from snn.results import Run, RunData, environment, new_run, read_run, write_results
+from snn.results import Run, RunData, environment, new_run, write_results
 from snn.util import atomic_write_text
 
 Log = Callable[[str], None]
@@ -35,39 +36,60 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# --------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Data:
+    """The data of a run, each split loaded once.
+
+    ``x_train, y_train``: the first ``data.train_limit`` training samples (training and
+    calibration). ``x_test_split, y_test_split``: the test split as loaded: all of it when
+    a zoo model is trained here (it validates on the whole split, which is part of its cache
+    key), else the first ``data.test_limit`` samples. ``x_test, y_test``: the run's test
+    samples (evaluation and simulation), the first ``test_limit`` of the split.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test_split: np.ndarray
+    y_test_split: np.ndarray
+    label: str
+    test_limit: int | None = None
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return self.x_test_split[:self.test_limit]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.y_test_split[:self.test_limit]
+
+
+def _trains_zoo_model(cfg: ExperimentConfig) -> bool:
+    m = cfg.model
+    return not m.pretrained and not m.checkpoint and ":" not in m.name
+
+
+def load_data(cfg: ExperimentConfig) -> Data:
+    """Load the splits ``cfg`` needs, once each (see :class:`Data`)."""
+    from snn import data as dmod
+
+    d = cfg.data
+    x_tr, y_tr = dmod.load_dataset(d.name, "train", root=d.root, limit=d.train_limit)
+    x_te, y_te = dmod.load_dataset(d.name, "test", root=d.root,
+                                   limit=None if _trains_zoo_model(cfg) else d.test_limit)
+    return Data(x_tr, y_tr, x_te, y_te, dmod.dataset_label(d.name, root=d.root), d.test_limit)
+
+
 # --------------------------------------------------------------------------- model
-def _user_class(path: str) -> type:
-    """``package.module:Class`` -> the class; import errors name the config key."""
-    module, _, cls = path.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise ConfigError(f"model.name: cannot import module {module!r} ({e})") from None
-    if not hasattr(mod, cls):
-        raise ConfigError(f"model.name: module {module!r} has no attribute {cls!r}")
-    return getattr(mod, cls)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if needed): concurrent sweep workers that need
-    the same trained model wait for the first one instead of training it twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr) -> tuple[Any, dict[str, Any]]:
+def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr,
+                data: Data | None = None) -> tuple[Any, dict[str, Any]]:
     """The trained ANN (eval mode) and how it was obtained: ``{"source": ..., "metrics": [...]}``.
 
-    Weights come from ``model.checkpoint``, ``model.pretrained`` or training: zoo models
-    through :func:`snn.train.train_cached` (cached by the hash of everything that affects
-    them; concurrent runs needing the same model wait for one another), a user's
-    ``module:Class`` trained directly.
+    The model is built once. Weights come from ``model.checkpoint``, ``model.pretrained``
+    or training: zoo models through :func:`snn.train.train_cached` (cached by the hash of
+    everything that affects them; concurrent runs needing the same model wait for one
+    another), a user's ``module:Class`` trained directly. ``data``: the run's data
+    (:func:`load_data`), loaded here when needed and not given.
     """
     import torch
 
@@ -79,36 +101,35 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
     if m.pretrained:
         log(f"[{cfg.name}] loading the pretrained {m.name} weights")
         return zoo.load_pretrained(m.name, root=d.root).eval(), {"source": f"pretrained {m.name}", "metrics": []}
-    ds = dmod.info(d.name)
+    train_cfg = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "optimizer": t.optimizer,
+                 "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed}
+    if _trains_zoo_model(cfg):
+        data = data or load_data(cfg)
+        cache = Path(t.cache_dir).expanduser() if t.cache_dir else dmod.cache_dir() / "models"
+        model, info = tr.train_cached(m.name, m.kwargs, d.name, {**train_cfg, "limit": d.train_limit}, cache,
+                                      root=d.root, progress=progress, dataset_label=data.label,
+                                      data=(data.x_train, data.y_train, data.x_test_split, data.y_test_split))
+        log(f"[{cfg.name}] {m.name}: " + (f"trained weights loaded from the cache ({info['path']})" if info["cached"]
+                                          else f"trained in {info['train_seconds']:.1f} s, cached in {info['path']}"))
+        return model.eval(), {"source": "trained (cached)" if info["cached"] else "trained",
+                              "metrics": info.get("metrics") or [], "checkpoint": info["path"]}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if ":" in m.name:
             try:
-                model = _user_class(m.name)(**m.kwargs)
+                model = user_class(m.name)(**m.kwargs)
             except TypeError as e:
                 raise ConfigError(f"model.kwargs: {m.name} rejected them ({e})") from None
         else:
+            ds = dmod.info(d.name)
             model = zoo.create_model(m.name, **{**zoo.dataset_kwargs(m.name, ds.shape, ds.num_classes), **m.kwargs})
     if m.checkpoint:
         tr.load_checkpoint(model, m.checkpoint)
         return model.eval(), {"source": f"checkpoint {m.checkpoint}", "metrics": []}
-    train_cfg = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "optimizer": t.optimizer,
-                 "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed,
-                 "limit": d.train_limit}
-    if ":" in m.name:
-        x, y = dmod.load_dataset(d.name, "train", root=d.root, limit=d.train_limit)
-        log(f"[{cfg.name}] training {m.name} for {t.epochs} epochs (a user model: not cached)")
-        metrics = tr.train(model, x, y, **{k: v for k, v in train_cfg.items() if k != "limit"}, progress=progress)
-        return model.to("cpu").eval(), {"source": "trained", "metrics": metrics}
-    cache = Path(t.cache_dir).expanduser() if t.cache_dir else dmod.cache_dir() / "models"
-    key = hashlib.sha256(json.dumps([m.name, m.kwargs, d.name, train_cfg], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:16]
-    with _file_lock(cache / f".lock-{key}"):
-        model, info = tr.train_cached(m.name, m.kwargs, d.name, train_cfg, cache, root=d.root, progress=progress)
-    log(f"[{cfg.name}] {m.name}: " + (f"trained weights loaded from the cache ({info['path']})" if info["cached"]
-                                      else f"trained in {info['train_seconds']:.1f} s, cached in {info['path']}"))
-    return model.eval(), {"source": "trained (cached)" if info["cached"] else "trained",
-                          "metrics": info.get("metrics") or [], "checkpoint": info["path"]}
+    data = data or load_data(cfg)
+    log(f"[{cfg.name}] training {m.name} for {t.epochs} epochs (a user model: not cached)")
+    metrics = tr.train(model, data.x_train, data.y_train, **train_cfg, progress=progress)
+    return model.to("cpu").eval(), {"source": "trained", "metrics": metrics}
 
 
 # --------------------------------------------------------------------------- simulation helpers
@@ -144,10 +165,31 @@ def run_experiment(config: str | Path | Mapping[str, Any] | ExperimentConfig, ov
         torch.set_num_threads(threads)
 
 
+OP_KEYS = ("synops", "input_macs", "current_macs", "neuron_updates", "macs_dense", "op_ratio")
+
+
+def op_counts(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline operation counts of an energy report's ``totals``, per inference.
+
+    ``synops`` (spikes x fan-out), ``input_macs`` and ``current_macs`` (the SNN's
+    multiply-accumulates: the first layer on analog input, layers fed by currents),
+    ``neuron_updates`` (every neuron at every step), ``macs_dense`` (the ANN's MACs), and
+
+        op_ratio = (synops + input_macs + current_macs) / macs_dense
+
+    the SNN's synaptic operations per ANN multiply-accumulate (below 1: the SNN does fewer
+    synaptic operations than the ANN). Neuron updates are left out of it, as the ANN's
+    activations are left out of ``macs_dense``; None when ``macs_dense`` is 0 (no ANN graph).
+    """
+    ops = {k: totals[k] for k in OP_KEYS[:-1]}
+    snn_ops = ops["synops"] + ops["input_macs"] + ops["current_macs"]
+    ops["op_ratio"] = snn_ops / ops["macs_dense"] if ops["macs_dense"] else None
+    return ops
+
+
 def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, log: Log,
          sweep_point: Mapping[str, Any] | None) -> Run:
     import snn
-    from snn import data as dmod
     from snn import train as tr
 
     h = config_hash(cfg)
@@ -162,18 +204,17 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
         t0 = time.perf_counter()
 
     d, c, s = cfg.data, cfg.convert, cfg.sim
-    x_tr, _ = dmod.load_dataset(d.name, "train", root=d.root, limit=d.train_limit)
-    x_te, y_te = dmod.load_dataset(d.name, "test", root=d.root, limit=d.test_limit)
-    label = dmod.dataset_label(d.name, root=d.root)
-    log(f"[{cfg.name}] data: {label}, {len(x_tr)} train / {len(x_te)} test samples")
+    data = load_data(cfg)
+    x_te, y_te = data.x_test, data.y_test
+    log(f"[{cfg.name}] data: {data.label}, {len(data.x_train)} train / {len(x_te)} test samples")
     stage("data")
 
-    model, model_info = build_model(cfg, progress=progress, log=log)
+    model, model_info = build_model(cfg, progress=progress, log=log, data=data)
     ann_acc = float(tr.evaluate(model, x_te, y_te))
     log(f"[{cfg.name}] ANN {cfg.model.name} ({model_info['source']}): test accuracy {100 * ann_acc:.2f}%")
     stage("model")
 
-    net = snn.convert(model, x_tr[:c.calibration_samples], method=c.method, percentile=c.percentile,
+    net = snn.convert(model, data.x_train[:c.calibration_samples], method=c.method, percentile=c.percentile,
                       channelwise=c.channelwise, reset=c.reset, v_init=c.v_init,
                       max_calibration=c.calibration_samples)
     stage("convert")
@@ -194,39 +235,40 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
         stage("energy")
 
     spikes = {k: v.reshape(v.shape[0], -1).sum(axis=1) / res.n_samples for k, v in res.step_sums.items()}
-    data = RunData(accuracy=acc, ann_accuracy=ann_acc, spikes=spikes,
-                   neurons={k: int(np.prod(net.graph.shapes[k])) for k in spikes},
-                   energy=energy.to_dict() if energy else None, training=model_info["metrics"],
-                   environment=environment(s.device), n_samples=res.n_samples)
+    run_data = RunData(accuracy=acc, ann_accuracy=ann_acc, spikes=spikes,
+                       neurons={k: int(np.prod(net.graph.shapes[k])) for k in spikes},
+                       energy=energy.to_dict() if energy else None, training=model_info["metrics"],
+                       environment=environment(s.device), n_samples=res.n_samples)
+    ops = op_counts(run_data.energy["totals"]) if energy else dict.fromkeys(OP_KEYS)  # None without energy
     summary = {
         "experiment": cfg.name, "config_hash": h, "description": cfg.description, "started": started,
-        "dataset": d.name, "dataset_label": label, "model": cfg.model.name, "model_source": model_info["source"],
+        "dataset": d.name, "dataset_label": data.label, "model": cfg.model.name, "model_source": model_info["source"],
         "backend": s.backend, "encoding": s.encoding, "timesteps": s.timesteps, "method": c.method,
         "percentile": c.percentile if c.method == "percentile" else 100.0, "n_test": res.n_samples,
         "ann_accuracy": ann_acc, "snn_accuracy": float(acc[-1]), "accuracy_gap": float(ann_acc - acc[-1]),
         "accuracy_at": {str(t): float(acc[t - 1]) for t in curve_points(s.timesteps)},
-        "firing_rates": data.firing_rates(),
+        "firing_rates": run_data.firing_rates(),
+        **ops,
         "energy": {p: {k: v.get(k) for k in ("ann_j", "snn_j", "ratio", "break_even_rate")}
                    for p, v in energy.energy.items()} if energy else None,
         "sweep_point": dict(sweep_point or {}), "timings_s": timings,
     }
 
-    with new_run(root, cfg.name, h) as run:
-        atomic_write_text(run.path / "config.yaml", f"# config hash: {h}\n" + to_yaml(cfg))
-        write_results(run.path / "results.h5", data)
+    with new_run(root, cfg.name, h) as rd:
+        atomic_write_text(rd.path / "config.yaml", f"# config hash: {h}\n" + to_yaml(cfg))
+        write_results(rd.path / "results.h5", run_data)
         if cfg.output.save_network:
-            net.save(run.path / "network.h5")
+            net.save(rd.path / "network.h5")
         if energy:
-            energy.to_json(run.path / "energy.json")
+            energy.to_json(rd.path / "energy.json")
+        run = Run(path=rd.path, config=to_dict(cfg), summary=summary, data=run_data)
         if cfg.output.report:
-            from snn.report import build_report
+            from snn.report import write_report
 
-            if energy:
-                energy.to_html(run.path / "energy.html")
-            atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
-            build_report(run.path, complete=False)
+            write_report(run)  # its timings table: the stages before the report
             stage("report")
         timings["total"] = round(time.perf_counter() - t_start, 3)
-        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
-    log(f"[{cfg.name}] run complete in {timings['total']:.1f} s: {run.final}")
-    return read_run(run.final)
+        atomic_write_text(rd.path / "summary.json", json.dumps(summary, indent=2))
+    log(f"[{cfg.name}] run complete in {timings['total']:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total") + f"): {rd.final}")
+    return dataclasses.replace(run, path=rd.final)

@@ -263,26 +263,36 @@ def cache_key(model_name: str, model_kwargs: dict, dataset: str, dataset_label: 
 
 
 def train_cached(model_name: str, model_kwargs: dict | None, dataset: str, train_cfg: dict,
-                 cache_dir: str | Path, root: str | Path | None = None,
-                 progress: bool = True) -> tuple[nn.Module, dict]:
+                 cache_dir: str | Path, root: str | Path | None = None, progress: bool = True, *,
+                 data: tuple[Any, Any, Any, Any] | None = None,
+                 dataset_label: str | None = None) -> tuple[nn.Module, dict]:
     """Train zoo model ``model_name`` on ``dataset``'s train split, or load the checkpoint a
     previous identical run left in ``cache_dir``.
 
     Model arguments the dataset determines (input channels and size, classes) are filled in
-    when not given (:func:`snn.zoo.dataset_kwargs`). The model is built under the training
-    seed. The test split serves as validation data (accuracy after each epoch; it never
-    steers training). Returns ``(model in eval mode, info)``, ``info`` holding ``key``,
+    when not given (:func:`snn.zoo.dataset_kwargs`). The model is built once, under the
+    training seed. The test split serves as validation data (accuracy after each epoch; it
+    never steers training). ``data``: ``(x_train, y_train, x_test, y_test)`` already loaded
+    (the first ``train_cfg["limit"]`` training samples and the whole test split) and
+    ``dataset_label`` (:func:`snn.data.dataset_label`), so a caller that holds them does not
+    load them again; by default they are loaded from ``root``. The checkpoint is named by
+    :func:`cache_key`, and concurrent calls for the same key wait for one another (a lock
+    file beside it). Returns ``(model in eval mode, info)``, ``info`` holding ``key``,
     ``path``, ``cached`` (True when loaded), ``metrics`` (per epoch), ``train_seconds``,
     ``model_kwargs`` (resolved), ``n_train``, ``test_acc`` and ``dataset_label``.
     """
-    from snn import data, zoo
+    from snn import data as dmod
+    from snn import zoo
+    from snn.util import file_lock
 
     cfg = resolve_train_config(dict(train_cfg))
-    ds = data.info(dataset)
+    ds = dmod.info(dataset)
     kwargs = {**zoo.dataset_kwargs(model_name, ds.shape, ds.num_classes), **(model_kwargs or {})}
-    x, y = data.load_dataset(dataset, "train", root=root, limit=cfg["limit"])
-    xv, yv = data.load_dataset(dataset, "test", root=root)
-    label = data.dataset_label(dataset, root)
+    if data is None:
+        data = (*dmod.load_dataset(dataset, "train", root=root, limit=cfg["limit"]),
+                *dmod.load_dataset(dataset, "test", root=root))
+    x, y, xv, yv = data
+    label = dataset_label if dataset_label is not None else dmod.dataset_label(dataset, root)
     key = cache_key(model_name, kwargs, dataset, label, len(x), len(xv), cfg)
     path = Path(cache_dir) / f"{model_name}-{dataset}-{key}.ckpt"
     with torch.random.fork_rng(devices=[]):
@@ -290,22 +300,23 @@ def train_cached(model_name: str, model_kwargs: dict | None, dataset: str, train
         model = zoo.create_model(model_name, **kwargs)
     base = {"key": key, "path": str(path), "model": model_name, "model_kwargs": kwargs, "dataset": dataset,
             "dataset_label": label, "n_train": len(x), "train_cfg": cfg}
-    if path.is_file():
-        try:
-            meta = load_checkpoint(model, path)
-            model.eval()
-            return model, {**base, **{k: meta.get(k) for k in ("metrics", "train_seconds", "test_acc")},
-                           "cached": True}
-        except SnnError as e:
-            warnings.warn(f"ignoring unreadable cached checkpoint, retraining: {e}", stacklevel=2)
-    t0 = time.perf_counter()
-    train_args = {k: cfg[k] for k in _TRAIN_KEYS}
-    metrics = train(model, x, y, **train_args, progress=progress, x_val=xv, y_val=yv)
-    seconds = time.perf_counter() - t0
-    model.to("cpu").eval()
-    test_acc = metrics[-1]["val_acc"] if metrics else evaluate(model, xv, yv)
-    info = {**base, "metrics": metrics, "train_seconds": seconds, "test_acc": test_acc}
-    save_checkpoint(model, path, {k: info[k] for k in ("key", "model", "model_kwargs", "dataset", "dataset_label",
-                                                        "n_train", "train_cfg", "metrics", "train_seconds",
-                                                        "test_acc")})
+    with file_lock(Path(cache_dir) / f".lock-{key}"):
+        if path.is_file():
+            try:
+                meta = load_checkpoint(model, path)
+                model.eval()
+                return model, {**base, **{k: meta.get(k) for k in ("metrics", "train_seconds", "test_acc")},
+                               "cached": True}
+            except SnnError as e:
+                warnings.warn(f"ignoring unreadable cached checkpoint, retraining: {e}", stacklevel=2)
+        t0 = time.perf_counter()
+        train_args = {k: cfg[k] for k in _TRAIN_KEYS}
+        metrics = train(model, x, y, **train_args, progress=progress, x_val=xv, y_val=yv)
+        seconds = time.perf_counter() - t0
+        model.to("cpu").eval()
+        test_acc = metrics[-1]["val_acc"] if metrics else evaluate(model, xv, yv)
+        info = {**base, "metrics": metrics, "train_seconds": seconds, "test_acc": test_acc}
+        save_checkpoint(model, path, {k: info[k] for k in ("key", "model", "model_kwargs", "dataset",
+                                                            "dataset_label", "n_train", "train_cfg", "metrics",
+                                                            "train_seconds", "test_acc")})
     return model, {**info, "cached": False}

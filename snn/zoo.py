@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -238,18 +238,23 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the zoo model ``name`` with ``kwargs`` (lists are accepted where tuples are
-    expected, as YAML gives them). Unknown names and arguments raise :class:`SnnError`."""
+def check_arguments(name: str, kwargs: Mapping[str, object]) -> None:
+    """:class:`SnnError` unless ``name`` is a zoo model that accepts every key of ``kwargs``
+    (checked by :func:`create_model` and by the config schema, before any data is loaded)."""
     if name not in MODELS:
         raise SnnError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    factory = MODELS[name]
-    params = inspect.signature(factory).parameters
+    params = inspect.signature(MODELS[name]).parameters
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         raise SnnError(f"model {name!r} got unknown argument(s) {', '.join(unknown)}; it accepts: "
                        f"{', '.join(f'{k}={p.default!r}' for k, p in params.items())}")
-    return factory(**kwargs)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the zoo model ``name`` with ``kwargs`` (lists are accepted where tuples are
+    expected, as YAML gives them). Unknown names and arguments raise :class:`SnnError`."""
+    check_arguments(name, kwargs)
+    return MODELS[name](**kwargs)
 
 
 def dataset_kwargs(name: str, shape: Sequence[int], num_classes: int) -> dict:

@@ -43,6 +43,11 @@ BAD_CONFIGS = {
     "unknown dataset": ("name: x\ndata: {name: imagenet}\n", "data.name: unknown dataset 'imagenet'"),
     "unknown model": ("name: x\nmodel: {name: gpt}\n", "model.name: unknown model 'gpt'"),
     "unknown backend": ("name: x\nsim: {backend: nest}\n", "sim.backend: unknown backend 'nest'"),
+    "v_init out of range": ("name: x\nconvert: {v_init: 1.0}\n",
+                            "convert.v_init: IF v_init must be in [0, 1) (a fraction of the threshold), got 1.0"),
+    "unknown hardware": ("name: x\nenergy: {hardware: [loihi3]}\n", "energy.hardware: unknown hardware profile(s) 'loihi3'"),
+    "missing profiles file": ("name: x\nenergy: {profiles_file: none.yaml}\n",
+                              "energy.profiles_file: no such profile file: none.yaml"),
     "yaml syntax": ("name: x\nsim: {timesteps: 4\n", "YAML syntax error at line"),
     "empty file": ("", "the config file is empty"),
 }
@@ -64,6 +69,31 @@ def test_bad_config_exits_2_with_one_line(case, tmp_path, monkeypatch, capsys):
     for cmd in ("run", "sweep"):
         rc = main([cmd, str(cfg)])
         _assert_user_error(rc, capsys.readouterr().err, expected, tmp_path)
+
+
+def test_config_errors_before_the_data_is_looked_for(tmp_path, monkeypatch, capsys):
+    """On data that is not there (MNIST under an empty root), a config error is still the
+    one reported: the config is checked before any data is loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text("profiles:\n  chip:\n    e_mac: 1e-12\n    e_ac: 1e-13\n    e_neuron: 0\n"
+                                     "    e_synop: 1e-13\n")
+    nodata = {"data__name": "mnist", "data__root": str(tmp_path / "nowhere"), "model": {"name": "lenet5"}}
+    for changes, expected in [
+            ({"convert__v_init": 1.0}, "convert.v_init: IF v_init must be in [0, 1) (a fraction of the threshold)"),
+            ({"energy__profiles_file": "p.yaml", "energy__hardware": ["chip"]},
+             "energy.profiles_file: p.yaml: profile 'chip': unknown key(s) e_synop (no pricing tier of kind 'event' "
+             "uses them)"),
+            ({"energy__profiles_file": "p.yaml", "energy__hardware": ["chip2"]}, "energy.profiles_file: p.yaml:")]:
+        cfg = _good(tmp_path, **nodata, **changes)
+        for cmd in ("run", "sweep"):
+            _assert_user_error(main([cmd, str(cfg)]), capsys.readouterr().err, expected, tmp_path)
+    (tmp_path / "p.yaml").write_text("profiles:\n  chip:\n    e_mac: 1e-12\n    e_ac: 1e-13\n    e_neuron: 0\n")
+    cfg = _good(tmp_path, **nodata, energy__profiles_file="p.yaml", energy__hardware=["chip", "chip2"])
+    _assert_user_error(main(["run", str(cfg)]), capsys.readouterr().err,
+                       "energy.hardware: unknown hardware profile(s) 'chip2'; valid: 45nm-fp32", tmp_path)
+    # with the config right, the missing data is what is reported
+    cfg = _good(tmp_path, **nodata, energy__profiles_file="p.yaml", energy__hardware=["chip"])
+    _assert_user_error(main(["run", str(cfg)]), capsys.readouterr().err, "dataset 'mnist' not found", tmp_path)
 
 
 def test_missing_config_file_and_bad_set(tmp_path, monkeypatch, capsys):

@@ -142,3 +142,74 @@ def test_shipped_configs_exist():
     names = {p.stem for p in EXPERIMENTS.glob("*.yaml")}
     assert {"quickstart", "mnist_lenet", "fashion_lenet", "cifar10_resnet20", "sweep_timesteps"} <= names
     assert validate(read_yaml(EXPERIMENTS / "cifar10_resnet20.yaml")).model.pretrained
+
+
+# --------------------------------------------------------------------------- checks that need the package's rules
+def test_ranges_the_ir_enforces_are_config_errors():
+    assert err({"name": "x", "convert": {"v_init": 1.0}}) == \
+        "config: convert.v_init: IF v_init must be in [0, 1) (a fraction of the threshold), got 1.0"
+    assert "convert.v_init: IF v_init must be in [0, 1)" in err({"name": "x", "convert": {"v_init": -0.1}})
+    assert err({"name": "x", "convert": {"reset": "soft"}}) == \
+        "config: convert.reset: unknown reset 'soft'; valid: subtract, zero"
+    assert load_config({"name": "x", "convert": {"v_init": 0.0, "reset": "zero"}}).convert.v_init == 0.0
+    assert "sweep convert.v_init=1: convert.v_init: IF v_init must be in [0, 1)" in \
+        err({"name": "x", "sweep": {"convert.v_init": [0.5, 1]}})
+
+
+def test_model_arguments_and_user_classes_are_checked():
+    assert err({"name": "x", "model": {"kwargs": {"hiden": [8]}}}) == \
+        "config: model.kwargs: model 'mlp' got unknown argument(s) hiden; it accepts: in_shape=(1, 8, 8), " \
+        "hidden=(128, 64), num_classes=10"
+    assert err({"name": "x", "model": {"name": "no_such_pkg.mod:Net"}}).startswith(
+        "config: model.name: cannot import module 'no_such_pkg.mod'")
+    assert err({"name": "x", "model": {"name": "tests.test_runner:Nope"}}) == \
+        "config: model.name: module 'tests.test_runner' has no attribute 'Nope'"
+    assert "model.kwargs: tests.test_runner:DigitsNet does not accept them" in \
+        err({"name": "x", "model": {"name": "tests.test_runner:DigitsNet", "kwargs": {"depth": 3}}})
+
+
+PROFILE = "profiles:\n  my-chip:\n    e_mac: 1.0e-12\n    e_ac: 1.0e-13\n    e_neuron: 1.0e-13\n"
+
+
+def test_hardware_names_are_checked_against_builtin_and_file_profiles(tmp_path):
+    from snn.energy import PROFILES
+
+    (tmp_path / "p.yaml").write_text(PROFILE)
+    f = str(tmp_path / "p.yaml")
+    cfg = load_config({"name": "x", "energy": {"profiles_file": f, "hardware": ["my-chip", "loihi"]}})
+    assert cfg.energy.hardware == ["my-chip", "loihi"]
+    assert err({"name": "x", "energy": {"profiles_file": f, "hardware": ["my-chip", "my-chp"]}}) == (
+        f"config: energy.hardware: unknown hardware profile(s) 'my-chp'; valid: {', '.join(PROFILES)}, my-chip "
+        f"(built in, or defined in {f})")
+    assert err({"name": "x", "energy": {"hardware": ["my-chip"]}}) == (
+        f"config: energy.hardware: unknown hardware profile(s) 'my-chip'; valid: {', '.join(PROFILES)} "
+        "(or define them in energy.profiles_file)")
+    assert "sweep energy.hardware=['nochip']: energy.hardware: unknown hardware profile(s) 'nochip'" in \
+        err({"name": "x", "energy": {"profiles_file": f}, "sweep": {"energy.hardware": [["my-chip"], ["nochip"]]}})
+
+
+def test_missing_or_invalid_profiles_file_is_a_config_error(tmp_path):
+    missing = tmp_path / "none.yaml"
+    assert err({"name": "x", "energy": {"profiles_file": str(missing), "hardware": ["my-chip"]}}) == \
+        f"config: energy.profiles_file: no such profile file: {missing}"
+    (tmp_path / "bad.yaml").write_text("profiles: [1, 2\n")
+    assert err({"name": "x", "energy": {"profiles_file": str(tmp_path / "bad.yaml")}}).startswith(
+        f"config: energy.profiles_file: {tmp_path / 'bad.yaml'} is not valid YAML at line 2, column 1: expected ',' or ']'")
+    (tmp_path / "neg.yaml").write_text(PROFILE.replace("e_ac: 1.0e-13", "e_ac: -1"))
+    assert err({"name": "x", "energy": {"profiles_file": str(tmp_path / "neg.yaml")}}) == \
+        f"config: energy.profiles_file: {tmp_path / 'neg.yaml'}: profile 'my-chip': e_ac must be a finite number >= 0, got -1.0"
+
+
+def test_profile_keys_that_no_pricing_tier_uses_are_config_errors(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text(PROFILE + "    e_synop: 2.0e-13\n")
+    assert err({"name": "x", "energy": {"profiles_file": str(p), "hardware": ["my-chip"]}}) == (
+        f"config: energy.profiles_file: {p}: profile 'my-chip': unknown key(s) e_synop (no pricing tier of kind "
+        "'event' uses them); valid: description, e_ac, e_mac, e_mem, e_neuron, e_spike, event_driven, kind, "
+        "parallel_units, static_power_w, t_ac_s, t_neuron_s, t_step_s")
+    p.write_text("profiles:\n  g:\n    kind: gpu\n    peak_flops: 1.0e+12\n    board_power_w: 100\n    mem_bw: 1.0e+12\n"
+                 "    bytes_per_value: 2\n    idle_power_w: 50\n")
+    assert err({"name": "x", "energy": {"profiles_file": str(p), "hardware": ["g"]}}) == (
+        f"config: energy.profiles_file: {p}: profile 'g': unknown key(s) idle_power_w (no pricing tier of kind "
+        "'gpu' uses them); valid: batch_size, board_power_w, bytes_per_value, description, flops_per_neuron_update, "
+        "kind, mem_bw, peak_flops")

@@ -214,3 +214,45 @@ def test_measure_without_hardware_keeps_figures_estimated_and_says_why():
         assert any("CPU not measured" in a and "RAPL" in a for a in rep.assumptions)
     assert rep.energy["gpu-h100"]["estimated"] is True
     assert all(not e["estimated"] for p, e in rep.energy.items() if p.startswith("measured-"))
+
+
+@pytest.mark.parametrize("kind", ["event", "gpu"])
+def test_profile_keys_are_exactly_what_the_pricing_tiers_read(kind):
+    """A profile key that no tier reads would be a number silently ignored: make_profile
+    accepts exactly the keys pricing reads (so a new tier input is added in both places)."""
+    from collections import defaultdict
+
+    from snn.energy.pricing import layer_energy
+    from snn.energy.profiles import OPTIONAL, REQUIRED, Profile
+
+    read: set[str] = set()
+
+    class Recording(Profile):
+        def get(self, key: str) -> float:
+            read.add(key)
+            return super().get(key)
+
+    allowed = set(REQUIRED[kind]) | set(OPTIONAL[kind])
+    prof = Recording("rec", kind, "", {k: 1.0 for k in allowed}, {k: "test" for k in allowed})
+    price(defaultdict(lambda: 1.0), prof)
+    layer_energy(defaultdict(lambda: 1.0), 4, prof)
+    assert read == allowed
+
+
+def test_one_renderer_for_text_markdown_and_html(cnn_report, tmp_path):
+    from snn import render
+    from snn.energy.report import energy_blocks
+
+    rep, _, _ = cnn_report
+    md, text, page = rep.markdown(), rep.table(), rep.to_html(tmp_path / "e.html").read_text()
+    brief = energy_blocks(rep, brief=True)
+    # the brief tables (terminal) are the full section's tables, in every format
+    full = energy_blocks(rep)
+    for table in [b for b in brief if b[0] == "table"]:
+        assert table in full
+        assert render.markdown([table]).strip() in md
+        assert render.text([table]) in text
+        assert render.html([table], "t").split("<body>\n")[1].split("\n</body>")[0] in page
+    # a run report nests the same section one level down
+    nested = energy_blocks(rep, 3)
+    assert [b for b in nested if b[0] != "h3" and b[0] != "h4"] == [b for b in full if b[0] not in ("h2", "h3")]

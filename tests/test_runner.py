@@ -3,6 +3,7 @@ atomic, and that truncating a simulation equals a shorter run."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -99,10 +100,82 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(snn.report, "build_report", boom)
+    monkeypatch.setattr(snn.report, "write_report", boom)
     with pytest.raises(RuntimeError, match="plotting failed"):
         run_experiment(small(tmp_path), results_dir=tmp_path / "results", progress=False, log=lambda m: None)
     assert list((tmp_path / "results" / "rt").iterdir()) == []
+
+
+def test_one_pass_loads_each_split_once_and_builds_the_model_once(tmp_path, monkeypatch):
+    """Data and model once per run, whether the model is trained or loaded from the cache;
+    the report is rendered from memory (no read-back of the run); stage timings and the
+    total are stored and printed."""
+    import snn.data
+    import snn.report
+    import snn.results
+    import snn.zoo
+
+    calls: dict[str, list] = {"load_dataset": [], "create_model": [], "read_run": []}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*a, **k):
+            calls[name].append(a[:2])
+            return real(*a, **k)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(snn.data, "load_dataset")
+    counted(snn.zoo, "create_model")
+    counted(snn.results, "read_run")
+    monkeypatch.setattr(snn.report, "read_run", snn.results.read_run)
+    cfg = small(tmp_path, train={"epochs": 2, "cache_dir": str(tmp_path / "cache")})
+    for cached in (False, True):
+        logs: list[str] = []
+        r = run_experiment(cfg, results_dir=tmp_path / "results", progress=False, log=logs.append)
+        assert sorted(s for _, s in calls["load_dataset"]) == ["test", "train"], calls
+        assert [n for n, *_ in calls["create_model"]] == ["mlp"] and calls["read_run"] == []
+        assert r.summary["model_source"] == ("trained (cached)" if cached else "trained")
+        t = r.summary["timings_s"]
+        assert list(t) == ["data", "model", "convert", "simulate", "energy", "report", "total"]
+        assert t["total"] >= sum(v for k, v in t.items() if k != "total") - 0.01
+        assert f"run complete in {t['total']:.1f} s (data {t['data']:.1f} s, model" in logs[-1]
+        assert json.loads((r.path / "summary.json").read_text()) == r.summary
+        for v in calls.values():
+            v.clear()
+
+
+def test_summary_has_the_operation_counts(run):
+    r, _ = run
+    s, tot = r.summary, r.data.energy["totals"]
+    assert (s["synops"], s["neuron_updates"], s["macs_dense"]) == (tot["synops"], tot["neuron_updates"],
+                                                                   tot["macs_dense"])
+    assert s["synops"] > 0 and s["neuron_updates"] == tot["neurons"] * 12 and s["macs_dense"] == 64 * 48 + 48 * 10
+    assert s["op_ratio"] == pytest.approx((tot["synops"] + tot["input_macs"] + tot["current_macs"]) / tot["macs_dense"])
+    stored = json.loads((r.path / "summary.json").read_text())
+    assert stored["op_ratio"] == s["op_ratio"] and stored["synops"] == s["synops"]
+
+
+def test_config_errors_come_before_any_data_is_loaded(tmp_path, monkeypatch):
+    import snn.data
+
+    def no_data(*a, **k):
+        raise AssertionError("data loaded before the config was checked")
+
+    monkeypatch.setattr(snn.data, "load_dataset", no_data)
+    monkeypatch.setattr(snn.data, "dataset_label", no_data)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("profiles:\n  chip:\n    e_mac: 1e-12\n    e_ac: 1e-13\n    e_neuron: 1e-13\n    e_synop: 2\n")
+    nodata = {"data": {"name": "mnist", "root": str(tmp_path / "nowhere")}, "model": {"name": "lenet5"}}
+    for over, msg in [({"convert": {"v_init": 1.0}}, "convert.v_init: IF v_init must be in [0, 1)"),
+                      ({"energy": {"profiles_file": str(bad)}},
+                       f"energy.profiles_file: {bad}: profile 'chip': unknown key(s) e_synop"),
+                      ({"energy": {"hardware": ["nochip"], "profiles_file": str(tmp_path / "none.yaml")}},
+                       "energy.profiles_file: no such profile file")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            snn.run_experiment(small(tmp_path, **nodata, **over), results_dir=tmp_path / "results")
+    assert not (tmp_path / "results").exists()
 
 
 def test_bad_input_writes_nothing(tmp_path):

@@ -34,11 +34,14 @@ from typing import Any
 from snn.errors import SnnError
 
 KINDS = ("event", "gpu")
+# The values each kind's pricing tiers (snn.energy.pricing) read, and nothing else: a
+# profile key that no tier uses is an error, not a silently ignored number
+# (tests/test_energy_report.py checks these sets against what pricing reads).
 REQUIRED = {"event": ("e_mac", "e_ac", "e_neuron"),
             "gpu": ("peak_flops", "board_power_w", "mem_bw", "bytes_per_value")}
 OPTIONAL = {"event": ("e_spike", "e_mem", "static_power_w", "t_step_s", "t_ac_s", "t_neuron_s", "parallel_units",
                       "event_driven"),
-            "gpu": ("batch_size", "flops_per_neuron_update", "idle_power_w")}
+            "gpu": ("batch_size", "flops_per_neuron_update")}
 POSITIVE = ("peak_flops", "mem_bw", "bytes_per_value", "parallel_units", "batch_size")
 
 
@@ -179,8 +182,8 @@ def make_profile(name: str, spec: dict[str, Any]) -> Profile:
     allowed = set(REQUIRED[kind]) | set(OPTIONAL[kind]) | {"kind", "description"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise SnnError(f"profile {name!r}: unknown key(s) {', '.join(unknown)}; valid for kind {kind!r}: "
-                       f"{', '.join(sorted(allowed))}")
+        raise SnnError(f"profile {name!r}: unknown key(s) {', '.join(unknown)} (no pricing tier of kind {kind!r} "
+                       f"uses them); valid: {', '.join(sorted(allowed))}")
     missing = [k for k in REQUIRED[kind] if k not in spec]
     if missing:
         raise SnnError(f"profile {name!r}: missing required value(s) {', '.join(missing)} (kind {kind!r} needs "
@@ -210,7 +213,8 @@ def make_profile(name: str, spec: dict[str, Any]) -> Profile:
 
 
 def load_profiles(path: str | Path) -> dict[str, Profile]:
-    """Read custom profiles from a YAML or JSON file with a top-level ``profiles`` mapping."""
+    """Read custom profiles from a YAML or JSON file with a top-level ``profiles`` mapping;
+    every error (:class:`SnnError`) names the file, and the profile and key at fault."""
     path = Path(path)
     if not path.exists():
         raise SnnError(f"no such profile file: {path}")
@@ -222,11 +226,18 @@ def load_profiles(path: str | Path) -> dict[str, Profile]:
             import yaml
 
             data = yaml.safe_load(text)
-    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
-        raise SnnError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {e}") from e
+    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError: one line, where and what
+        mark = getattr(e, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (getattr(e, "lineno", None), getattr(e, "colno", None))
+        what = getattr(e, "problem", None) or getattr(e, "msg", None) or " ".join(str(e).split())
+        raise SnnError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}"
+                       + (f" at line {line}, column {col}" if line else "") + f": {what}") from e
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict) or not data["profiles"]:
         raise SnnError(f"{path}: expected a top-level 'profiles' mapping of name -> profile")
-    return {str(n): make_profile(str(n), s) for n, s in data["profiles"].items()}
+    try:
+        return {str(n): make_profile(str(n), s) for n, s in data["profiles"].items()}
+    except SnnError as e:
+        raise SnnError(f"{path}: {e}") from None
 
 
 def resolve(hardware: Any, extra: dict[str, Profile] | None = None) -> list[Profile]:

@@ -1,20 +1,24 @@
 """The energy report: per-layer table, totals, ANN vs SNN on every profile, ratios, the
 break-even spike rate, energy at each timestep next to accuracy, carbon, and every
 assumption written out. Writes JSON, Markdown and HTML (plots embedded as base64 PNG).
+
+:func:`energy_blocks` is the one renderer of the energy section: the text table
+(:meth:`EnergyReport.table`, printed by ``snn energy``), the Markdown and HTML files, and
+the "Energy" section of a run's report all come from it (through :mod:`snn.render`).
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from snn import render
 from snn.errors import SnnError
+from snn.render import Block
 from snn.util import atomic_write_text
 
 LAYER_COLUMNS = (("node", "node"), ("kind", "kind"), ("synops", "SynOps"), ("input_macs", "input MACs"),
@@ -90,31 +94,9 @@ class EnergyReport:
 
     # ------------------------------------------------------------------ text
     def table(self) -> str:
-        """Per-layer counts and SNN joules per inference per profile, the totals, then ANN
-        vs SNN for every profile."""
-        profs = list(self.energy)
-        head = [h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs]
-        rows = [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r["energy_j"].get(p)) for p in profs]
-                for r in self.layers]
-        t = self.totals
-        rows.append(["TOTAL", "", fmt(t["synops"]), fmt(t["input_macs"]), fmt(t["macs_dense"]),
-                     fmt(t["macs_effective"]), fmt(t["neuron_updates"]), fmt(t["spikes"]), fmt(t["firing_rate"])]
-                    + [fmt(self.energy[p]["snn_j"]) for p in profs])
-        out = [_text_table(head, rows), ""]
-        head2 = ["profile", "ANN J", "ANN eff. J", "SNN J", "SNN range J", "ANN/SNN", "break-even rate",
-                 "SNN gCO2e", "estimated"]
-        rows2 = []
-        for p, e in self.energy.items():
-            rng = e.get("snn_range")
-            rows2.append([p, fmt(e["ann_j"]), fmt(e.get("ann_effective_j")), fmt(e["snn_j"]),
-                          f"{fmt(rng[0])}-{fmt(rng[1])}" if rng else "-", fmt(e["ratio"]),
-                          fmt(e.get("break_even_rate")), fmt(self.carbon["per_profile"].get(p, {}).get("snn_g")),
-                          "estimated" if e["estimated"] else "measured"])
-        out.append(_text_table(head2, rows2))
-        out.append(f"\nper inference, T={t['timesteps']}, {t['encoding']} encoding, {t['n_samples']} samples; "
-                   f"memory accesses SNN {fmt(t['memory_accesses'])}, ANN {fmt(t['ann_memory_accesses'])}; "
-                   f"measured firing rate {fmt(t['firing_rate'])} spikes/neuron/step")
-        return "\n".join(out)
+        """Per-layer counts and SNN joules per inference per profile with the totals, then
+        ANN vs SNN for every profile (the brief form of :func:`energy_blocks`, as text)."""
+        return render.text(energy_blocks(self, brief=True))
 
     def __str__(self) -> str:
         return self.table()
@@ -147,71 +129,30 @@ class EnergyReport:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return Path(path)
 
+    def blocks(self, figures: bool = False) -> list[Block]:
+        """The report as a document: a title and :func:`energy_blocks` (with this report's
+        plots when ``figures``)."""
+        imgs = [("img", None, alt, png) for alt, png in self.figures().items()] if figures else []
+        return [("h1", f"Energy report: {self.meta.get('name', 'network')}")] + energy_blocks(self, 2, imgs)
+
     def markdown(self) -> str:
         """The report as Markdown text."""
-        t = self.totals
-        profs = list(self.energy)
-        m = [f"# Energy report: {self.meta.get('name', 'network')}", "",
-             f"T = {t['timesteps']} steps, {t['encoding']} encoding, {t['n_samples']} samples, "
-             f"backend {self.meta.get('backend', '?')}. All figures per inference.", "", "## Totals", "",
-             _md_table(["count", "value"], [[k, fmt(v)] for k, v in t.items() if not isinstance(v, dict)]), "",
-             "## ANN vs SNN per profile", "", "ratio = ANN J / SNN J (above 1 the SNN is cheaper); "
-             "break-even rate = mean IF firing rate (spikes/neuron/step) at which SNN J = ANN J.", "",
-             _md_table(["profile", "ANN J", "ANN eff. J", "SNN J", "SNN range J", "SNN compute J", "SNN platform J",
-                        "ratio", "break-even rate", "SNN gCO2e", "ANN gCO2e", "status"],
-                       [[p, fmt(e["ann_j"]), fmt(e.get("ann_effective_j")), fmt(e["snn_j"]),
-                         "-" if not e.get("snn_range") else f"{fmt(e['snn_range'][0])} - {fmt(e['snn_range'][1])}",
-                         fmt(e.get("snn_compute_j")), fmt(e.get("snn_platform_j")), fmt(e["ratio"]),
-                         fmt(e.get("break_even_rate")), fmt(self.carbon["per_profile"].get(p, {}).get("snn_g")),
-                         fmt(self.carbon["per_profile"].get(p, {}).get("ann_g")),
-                         "estimated" if e["estimated"] else "measured"] for p, e in self.energy.items()]), "",
-             "## Per layer", "",
-             _md_table([h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs],
-                       [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r["energy_j"].get(p)) for p in profs]
-                        for r in self.layers]), ""]
-        if self.per_step is not None:
-            ps = self.per_step
-            acc = ps.get("accuracy")
-            idx = sorted({0, len(ps["timesteps"]) - 1} | {int(2**k) - 1 for k in range(20)
-                                                        if 2**k <= len(ps["timesteps"])})
-            m += ["## Energy and accuracy per timestep", "",
-                  _md_table(["T", "accuracy"] + [f"SNN J {p}" for p in ps["snn_j"]],
-                            [[ps["timesteps"][i], fmt(acc[i]) if acc else "-"]
-                             + [fmt(ps["snn_j"][p][i]) for p in ps["snn_j"]] for i in idx]), ""]
-            if ps.get("cheapest"):
-                m += [f"Cheapest T reaching accuracy {fmt(ps['target_accuracy'])}:", ""]
-                m += [f"- {p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, {fmt(c['snn_j'])} J"
-                                    if c else "not reached") for p, c in ps["cheapest"].items()]
-                m.append("")
-        if self.measurements:
-            m += ["## Measurements", "", _md_table(list(self.measurements[0]),
-                                                    [[fmt(v) for v in r.values()] for r in self.measurements]), ""]
-        m += ["## Carbon", "", f"grid {fmt(self.carbon['grid_g_per_kwh'])} gCO2e/kWh "
-              f"({self.carbon['sources']['grid_g_per_kwh']}), PUE {fmt(self.carbon['pue'])} "
-              f"({self.carbon['sources']['pue']}).", "", "## Assumptions", ""]
-        m += [f"- {a}" for a in self.assumptions]
-        m += ["", "## Profiles and sources", ""]
-        for p, d in self.profiles.items():
-            m += [f"### {p} ({d['kind']})", "", d["description"], ""]
-            m += [f"- `{k}` = {fmt(v)}" + (f" (range {fmt(d['ranges'][k][0])} - {fmt(d['ranges'][k][1])})"
-                                          if k in d["ranges"] else "") + f": {d['sources'][k]}"
-                  for k, v in d["values"].items()]
-            m.append("")
-        return "\n".join(m)
+        return render.markdown(self.blocks())
 
     def to_markdown(self, path: str | Path) -> Path:
         atomic_write_text(path, self.markdown())
         return Path(path)
 
     # ------------------------------------------------------------------ HTML
-    def figures(self) -> dict[str, str]:
-        """Plots as base64 PNG: per-layer SynOps, firing rates, energy vs accuracy (or vs T)."""
+    def figures(self) -> dict[str, bytes]:
+        """Plots as PNG bytes, keyed by caption: per-layer SynOps, firing rates, energy vs
+        accuracy (or vs T)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        out: dict[str, str] = {}
+        out: dict[str, bytes] = {}
         syn = [r for r in self.layers if r["synops"] or r["input_macs"]]
         if syn:
             fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -222,7 +163,7 @@ class EnergyReport:
             ax.set_title("Synaptic operations per layer")
             ax.legend()
             ax.tick_params(axis="x", rotation=45)
-            out["synops"] = _png(fig)
+            out["Synaptic operations per layer"] = _png(fig)
         fr = [r for r in self.layers if r.get("firing_rate") is not None]
         if fr:
             fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -230,7 +171,7 @@ class EnergyReport:
             ax.set_ylabel("spikes / neuron / step")
             ax.set_title("Firing rates")
             ax.tick_params(axis="x", rotation=45)
-            out["rates"] = _png(fig)
+            out["Firing rates per layer"] = _png(fig)
         ps = self.per_step
         if ps is not None:
             fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -249,71 +190,111 @@ class EnergyReport:
                 ax.set_xlabel("timesteps")
                 ax.set_ylabel("J per inference")
             ax.legend(fontsize=7)
-            out["energy_accuracy"] = _png(fig)
+            out["Energy per inference up to each timestep"] = _png(fig)
         return out
 
     def to_html(self, path: str | Path) -> Path:
-        figs = self.figures()
-        body = _md_to_html(self.markdown())
-        imgs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{html.escape(k)}" src="data:image/png;base64,{v}"/>'
-                       for k, v in figs.items())
-        doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>snn energy report</title><style>"
-               "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
-               "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
-               f"{body}<h1>Plots</h1>{imgs}</body></html>")
-        atomic_write_text(path, doc)
+        """The report with its plots as one self-contained HTML page."""
+        atomic_write_text(path, render.html(self.blocks(figures=True), f"snn energy report: "
+                                                                        f"{self.meta.get('name', 'network')}"))
         return Path(path)
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
-def _text_table(head: list[str], rows: list[list[str]]) -> str:
-    w = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda r: "  ".join(str(x).rjust(n) for x, n in zip(r, w))  # noqa: E731
-    return "\n".join([line(head), "  ".join("-" * n for n in w)] + [line(r) for r in rows])
+# --------------------------------------------------------------------------- the energy section
+def _layer_table(rep: EnergyReport) -> Block:
+    """Counts and SNN joules per inference of every layer, and the totals."""
+    profs, t = list(rep.energy), rep.totals
+    rows = [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r.get("energy_j", {}).get(p)) for p in profs]
+            for r in rep.layers]
+    rows.append(["TOTAL", ""] + [fmt(t.get(k)) for k, _ in LAYER_COLUMNS[2:]]
+                + [fmt(rep.energy[p]["snn_j"]) for p in profs])
+    return ("table", [h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs], rows)
 
 
-def _md_table(head: list[str], rows: list[list[Any]]) -> str:
-    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
-    return "\n".join(["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
-                     + ["| " + " | ".join(esc(x) for x in r) + " |" for r in rows])
+def _profile_table(rep: EnergyReport) -> Block:
+    """ANN vs SNN energy per inference on every profile."""
+    carbon = rep.carbon.get("per_profile", {})
+    rows = []
+    for p, e in rep.energy.items():
+        rng = e.get("snn_range")
+        rows.append([p, fmt(e["ann_j"]), fmt(e.get("ann_effective_j")), fmt(e["snn_j"]),
+                     f"{fmt(rng[0])} - {fmt(rng[1])}" if rng else "-", fmt(e.get("snn_compute_j")),
+                     fmt(e.get("snn_platform_j")), fmt(e["ratio"]), fmt(e.get("break_even_rate")),
+                     fmt(carbon.get(p, {}).get("snn_g")), fmt(carbon.get(p, {}).get("ann_g")),
+                     "estimated" if e.get("estimated", True) else "measured"])
+    return ("table", ["profile", "ANN J", "ANN eff. J", "SNN J", "SNN range J", "SNN compute J", "SNN platform J",
+                      "ANN/SNN", "break-even rate", "SNN gCO2e", "ANN gCO2e", "status"], rows)
 
 
-def _md_to_html(md: str) -> str:
-    """The small Markdown subset the report uses (headings, tables, bullets, paragraphs)."""
-    out, table = [], []
+def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = (),
+                  brief: bool = False) -> list[Block]:
+    """The energy section of a report as blocks (:mod:`snn.render`): the one renderer of
+    an energy report, used by a run's report (:mod:`snn.report`), by
+    :meth:`EnergyReport.markdown`/:meth:`EnergyReport.to_html` and by ``snn energy``.
 
-    def flush() -> None:
-        if table:
-            rows = [[html.escape(c.strip().replace("\\|", "|")) for c in r.strip().strip("|").split(" | ")]
-                    for r in table if not r.startswith("|---")]
-            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in rows[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[1:])
-                       + "</table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("- "):
-            out.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    return "\n".join(out)
+    ``level``: the heading level of its subsections (a run report nests them under its
+    "Energy" heading); ``figures``: ``img`` blocks shown after the ANN vs SNN table.
+    ``brief``: only the per-layer table (with totals), the ANN vs SNN table and one line
+    of context (what :meth:`EnergyReport.table` prints).
+    """
+    t = rep.totals
+    h = lambda text, extra=0: render.heading(level + extra, text)  # noqa: E731
+    if brief:
+        return [_layer_table(rep), _profile_table(rep),
+                ("p", f"per inference, T={t['timesteps']}, {t['encoding']} encoding, {t['n_samples']} samples; "
+                      f"memory accesses SNN {fmt(t['memory_accesses'])}, ANN {fmt(t['ann_memory_accesses'])}; "
+                      f"measured firing rate {fmt(t['firing_rate'])} spikes/neuron/step")]
+    blocks: list[Block] = [
+        ("p", f"T = {t['timesteps']} steps, {t['encoding']} encoding, {t['n_samples']} samples, backend "
+              f"{rep.meta.get('backend', '?')}. All figures per inference, estimated from operation counts x the "
+              "profiles' per-op energies unless marked measured."),
+        h("ANN vs SNN per profile"),
+        ("p", "ANN/SNN = ANN J / SNN J (above 1 the SNN is cheaper); break-even rate = the mean IF firing rate "
+              "(spikes/neuron/step) at which SNN J = ANN J; SNN compute J and platform J are the dynamic and the "
+              "static (time-driven) parts of SNN J."),
+        _profile_table(rep), *figures,
+        h("Totals"),
+        ("table", ["count", "value"], [[k, fmt(v)] for k, v in t.items() if not isinstance(v, dict)]),
+        h("Per layer"), _layer_table(rep),
+    ]
+    ps = rep.per_step
+    if ps is not None:
+        acc = ps.get("accuracy")
+        idx = sorted({0, len(ps["timesteps"]) - 1} | {int(2**k) - 1 for k in range(20)
+                                                    if 2**k <= len(ps["timesteps"])})
+        blocks += [h("Energy and accuracy per timestep"),
+                   ("table", ["T", "accuracy"] + [f"SNN J {p}" for p in ps["snn_j"]],
+                    [[ps["timesteps"][i], fmt(acc[i]) if acc else "-"] + [fmt(ps["snn_j"][p][i]) for p in ps["snn_j"]]
+                     for i in idx])]
+        if ps.get("cheapest"):
+            blocks += [("p", f"Cheapest T reaching accuracy {fmt(ps['target_accuracy'])}:"),
+                       ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, {fmt(c['snn_j'])} J"
+                                           if c else "not reached") for p, c in ps["cheapest"].items()])]
+    if rep.measurements:
+        blocks += [h("Measurements"), ("table", list(rep.measurements[0]),
+                                       [[fmt(v) for v in r.values()] for r in rep.measurements])]
+    c = rep.carbon
+    blocks += [h("Carbon"),
+               ("p", f"grid {fmt(c['grid_g_per_kwh'])} gCO2e/kWh ({c['sources']['grid_g_per_kwh']}), PUE "
+                     f"{fmt(c['pue'])} ({c['sources']['pue']})."),
+               h("Assumptions"), ("ul", list(rep.assumptions)),
+               h("Profiles and sources")]
+    for p, d in rep.profiles.items():
+        blocks += [h(f"{p} ({d['kind']})", 1), ("p", d["description"]),
+                   ("ul", [f"`{k}` = {fmt(v)}" + (f" (range {fmt(d['ranges'][k][0])} - {fmt(d['ranges'][k][1])})"
+                                                 if k in d["ranges"] else "") + f": {d['sources'][k]}"
+                           for k, v in d["values"].items()])]
+    return blocks
 
 
 # --------------------------------------------------------------------------- compare
@@ -327,15 +308,18 @@ class Comparison:
     COLUMNS = ("report", "T", "accuracy", "synops", "input_macs", "macs_dense", "firing_rate", "profile", "ann_j",
                "snn_j", "ratio", "break_even_rate", "estimated")
 
+    def table_block(self) -> Block:
+        """The comparison as one table block (:mod:`snn.render`)."""
+        return ("table", list(self.COLUMNS), [[fmt(r.get(c)) for c in self.COLUMNS] for r in self.rows])
+
     def table(self) -> str:
-        return _text_table(list(self.COLUMNS), [[fmt(r.get(c)) for c in self.COLUMNS] for r in self.rows])
+        return render.text([self.table_block()])
 
     def __str__(self) -> str:
         return self.table()
 
     def markdown(self) -> str:
-        return "# Energy reports compared\n\n" + _md_table(
-            list(self.COLUMNS), [[fmt(r.get(c)) for c in self.COLUMNS] for r in self.rows]) + "\n"
+        return render.markdown([("h1", "Energy reports compared"), self.table_block()])
 
     def to_markdown(self, path: str | Path) -> Path:
         atomic_write_text(path, self.markdown())
