@@ -19,8 +19,8 @@ output layer keeps ``f = 1``: the readout is in the ANN's units. Where a scale c
 folded into a producer (an IF fed directly by another IF or by the input), an ``Affine``
 rescaling node named ``<if name>.scale`` is inserted.
 
-Max-pooling. A ``MaxPool2d`` that feeds a ReLU is moved after it (``relu(max(x)) =
-max(relu(x))``), so it pools spikes; the spiking max-pool emits the increments of the
+Max-pooling. A max-pool (1-D or 2-D) that feeds an activation is moved after it
+(``relu(max(x)) = max(relu(x))``, as for any monotone activation), so it pools spikes; the spiking max-pool emits the increments of the
 maximum cumulative spike count in each window (see :mod:`snn.ir`), whose rate is exactly
 the maximum input rate: accuracy is kept and it is never average pooling in disguise.
 """
@@ -79,7 +79,7 @@ def _commute_maxpool_relu(g: ir.Graph) -> ir.Graph:
     (exact for any monotone activation)."""
     for name, node in g.nodes.items():
         cons = g.consumers_of(name)
-        if isinstance(node, ir.MaxPool2d) and len(cons) == 1 and isinstance(g.nodes[cons[0]], ir.ACTIVATIONS):
+        if node.spike_route == "pool" and len(cons) == 1 and isinstance(g.nodes[cons[0]], ir.ACTIVATIONS):
             relu = cons[0]
             (src,) = g.inputs_of(name)
             order = list(g.nodes)
@@ -173,6 +173,7 @@ RULES = ir.Table("the converter")
 """One conversion rule per ANN node type: :class:`Spike`, :class:`Rescale` or :class:`Route`."""
 
 RULES[ir.ReLU] = Spike(lambda node, lam: lam)
+RULES[ir.Clip] = Spike(lambda node, lam: np.minimum(lam, node.ceiling))
 
 
 @RULES.register(ir.Linear)
@@ -213,7 +214,8 @@ def _same_backward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], f: np.nda
     return [f]
 
 
-RULES.register(ir.AvgPool2d, ir.MaxPool2d)(Route(_same_forward, _same_backward))
+RULES.register(ir.AvgPool2d, ir.MaxPool2d, ir.AvgPool1d, ir.MaxPool1d, ir.Upsample, ir.Pad)(
+    Route(_same_forward, _same_backward))
 
 
 def _reshape_forward(node: ir.Node, ins: Shapes, shape: tuple[int, ...], fins: list[np.ndarray]) -> np.ndarray | None:

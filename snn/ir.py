@@ -130,6 +130,11 @@ class Node:
 
     kind: ClassVar[str] = "node"
     spiking: ClassVar[bool] = False  # output is a 0/1 spike train in an SNN graph
+    spike_route: ClassVar[str | None] = None
+    """On spike-train inputs: ``"copy"`` when the output is the same spikes re-indexed
+    (flatten, reshape, concat, upsample, zero padding), ``"pool"`` when it is a new spike
+    train made from them (max-pooling, recorded by the backends), None when the output is
+    not a spike train."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,6 +233,20 @@ class ReLU(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Clip(Node):
+    """``y = min(max(x, 0), ceiling)`` (ReLU6, ``Hardtanh(0, a)``; ANN graphs only): an IF
+    neuron's rate is bounded by one spike per step, so it converts exactly at scale ``ceiling``."""
+
+    ceiling: float
+    kind: ClassVar[str] = "clip"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ceiling", float(self.ceiling))
+        if not self.ceiling > 0:
+            raise SnnError(f"Clip ceiling must be > 0, got {self.ceiling}")
+
+
+@dataclass(frozen=True, eq=False)
 class IF(Node):
     """Integrate-and-fire neurons; equations in the module docstring.
 
@@ -277,6 +296,7 @@ class MaxPool2d(Node):
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     kind: ClassVar[str] = "maxpool2d"
+    spike_route: ClassVar[str | None] = "pool"
 
     def __post_init__(self) -> None:
         for name in ("kernel", "stride", "padding", "dilation"):
@@ -284,10 +304,71 @@ class MaxPool2d(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class AvgPool1d(Node):
+    """Average pooling of ``(C, L)`` samples; zero padding counted in the divisor."""
+
+    kernel: tuple[int]
+    stride: tuple[int]
+    padding: tuple[int] = (0,)
+    kind: ClassVar[str] = "avgpool1d"
+
+    def __post_init__(self) -> None:
+        for name in ("kernel", "stride", "padding"):
+            object.__setattr__(self, name, _single(getattr(self, name)))
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool1d(Node):
+    """Max pooling of ``(C, L)`` samples; on spikes, the cumulative-count rule above."""
+
+    kernel: tuple[int]
+    stride: tuple[int]
+    padding: tuple[int] = (0,)
+    dilation: tuple[int] = (1,)
+    kind: ClassVar[str] = "maxpool1d"
+    spike_route: ClassVar[str | None] = "pool"
+
+    def __post_init__(self) -> None:
+        for name in ("kernel", "stride", "padding", "dilation"):
+            object.__setattr__(self, name, _single(getattr(self, name)))
+
+
+@dataclass(frozen=True, eq=False)
+class Upsample(Node):
+    """Nearest-neighbour upsampling by integer factors, one per spatial axis:
+    ``y[c, i, j] = x[c, i // s0, j // s1]`` (a spike is copied to every output it covers)."""
+
+    scale: tuple[int, ...]
+    kind: ClassVar[str] = "upsample"
+    spike_route: ClassVar[str | None] = "copy"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", tuple(int(v) for v in self.scale))
+        if not self.scale or min(self.scale) < 1:
+            raise SnnError(f"Upsample scale must be integers >= 1, got {self.scale}")
+
+
+@dataclass(frozen=True, eq=False)
+class Pad(Node):
+    """Zero padding of the spatial axes: ``padding = (before_0, after_0, before_1, after_1,
+    ...)``, axis 0 being the first spatial axis (H of ``(C, H, W)``, L of ``(C, L)``)."""
+
+    padding: tuple[int, ...]
+    kind: ClassVar[str] = "pad"
+    spike_route: ClassVar[str | None] = "copy"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "padding", tuple(int(v) for v in self.padding))
+        if len(self.padding) % 2 or min(self.padding, default=-1) < 0:
+            raise SnnError(f"Pad padding must be (before, after) pairs of integers >= 0, got {self.padding}")
+
+
+@dataclass(frozen=True, eq=False)
 class Flatten(Node):
     """Reshape a sample to one axis, ``(C, H, W) -> (C*H*W,)``."""
 
     kind: ClassVar[str] = "flatten"
+    spike_route: ClassVar[str | None] = "copy"
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,6 +377,7 @@ class Reshape(Node):
 
     shape: tuple[int, ...]
     kind: ClassVar[str] = "reshape"
+    spike_route: ClassVar[str | None] = "copy"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -324,6 +406,7 @@ class Concat(Node):
     """Concatenate the inputs along the channel axis (axis 0 of a sample)."""
 
     kind: ClassVar[str] = "concat"
+    spike_route: ClassVar[str | None] = "copy"
 
 
 @dataclass(frozen=True, eq=False)
@@ -333,13 +416,13 @@ class Readout(Node):
     kind: ClassVar[str] = "readout"
 
 
-ACTIVATIONS: tuple[type[Node], ...] = (ReLU,)
+ACTIVATIONS: tuple[type[Node], ...] = (ReLU, Clip)
 """ANN activations: conversion turns each into a layer of IF neurons; no backend simulates them."""
 
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
-    for cls in (Input, Linear, Conv2d, Conv1d, Affine, ReLU, IF, AvgPool2d, MaxPool2d, Flatten,
-                Reshape, Add, Concat, Readout)
+    for cls in (Input, Linear, Conv2d, Conv1d, Affine, ReLU, Clip, IF, AvgPool2d, MaxPool2d, AvgPool1d, MaxPool1d,
+                Upsample, Pad, Flatten, Reshape, Add, Concat, Readout)
 }
 
 
@@ -416,7 +499,7 @@ def _conv_shape(node: Conv2d, ins: list[tuple[int, ...]], need: Need) -> tuple[i
     return (co,) + out
 
 
-@SHAPES.register(AvgPool2d, MaxPool2d)
+@SHAPES.register(AvgPool2d, MaxPool2d, AvgPool1d, MaxPool1d)
 def _pool_shape(node: Node, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
     s = _one(ins, need)
     return (s[0],) + _spatial_out(node, s, need)
@@ -430,7 +513,21 @@ def _affine_shape(node: Affine, ins: list[tuple[int, ...]], need: Need) -> tuple
     return s
 
 
-@SHAPES.register(ReLU, IF, Readout)
+@SHAPES.register(Upsample)
+def _upsample_shape(node: Upsample, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    need(len(s) == len(node.scale) + 1, f"scale {node.scale} for a sample of shape {s}")
+    return (s[0],) + tuple(n * k for n, k in zip(s[1:], node.scale))
+
+
+@SHAPES.register(Pad)
+def _pad_shape(node: Pad, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
+    s = _one(ins, need)
+    need(len(s) == len(node.padding) // 2 + 1, f"padding {node.padding} for a sample of shape {s}")
+    return (s[0],) + tuple(n + node.padding[2 * a] + node.padding[2 * a + 1] for a, n in enumerate(s[1:]))
+
+
+@SHAPES.register(ReLU, Clip, IF, Readout)
 def _same_shape(node: Node, ins: list[tuple[int, ...]], need: Need) -> tuple[int, ...]:
     return _one(ins, need)
 
@@ -505,19 +602,18 @@ class Graph:
         return [b for a, b in self.edges if a == name]
 
     def spiking_nodes(self) -> list[str]:
-        """Names of nodes whose output is a 0/1 spike train: IF layers, and max-pools,
-        flattens, reshapes and concatenations whose inputs are all spike trains."""
+        """Names of nodes whose output is a 0/1 spike train: IF layers, and nodes with a
+        ``spike_route`` (max-pools, flattens, reshapes, ...) whose inputs are all spike trains."""
         out: list[str] = []
         for n, node in self.nodes.items():
-            if node.spiking or (isinstance(node, (MaxPool2d, Flatten, Reshape, Concat))
-                                and all(i in out for i in self.inputs_of(n))):
+            if node.spiking or (node.spike_route and all(i in out for i in self.inputs_of(n))):
                 out.append(n)
         return out
 
     def recorded_nodes(self) -> list[str]:
         """Nodes whose spikes a backend records: IF layers and max-pools of spikes (the
-        nodes that emit new spike trains; flatten/reshape/concat only re-index them)."""
-        return [n for n in self.spiking_nodes() if isinstance(self.nodes[n], (IF, MaxPool2d))]
+        nodes that emit new spike trains; ``"copy"`` routes only re-index them)."""
+        return [n for n in self.spiking_nodes() if self.nodes[n].spiking or self.nodes[n].spike_route == "pool"]
 
 
 def write_graph(g: "h5py.Group", graph: Graph) -> None:  # noqa: F821
@@ -621,14 +717,33 @@ def _relu_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     return np.maximum(xs[0], 0.0)
 
 
-@EVAL.register(AvgPool2d)
+@EVAL.register(Clip)
+def _clip_eval(node: Clip, xs: list[np.ndarray]) -> np.ndarray:
+    return np.clip(xs[0], 0.0, node.ceiling)
+
+
+@EVAL.register(Upsample)
+def _upsample_eval(node: Upsample, xs: list[np.ndarray]) -> np.ndarray:
+    y = xs[0]
+    for a, k in enumerate(node.scale):
+        y = np.repeat(y, k, axis=2 + a)
+    return y
+
+
+@EVAL.register(Pad)
+def _pad_eval(node: Pad, xs: list[np.ndarray]) -> np.ndarray:
+    p = node.padding
+    return np.pad(xs[0], ((0, 0), (0, 0)) + tuple((p[2 * a], p[2 * a + 1]) for a in range(len(p) // 2)))
+
+
+@EVAL.register(AvgPool2d, AvgPool1d)
 def _avgpool_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     g = spatial(node)
     axes = tuple(range(-len(g["kernel"]), 0))
     return _windows(_pad(xs[0], g["padding"]), g["kernel"], g["stride"], g["dilation"]).mean(axis=axes)
 
 
-@EVAL.register(MaxPool2d)
+@EVAL.register(MaxPool2d, MaxPool1d)
 def _maxpool_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     g = spatial(node)
     axes = tuple(range(-len(g["kernel"]), 0))

@@ -72,13 +72,32 @@ def _relu(node: ir.Node, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor])
     return torch.relu(xs[0])
 
 
-@OPS.register(ir.AvgPool2d)
+@OPS.register(ir.Clip)
+def _clip(node: ir.Clip, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.clamp(xs[0], 0.0, node.ceiling)
+
+
+@OPS.register(ir.Upsample)
+def _upsample(node: ir.Upsample, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    y = xs[0]
+    for a, k in enumerate(node.scale):
+        y = y.repeat_interleave(k, dim=2 + a)
+    return y
+
+
+@OPS.register(ir.Pad)
+def _pad(node: ir.Pad, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    q = node.padding  # F.pad takes the last axis first
+    return F.pad(xs[0], [v for a in reversed(range(len(q) // 2)) for v in (q[2 * a], q[2 * a + 1])])
+
+
+@OPS.register(ir.AvgPool2d, ir.AvgPool1d)
 def _avgpool(node: ir.Node, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
     pool = (F.avg_pool1d, F.avg_pool2d)[_rank(node) - 1]
     return pool(xs[0], node.kernel, node.stride, node.padding)
 
 
-@OPS.register(ir.MaxPool2d)
+@OPS.register(ir.MaxPool2d, ir.MaxPool1d)
 def _maxpool(node: ir.Node, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
     pool = (F.max_pool1d, F.max_pool2d)[_rank(node) - 1]
     return pool(xs[0], node.kernel, node.stride, node.padding, node.dilation)

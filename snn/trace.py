@@ -72,35 +72,98 @@ def _bn_rule(b: "_Builder", n: torch.fx.Node, m: nn.modules.batchnorm._BatchNorm
     return b.fold_affine(n, scale, shift)
 
 
-def _adaptive_avg(b: "_Builder", n: torch.fx.Node, out_size: Any) -> ir.Node:
+POOL_NODES: dict[tuple[str, int], type[ir.Node]] = {("avg", 1): ir.AvgPool1d, ("avg", 2): ir.AvgPool2d,
+                                                  ("max", 1): ir.MaxPool1d, ("max", 2): ir.MaxPool2d}
+"""(pooling, spatial rank) -> IR node."""
+
+
+def _rank(b: "_Builder", n: torch.fx.Node, what: str, want: int | None = None) -> int:
+    """Spatial rank of the node's input sample ((C, L): 1, (C, H, W): 2), checked against ``want``."""
+    r = len(b.shape_of(n.args[0])) - 1
+    if r not in (1, 2) or (want is not None and r != want):
+        b.fail(n, f"{what} of a sample of shape {b.shape_of(n.args[0])}")
+    return r
+
+
+def _tuple(x: Any, r: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in x) if isinstance(x, (tuple, list)) else (int(x),) * r
+
+
+def _adaptive_avg(b: "_Builder", n: torch.fx.Node, out_size: Any, want: int) -> ir.Node:
     in_shape = b.shape_of(n.args[0])
-    if len(in_shape) != 3:
-        b.fail(n, f"adaptive average pooling of a {len(in_shape)}-D sample")
-    osz = ir._pair(tuple(in_shape[1 + i] if o is None else o for i, o in enumerate(ir._pair(out_size)))
-                   if isinstance(out_size, (tuple, list)) else out_size)
-    if in_shape[1] % osz[0] or in_shape[2] % osz[1]:
+    r = _rank(b, n, "adaptive average pooling", want)
+    osz = tuple(in_shape[1 + i] if o is None else int(o) for i, o in enumerate(
+        out_size if isinstance(out_size, (tuple, list)) else (out_size,) * r))
+    if any(in_shape[1 + i] % osz[i] for i in range(r)):
         b.fail(n, f"adaptive average pooling from {in_shape[1:]} to {osz} (sizes must divide)")
-    k = (in_shape[1] // osz[0], in_shape[2] // osz[1])
-    return ir.AvgPool2d(kernel=k, stride=k)
+    k = tuple(in_shape[1 + i] // osz[i] for i in range(r))
+    return POOL_NODES["avg", r](kernel=k, stride=k)
 
 
-def _avgpool(b: "_Builder", n: torch.fx.Node, kernel: Any, stride: Any, padding: Any,
-             ceil_mode: bool, count_include_pad: bool, divisor_override: Any) -> ir.Node:
+def _avgpool(b: "_Builder", n: torch.fx.Node, want: int, kernel: Any, stride: Any, padding: Any,
+             ceil_mode: bool, count_include_pad: bool, divisor_override: Any = None) -> ir.Node:
+    r = _rank(b, n, "average pooling", want)
+    what = f"AvgPool{r}d"
     if ceil_mode:
-        b.fail(n, "AvgPool2d with ceil_mode=True")
+        b.fail(n, f"{what} with ceil_mode=True")
     if divisor_override is not None:
-        b.fail(n, "AvgPool2d with divisor_override")
-    if not count_include_pad and ir._pair(padding) != (0, 0):
-        b.fail(n, "AvgPool2d with count_include_pad=False and padding")
-    return ir.AvgPool2d(kernel=kernel, stride=kernel if stride in (None, []) else stride, padding=padding)
+        b.fail(n, f"{what} with divisor_override")
+    if not count_include_pad and any(_tuple(padding, r)):
+        b.fail(n, f"{what} with count_include_pad=False and padding")
+    return POOL_NODES["avg", r](kernel=_tuple(kernel, r),
+                                stride=_tuple(kernel if stride in (None, []) else stride, r), padding=_tuple(padding, r))
 
 
-def _maxpool(b: "_Builder", n: torch.fx.Node, kernel: Any, stride: Any, padding: Any,
+def _maxpool(b: "_Builder", n: torch.fx.Node, want: int, kernel: Any, stride: Any, padding: Any,
              dilation: Any, ceil_mode: bool, return_indices: bool) -> ir.Node:
+    r = _rank(b, n, "max pooling", want)
     if ceil_mode or return_indices:
-        b.fail(n, "MaxPool2d with ceil_mode or return_indices")
-    return ir.MaxPool2d(kernel=kernel, stride=kernel if stride in (None, []) else stride,
-                        padding=padding, dilation=dilation)
+        b.fail(n, f"MaxPool{r}d with ceil_mode or return_indices")
+    return POOL_NODES["max", r](kernel=_tuple(kernel, r), stride=_tuple(kernel if stride in (None, []) else stride, r),
+                                padding=_tuple(padding, r), dilation=_tuple(dilation, r))
+
+
+def _mean(b: "_Builder", n: torch.fx.Node, _m: Any = None) -> list[ir.Node]:
+    """``x.mean(dims)`` over all spatial axes: a global average pool (then a flatten unless
+    ``keepdim``)."""
+    in_shape = b.shape_of(n.args[0])
+    r = _rank(b, n, "mean")
+    dims = _arg(n, 1, "dim", None)
+    dims = {(int(d) + len(in_shape) + 1) % (len(in_shape) + 1) for d in (dims if isinstance(dims, (tuple, list))
+                                                                         else [dims])} if dims is not None else None
+    if dims != set(range(2, 2 + r)) or _arg(n, 3, "dtype", None) is not None:
+        b.fail(n, f"mean over dims {_arg(n, 1, 'dim', None)} of a (N, {', '.join(map(str, in_shape))}) tensor "
+                  f"(only over all spatial dims, {tuple(range(2, 2 + r))})")
+    pool = POOL_NODES["avg", r](kernel=in_shape[1:], stride=in_shape[1:])
+    return [pool] if _arg(n, 2, "keepdim", False) else [pool, ir.Flatten()]
+
+
+def _clip(b: "_Builder", n: torch.fx.Node, low: float, high: float) -> ir.Node:
+    if low != 0:
+        b.fail(n, f"a clip to [{low}, {high}] (only [0, a]: ReLU6, Hardtanh(0, a))")
+    return ir.Clip(ceiling=high)
+
+
+def _upsample(b: "_Builder", n: torch.fx.Node, size: Any, scale: Any, mode: str, **extra: Any) -> ir.Node:
+    in_shape, out_shape = b.shape_of(n.args[0]), b.shape_of(n)
+    r = _rank(b, n, "upsampling")
+    if mode != "nearest":
+        b.fail(n, f"upsampling with mode={mode!r} (only 'nearest')")
+    factors = tuple(o // i for o, i in zip(out_shape[1:], in_shape[1:]))
+    if any(o != i * k for o, i, k in zip(out_shape[1:], in_shape[1:], factors)) or min(factors) < 1:
+        b.fail(n, f"upsampling from {in_shape[1:]} to {out_shape[1:]} (only integer scale factors)")
+    return ir.Upsample(scale=factors[:r])
+
+
+def _pad(b: "_Builder", n: torch.fx.Node, pad: Any, mode: str = "constant", value: Any = 0.0) -> ir.Node:
+    r = len(b.shape_of(n.args[0])) - 1
+    pad = [int(v) for v in pad]
+    if mode != "constant" or (value or 0.0) != 0.0:
+        b.fail(n, f"padding with mode={mode!r}, value={value} (only zero padding)")
+    if len(pad) > 2 * r or min(pad) < 0:
+        b.fail(n, f"padding {tuple(pad)} (only non-negative padding of the {r} spatial axes)")
+    pad = pad + [0] * (2 * r - len(pad))  # torch lists the last axis first
+    return ir.Pad(padding=tuple(v for a in reversed(range(r)) for v in (pad[2 * a], pad[2 * a + 1])))
 
 
 def _reshape_rule(b: "_Builder", n: torch.fx.Node, _m: Any = None) -> ir.Node | None:
@@ -166,11 +229,22 @@ MODULE_RULES: dict[type, Rule] = {
     nn.BatchNorm1d: _bn_rule,
     nn.BatchNorm2d: _bn_rule,
     nn.ReLU: _relu,
-    nn.AvgPool2d: lambda b, n, m: _avgpool(b, n, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+    nn.AvgPool2d: lambda b, n, m: _avgpool(b, n, 2, m.kernel_size, m.stride, m.padding, m.ceil_mode,
                                            m.count_include_pad, m.divisor_override),
-    nn.AdaptiveAvgPool2d: lambda b, n, m: _adaptive_avg(b, n, m.output_size),
-    nn.MaxPool2d: lambda b, n, m: _maxpool(b, n, m.kernel_size, m.stride, m.padding, m.dilation,
+    nn.AvgPool1d: lambda b, n, m: _avgpool(b, n, 1, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                           m.count_include_pad),
+    nn.AdaptiveAvgPool2d: lambda b, n, m: _adaptive_avg(b, n, m.output_size, 2),
+    nn.AdaptiveAvgPool1d: lambda b, n, m: _adaptive_avg(b, n, m.output_size, 1),
+    nn.MaxPool2d: lambda b, n, m: _maxpool(b, n, 2, m.kernel_size, m.stride, m.padding, m.dilation,
                                            m.ceil_mode, m.return_indices),
+    nn.MaxPool1d: lambda b, n, m: _maxpool(b, n, 1, m.kernel_size, m.stride, m.padding, m.dilation,
+                                           m.ceil_mode, m.return_indices),
+    nn.ReLU6: lambda b, n, m: ir.Clip(ceiling=6.0),
+    nn.Hardtanh: lambda b, n, m: _clip(b, n, m.min_val, m.max_val),
+    nn.Upsample: lambda b, n, m: _upsample(b, n, m.size, m.scale_factor, m.mode),
+    nn.ZeroPad1d: lambda b, n, m: _pad(b, n, m.padding), nn.ZeroPad2d: lambda b, n, m: _pad(b, n, m.padding),
+    nn.ConstantPad1d: lambda b, n, m: _pad(b, n, m.padding, value=m.value),
+    nn.ConstantPad2d: lambda b, n, m: _pad(b, n, m.padding, value=m.value),
     nn.Flatten: _flatten_module,
     nn.Dropout: _alias, nn.Dropout1d: _alias, nn.Dropout2d: _alias, nn.AlphaDropout: _alias,
     nn.Identity: _alias,
@@ -183,20 +257,35 @@ FUNCTION_RULES: dict[Any, Rule] = {
     torch.reshape: _reshape_rule,
     operator.add: _add, operator.iadd: _add, torch.add: _add,
     torch.cat: _cat, torch.concat: _cat,
-    F.avg_pool2d: lambda b, n, m: _avgpool(b, n, _arg(n, 1, "kernel_size", None), _arg(n, 2, "stride", None),
+    F.avg_pool2d: lambda b, n, m: _avgpool(b, n, 2, _arg(n, 1, "kernel_size", None), _arg(n, 2, "stride", None),
                                            _arg(n, 3, "padding", 0), _arg(n, 4, "ceil_mode", False),
                                            _arg(n, 5, "count_include_pad", True),
                                            _arg(n, 6, "divisor_override", None)),
-    F.adaptive_avg_pool2d: lambda b, n, m: _adaptive_avg(b, n, _arg(n, 1, "output_size", None)),
-    F.max_pool2d: lambda b, n, m: _maxpool(b, n, _arg(n, 1, "kernel_size", None), _arg(n, 2, "stride", None),
+    F.avg_pool1d: lambda b, n, m: _avgpool(b, n, 1, _arg(n, 1, "kernel_size", None), _arg(n, 2, "stride", None),
+                                           _arg(n, 3, "padding", 0), _arg(n, 4, "ceil_mode", False),
+                                           _arg(n, 5, "count_include_pad", True)),
+    F.adaptive_avg_pool2d: lambda b, n, m: _adaptive_avg(b, n, _arg(n, 1, "output_size", None), 2),
+    F.adaptive_avg_pool1d: lambda b, n, m: _adaptive_avg(b, n, _arg(n, 1, "output_size", None), 1),
+    F.max_pool2d: lambda b, n, m: _maxpool(b, n, 2, _arg(n, 1, "kernel_size", None), _arg(n, 2, "stride", None),
                                            _arg(n, 3, "padding", 0), _arg(n, 4, "dilation", 1),
                                            _arg(n, 5, "ceil_mode", False), _arg(n, 6, "return_indices", False)),
+    F.max_pool1d: lambda b, n, m: _maxpool(b, n, 1, _arg(n, 1, "kernel_size", None), _arg(n, 2, "stride", None),
+                                           _arg(n, 3, "padding", 0), _arg(n, 4, "dilation", 1),
+                                           _arg(n, 5, "ceil_mode", False), _arg(n, 6, "return_indices", False)),
+    F.relu6: lambda b, n, m: ir.Clip(ceiling=6.0),
+    F.hardtanh: lambda b, n, m: _clip(b, n, _arg(n, 1, "min_val", -1.0), _arg(n, 2, "max_val", 1.0)),
+    F.interpolate: lambda b, n, m: _upsample(b, n, _arg(n, 1, "size", None), _arg(n, 2, "scale_factor", None),
+                                             _arg(n, 3, "mode", "nearest")),
+    F.pad: lambda b, n, m: _pad(b, n, _arg(n, 1, "pad", None), _arg(n, 2, "mode", "constant"),
+                                _arg(n, 3, "value", None)),
+    torch.mean: _mean,
 }
 
 METHOD_RULES: dict[str, Rule] = {
     "relu": _relu, "relu_": _relu,
     "view": _reshape_rule, "reshape": _reshape_rule, "flatten": _reshape_rule,
     "add": _add, "add_": _add,
+    "mean": _mean,
 }
 
 
@@ -262,7 +351,19 @@ class _Builder:
         first = n.args[0] if n.args else None
         return [first] if isinstance(first, torch.fx.Node) else []
 
-    def add(self, n: torch.fx.Node, name: str, node: ir.Node | None) -> None:
+    def add(self, n: torch.fx.Node, name: str, node: ir.Node | list[ir.Node] | None) -> None:
+        """Add the IR node(s) a rule made for fx node ``n``: one node, a chain of nodes (named
+        ``name``, ``name.1``, ...), or None for an alias of its input."""
+        if isinstance(node, list):
+            first, *rest = node
+            self.add(n, name, first)
+            base = prev = self.alias[n]
+            for k, part in enumerate(rest, 1):
+                self.nodes[f"{base}.{k}"] = part
+                self.edges.append((prev, f"{base}.{k}"))
+                prev = f"{base}.{k}"
+            self.alias[n] = prev
+            return
         ins = self.tensor_inputs(n)
         for i in ins:
             if i not in self.alias:

@@ -72,3 +72,24 @@ def test_residual_network_differences_are_the_documented_ones(resnet_net, digits
     # values: at most one per spike-reached target, so at most our SynOps there
     pooled_macs = nb["Effective_MACs"] - T * rep.totals["input_macs_effective"]
     assert 0 < pooled_macs <= after_pool
+
+
+def test_1d_cnn_with_clip_pool_and_padding_equals_neurobench(digits):
+    """A 1-D CNN (Conv1d, ReLU6, spiking MaxPool1d, zero padding): NeuroBench hooks nn.Conv1d
+    in the exported module, and a padded spike train stays binary, so the SynOps and MACs
+    agree. Dense counts differ by the explicit padding: NeuroBench counts the second conv's
+    connections from the 2 padded positions (1 tap each, 6 channels x 8 outputs) at every
+    step; for us padding is never a connection."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(4, 6, 3, padding=1), torch.nn.ReLU6(), torch.nn.MaxPool1d(2),
+                                torch.nn.ConstantPad1d((1, 1), 0.0), torch.nn.Conv1d(6, 8, 3), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 8, 10))
+    net = snn.convert(model, digits[0][:200].reshape(-1, 4, 16))
+    assert {"conv1d", "maxpool1d", "pad"} <= {v.kind for v in net.graph.nodes.values()}
+    x = digits[2][:16].reshape(-1, 4, 16)
+    nb = _neurobench(net, x, digits[3][:16])
+    t = _ours(net, x).totals
+    assert t["synops"] > 0
+    assert nb["Effective_ACs"] == pytest.approx(t["synops"], rel=1e-12)
+    assert nb["Effective_MACs"] == pytest.approx(T * t["input_macs_effective"], rel=1e-12)
+    assert nb["Dense"] == pytest.approx(T * (t["spike_connections"] + t["input_macs"] + 2 * 6 * 8), rel=1e-12)

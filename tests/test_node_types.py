@@ -55,6 +55,20 @@ class _ViewInput(nn.Module):
         return self.fc(h.reshape(h.size(0), -1))
 
 
+class _ClipUpsamplePad(nn.Module):
+    """Clip (Hardtanh(0, a), ReLU6), nearest upsampling, zero padding and a spatial mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 4, 3, stride=2), nn.Conv2d(4, 6, 3)
+        self.up, self.pad = nn.Upsample(scale_factor=2, mode="nearest"), nn.ZeroPad2d((1, 0, 1, 0))
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        h = self.pad(self.up(F.hardtanh(self.c1(x), 0.0, 2.0)))
+        return self.fc(F.relu6(self.c2(h)).mean((2, 3)))
+
+
 def _image(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, 1, 8, 8)
 
@@ -70,6 +84,11 @@ CASES = {
     "conv1d": (lambda: nn.Sequential(nn.Conv1d(4, 6, 3, stride=2, padding=1), nn.BatchNorm1d(6), nn.ReLU(),
                                      nn.Conv1d(6, 4, 3, dilation=2, groups=2), nn.ReLU(), nn.Flatten(),
                                      nn.Linear(4 * 4, 10)), lambda x: x.reshape(-1, 4, 16)),
+    "pool1d": (lambda: nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+                                     nn.Conv1d(6, 6, 3, padding=1), nn.ReLU(), nn.AvgPool1d(2),
+                                     nn.Conv1d(6, 8, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool1d(1),
+                                     nn.Flatten(), nn.Linear(8, 10)), lambda x: x.reshape(-1, 4, 16)),
+    "clip_upsample_pad": (_ClipUpsamplePad, _image),
 }
 
 
@@ -167,6 +186,18 @@ def test_backends_give_identical_spikes(case, encoding, cases):
         np.testing.assert_array_equal(r.predictions, ref.predictions, err_msg=v)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_exported_snntorch_module_equals_the_backend(case, cases):
+    """``net.to_snntorch()`` (one step per call) gives the backend's readout at every step."""
+    _, _, xt, net = cases[case]
+    res = snn.simulate(net, xt, 6, precision="float64", impl="torch")
+    step = net.to_snntorch("float64")
+    step.reset()
+    with torch.no_grad():
+        mems = [step(torch.as_tensor(xt, dtype=torch.float64))[1].numpy() / (t + 1) for t in range(6)]
+    np.testing.assert_allclose(np.stack(mems), res.outputs, rtol=1e-9, atol=1e-9)
+
+
 def _brute_fanouts(g: ir.Graph, src: str, stop: set[str]) -> dict[str, np.ndarray]:
     """Distinct targets of each neuron of ``src`` in every first synaptic layer or neuron
     layer it reaches: one-hot inputs propagated through the float64 evaluator, weights
@@ -180,7 +211,7 @@ def _brute_fanouts(g: ir.Graph, src: str, stop: set[str]) -> dict[str, np.ndarra
         if name == src or not any(i in vals for i in ins):
             continue
         rule = ENERGY[type(node)]
-        if name in stop and isinstance(node, ir.MaxPool2d):
+        if name in stop and node.spike_route == "pool":
             continue  # routing of spikes
         if isinstance(rule, (Synapse, Neuron)):
             for slot, i in enumerate(ins):

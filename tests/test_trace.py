@@ -177,6 +177,42 @@ def test_unsupported_layers_name_the_node_and_op(model, where, op):
     assert where in msg and op in msg and "Supported:" in msg and "Conv2d" in msg
 
 
+class _Fn(nn.Module):
+    """Applies ``fn`` to the output of a 1x1 conv (so the op is traced as a function call)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.conv, self.fn = nn.Conv2d(2, 2, 1), fn
+
+    def forward(self, x):
+        return self.fn(self.conv(x))
+
+
+@pytest.mark.parametrize("model, where, op", [
+    (nn.Sequential(nn.Conv2d(2, 2, 1), nn.Hardtanh(-1.0, 1.0)), "'1' (Hardtanh)", "a clip to [-1.0, 1.0]"),
+    (nn.Sequential(nn.Conv2d(2, 2, 1), nn.Upsample(scale_factor=2, mode="bilinear")), "'1' (Upsample)",
+     "mode='bilinear'"),
+    (nn.Sequential(nn.Conv2d(2, 2, 1), nn.Upsample(size=(9, 9))), "'1' (Upsample)", "only integer scale factors"),
+    (_Fn(lambda h: F.pad(h, (1, 1, 1, 1), mode="replicate")), "'pad'", "mode='replicate'"),
+    (_Fn(lambda h: F.pad(h, (-1, 0))), "'pad'", "only non-negative padding"),
+    (_Fn(lambda h: h.mean(1)), "'mean'", "only over all spatial dims"),
+    (_Fn(lambda h: torch.mean(h, (1, 2, 3))), "'mean'", "only over all spatial dims"),
+    (nn.Sequential(nn.Conv2d(2, 2, 1), nn.AdaptiveAvgPool2d(3)), "'1' (AdaptiveAvgPool2d)", "sizes must divide"),
+])
+def test_new_layers_refuse_what_they_cannot_express(model, where, op):
+    with pytest.raises(ConversionError) as e:
+        trace(model, torch.randn((2, 2, 4, 4)))
+    msg = str(e.value)
+    assert where in msg and op in msg and "Supported:" in msg
+
+
+def test_mean_over_spatial_dims_is_a_global_average_pool():
+    g = trace(_Fn(lambda h: h.mean((-2, -1), keepdim=True).flatten(1) + h.mean((2, 3))), torch.randn(2, 2, 4, 4))
+    kinds = [v.kind for v in g.nodes.values()]
+    assert kinds.count("avgpool2d") == 2 and "flatten" in kinds
+    assert g.nodes["mean"].kernel == (4, 4)
+
+
 def test_nan_weights_are_rejected():
     m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     with torch.no_grad():

@@ -24,7 +24,7 @@ Model (one object per stateful node, ``B`` independent copies of each: neuron in
   object per source group with ``on_pre: I_post += w`` (dense for Linear, the full
   sparse connectivity for Conv2d, composed with pooling, Add gains, concatenation,
   flatten/reshape by index arithmetic).
-* Spiking ``MaxPool2d`` (cumulative-count rule): a group with ``mx`` (largest input
+* Spiking max-pool, 1-D or 2-D (cumulative-count rule): a group with ``mx`` (largest input
   count seen) and ``count``; synapses from the pooled neurons run
   ``mx_post = max(mx_post, count_pre)`` for each input spike, and the pool spikes when
   ``mx > count``, so its count is always the maximum of the window's counts.
@@ -259,7 +259,7 @@ def _static_values(graph: ir.Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     vals: dict[str, np.ndarray] = {graph.input: np.asarray(x, dtype=np.float64)}
     for name, node in graph.nodes.items():
         ins = graph.inputs_of(name)
-        if ins and all(i in vals for i in ins) and not isinstance(node, (ir.IF, ir.Readout, ir.ReLU)):
+        if ins and all(i in vals for i in ins) and not isinstance(node, (ir.IF, ir.Readout) + ir.ACTIVATIONS):
             vals[name] = ir.eval_node(node, [vals[i] for i in ins])
     return vals
 
@@ -269,7 +269,7 @@ def _build(b, graph: ir.Graph, x: np.ndarray, T: int, encoding: str, seed: int, 
     b2, B = b.b2, b.B
     static_input = enc.is_static(encoding)
     spiking = set(graph.spiking_nodes())
-    pools = {n for n, v in graph.nodes.items() if isinstance(v, ir.MaxPool2d) and n in spiking}
+    pools = {n for n, v in graph.nodes.items() if v.spike_route == "pool" and n in spiking}
     neurons = {n for n, v in graph.nodes.items() if isinstance(v, (ir.IF, ir.Readout))}
     sources = {n for n, v in graph.nodes.items() if isinstance(v, ir.IF)} | pools
     if not static_input:

@@ -157,7 +157,19 @@ def _conv_form(node: ir.Conv2d, fs: list[Form], ins: list[tuple[int, ...]], shap
     return f
 
 
-@FORMS.register(ir.AvgPool2d)
+@FORMS.register(ir.Upsample, ir.Pad)
+def _copy_form(node: ir.Node, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
+    """A node that copies each output from at most one input (or writes a zero): its matrix
+    is read off the float64 evaluator applied to the 1-based input indices."""
+    n_in = int(np.prod(ins[0]))
+    src = ir.eval_node(node, [np.arange(1, n_in + 1, dtype=np.float64).reshape((1,) + ins[0])])
+    src = np.rint(src.reshape(-1)).astype(np.int64)
+    rows = np.nonzero(src)[0]
+    M = sp.csr_matrix((np.ones(len(rows)), (rows, src[rows] - 1)), shape=(len(src), n_in))
+    return _apply(M, fs[0])
+
+
+@FORMS.register(ir.AvgPool2d, ir.AvgPool1d)
 def _avgpool_form(node: ir.Node, fs: list[Form], ins: list[tuple[int, ...]], shape: tuple[int, ...]) -> Form:
     return _apply(pool_matrix(node, ins[0], shape, 1.0 / int(np.prod(node.kernel))), fs[0])
 
@@ -179,7 +191,7 @@ def _concat_form(node: ir.Concat, fs: list[Form], ins: list[tuple[int, ...]], sh
     return _concat(fs, int(np.prod(shape)))
 
 
-STATEFUL = (ir.Input, ir.IF, ir.Readout, ir.MaxPool2d)
+STATEFUL = (ir.Input, ir.IF, ir.Readout, ir.MaxPool2d, ir.MaxPool1d)
 """Nodes the backend makes neuron groups of (the input under a spiking encoding, IF layers,
 the readout, max-pools of spikes); a max-pool on the constant input is evaluated once."""
 SUPPORTED: tuple[str, ...] = tuple(dict.fromkeys(tuple(t.kind for t in STATEFUL) + FORMS.kinds()))

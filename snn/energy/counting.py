@@ -299,16 +299,32 @@ def _concat_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slo
     return _Path((rows,) + path.factors[1:], shape)
 
 
-def _pool_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+def _axis_step(path: _Path, shape: Shape, maps: list[np.ndarray]) -> _Path:
+    """The path through a node that maps each spatial axis by a boolean (out, in) matrix."""
     _need_aligned(path, len(shape) - 1)
-    return _Path((path.factors[0],) + tuple(_bmm(m, f) for m, f in zip(_windows(node, ins[0], shape),
-                                                                        path.factors[1:])), shape)
+    return _Path((path.factors[0],) + tuple(_bmm(m, f) for m, f in zip(maps, path.factors[1:])), shape)
+
+
+def _pool_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+    return _axis_step(path, shape, _windows(node, ins[0], shape))
+
+
+def _upsample_step(path: _Path, node: ir.Upsample, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+    return _axis_step(path, shape, [np.arange(o)[:, None] // k == np.arange(i)[None, :]
+                                    for o, i, k in zip(shape[1:], ins[0][1:], node.scale)])
+
+
+def _pad_step(path: _Path, node: ir.Pad, ins: list[Shape], shape: Shape, slot: int) -> _Path:
+    return _axis_step(path, shape, [np.eye(o, i, k=-node.padding[2 * a], dtype=bool)
+                                    for a, (o, i) in enumerate(zip(shape[1:], ins[0][1:]))])
 
 
 ENERGY.register(ir.Flatten, ir.Reshape)(Route(_reshape_step))
 ENERGY[ir.Concat] = Route(_concat_step)
-ENERGY.register(ir.AvgPool2d, ir.MaxPool2d)(Route(_pool_step))
-ENERGY.register(ir.IF, ir.Readout, ir.ReLU)(Neuron())
+ENERGY.register(ir.AvgPool2d, ir.MaxPool2d, ir.AvgPool1d, ir.MaxPool1d)(Route(_pool_step))
+ENERGY[ir.Upsample] = Route(_upsample_step)
+ENERGY[ir.Pad] = Route(_pad_step)
+ENERGY.register(ir.IF, ir.Readout, ir.ReLU, ir.Clip)(Neuron())
 
 
 def _rule(node: ir.Node, cls: type) -> Any:
@@ -361,7 +377,7 @@ def source_fanout(graph: ir.Graph, source: str, stop: set[str]) -> _SourceFan:
                 if i != name:
                     continue
                 try:
-                    if c in stop and isinstance(node, ir.MaxPool2d):
+                    if c in stop and node.spike_route == "pool":
                         fan.routed_to.append(c)
                     elif isinstance(ENERGY.rule(node, c), (Synapse, Neuron)):
                         dense, nz = _fanout(path, node, c, graph, slot)
@@ -436,7 +452,7 @@ def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, ba
         return rows, tot
     ir.check_supported(ann, ENERGY.kinds() + (ir.Input.kind,), ENERGY.interpreter)
     mac_nodes = [n for n, v in ann.nodes.items() if _rule(v, Synapse) and _rule(v, Synapse).ann_mac]
-    relus = [n for n, v in ann.nodes.items() if isinstance(v, (ir.ReLU, ir.IF))]
+    relus = [n for n, v in ann.nodes.items() if isinstance(v, ir.ACTIVATIONS + (ir.IF,))]
     for n in mac_nodes:
         node = ann.nodes[n]
         ins = [ann.shapes[i] for i in ann.inputs_of(n)]
@@ -573,7 +589,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
                 "neurons": k if is_neuron else 0, "neuron_updates": k * T if is_neuron else 0, "spikes": spikes,
                 "firing_rate": spikes / (k * T) if n in spike_sums else None,
                 "activation_sparsity": ann_rows.get(n, {}).get("activation_sparsity"),
-                "routed_spikes": routed.get(n, 0.0) if isinstance(node, ir.MaxPool2d) else 0.0})
+                "routed_spikes": routed.get(n, 0.0) if node.spike_route == "pool" else 0.0})
     for r in layers:
         r.setdefault("routed_spikes", 0.0)
 

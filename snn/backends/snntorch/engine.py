@@ -192,7 +192,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                 for n, node in graph.nodes.items() if isinstance(node, ir.IF)}
     pool_state = {n: _PoolState(node, (B,) + graph.shapes[graph.inputs_of(n)[0]], (B,) + graph.shapes[n], dev,
                                 dtype, params.t[n], fused)
-                  for n, node in graph.nodes.items() if isinstance(node, ir.MaxPool2d) and n in spiking}
+                  for n, node in graph.nodes.items() if node.spike_route == "pool" and n in spiking}
     readout_acc = torch.zeros((B, n_out), dtype=dtype, device=dev)
     counted = set(if_state) | set(pool_state)
 
@@ -298,11 +298,16 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
 
 
 class _PoolState:
-    """Cumulative input counts and pooled maxima of one spiking max-pool, for one batch (B, ...)."""
+    """Cumulative input counts and pooled maxima of one spiking max-pool, for one batch (B, ...).
 
-    def __init__(self, node: ir.MaxPool2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+    The fused kernels pool (C, H, W) planes; a 1-D pool of (C, L) samples runs on the same
+    memory viewed as (C, 1, L), with a (1, k) window.
+    """
+
+    def __init__(self, node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                  dev: torch.device, dtype: torch.dtype, params: dict[str, torch.Tensor], fused: Any = None):
         self.node, self.params, self.fused = node, params, fused
+        self.flat = len(node.kernel) == 1
         self.cum = torch.zeros(in_shape, device=dev, dtype=dtype)
         self.pooled = torch.zeros(out_shape, device=dev, dtype=dtype)
 
@@ -312,7 +317,9 @@ class _PoolState:
         n = self.node
         cum0, pooled0 = self.cum[rows], self.pooled[rows]
         if self.fused is not None:
-            return self.fused.spike_maxpool(s.contiguous(), cum0, pooled0, *self._geometry(), steps)
+            out = self.fused.spike_maxpool(self._2d(s.contiguous()), self._2d(cum0), self._2d(pooled0),
+                                           *self._geometry(), self._2d(steps))
+            return out.squeeze(-2) if self.flat else out
         k, b = s.shape[:2]
         cum = torch.empty_like(s)
         acc = cum0
@@ -335,16 +342,24 @@ class _PoolState:
         """The IF layer ``ifs``, whose spikes only this pool reads, and this pool in one
         fused kernel, channel plane by plane, without materialising the IF's spikes; the IF's
         counts go to ``if_steps``, the pool's to ``steps``. Returns the pooled spikes."""
-        return self.fused.if_maxpool(current.contiguous(), ifs.u[rows], ifs.prev[rows], ifs.node.threshold,
-                                     ifs.node.reset == "subtract", static, k, if_steps, self.cum[rows],
-                                     self.pooled[rows], *self._geometry(), steps)
+        out = self.fused.if_maxpool(self._2d(current.contiguous()), self._2d(ifs.u[rows]), self._2d(ifs.prev[rows]),
+                                    ifs.node.threshold, ifs.node.reset == "subtract", static, k,
+                                    self._2d(if_steps), self._2d(self.cum[rows]), self._2d(self.pooled[rows]),
+                                    *self._geometry(), self._2d(steps))
+        return out.squeeze(-2) if self.flat else out
+
+    def _2d(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """A (..., C, L) tensor of a 1-D pool viewed as (..., C, 1, L); 2-D pools' as they are."""
+        return t.unsqueeze(-2) if self.flat and t is not None else t
 
     def _geometry(self) -> list[list[int]]:
-        n = self.node
-        return [list(n.kernel), list(n.stride), list(n.padding), list(n.dilation)]
+        g = ir.spatial(self.node)
+        if self.flat:
+            return [[1, g["kernel"][0]], [1, g["stride"][0]], [0, g["padding"][0]], [1, g["dilation"][0]]]
+        return [list(g["kernel"]), list(g["stride"]), list(g["padding"]), list(g["dilation"])]
 
 
-STATEFUL = ir.Table("backend 'snntorch'", {ir.IF: _IFState, ir.MaxPool2d: _PoolState})
+STATEFUL = ir.Table("backend 'snntorch'", {ir.IF: _IFState, ir.MaxPool2d: _PoolState, ir.MaxPool1d: _PoolState})
 """The nodes this backend steps itself, with their state class (a max-pool only when it
 pools spikes; on the constant input it is the stateless torch op)."""
 SUPPORTED: tuple[str, ...] = tuple(dict.fromkeys(

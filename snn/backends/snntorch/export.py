@@ -20,11 +20,11 @@ from snn.errors import SnnError
 
 
 class _SpikeMaxPool(nn.Module):
-    """One-step cumulative-count max-pooling of spikes (stateful)."""
+    """One-step cumulative-count max-pooling of spikes (stateful), 1-D or 2-D."""
 
-    def __init__(self, node: ir.MaxPool2d):
+    def __init__(self, node: ir.Node):
         super().__init__()
-        self.pool = nn.MaxPool2d(node.kernel, node.stride, node.padding, node.dilation)
+        self.node = node
         self.cum: torch.Tensor | None = None
         self.pooled: torch.Tensor | None = None
 
@@ -33,26 +33,33 @@ class _SpikeMaxPool(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         self.cum = s if self.cum is None else self.cum + s
-        pooled = self.pool(self.cum)
+        pooled = torch_ops.forward(self.node, {}, [self.cum])
         out = pooled if self.pooled is None else pooled - self.pooled
         self.pooled = pooled
         return out
 
 
+LAYERS = ir.Table("the snntorch exporter's torch layers", {
+    ir.Linear: lambda node: nn.Linear(node.weight.shape[1], node.weight.shape[0], bias=node.bias is not None),
+    ir.Conv2d: lambda node: nn.Conv2d(node.weight.shape[1] * node.groups, node.weight.shape[0],
+                                      node.weight.shape[2:], node.stride, node.padding, node.dilation,
+                                      node.groups, bias=node.bias is not None),
+    ir.Conv1d: lambda node: nn.Conv1d(node.weight.shape[1] * node.groups, node.weight.shape[0],
+                                      node.weight.shape[2:], node.stride, node.padding, node.dilation,
+                                      node.groups, bias=node.bias is not None),
+})
+"""Node types exported as the real torch layer (so tools that hook ``nn.Linear``/``nn.Conv*d``,
+such as NeuroBench, see them); every other stateless node runs its :mod:`snn.ir_torch` op."""
+
+
 class _Op(nn.Module):
-    """A stateless IR node with its parameters as buffers (Linear/Conv2d become the real
-    torch layers, so tools that hook ``nn.Linear``/``nn.Conv2d`` see them)."""
+    """A stateless IR node: its torch layer (:data:`LAYERS`), or its torch op with the
+    node's arrays as buffers."""
 
     def __init__(self, node: ir.Node, dtype: torch.dtype):
         super().__init__()
         self.node = node
-        self.layer: nn.Module | None = None
-        if isinstance(node, ir.Linear):
-            self.layer = nn.Linear(node.weight.shape[1], node.weight.shape[0], bias=node.bias is not None)
-        elif isinstance(node, ir.Conv2d):
-            co, cig, kh, kw = node.weight.shape
-            self.layer = nn.Conv2d(cig * node.groups, co, (kh, kw), node.stride, node.padding, node.dilation,
-                                   node.groups, bias=node.bias is not None)
+        self.layer: nn.Module | None = LAYERS[type(node)](node) if type(node) in LAYERS else None
         if self.layer is not None:
             self.layer = self.layer.to(dtype)
             with torch.no_grad():
@@ -97,7 +104,7 @@ class SnnTorchNetwork(nn.Module):
             if isinstance(node, ir.IF):
                 self.mods[key] = snntorch.Leaky(beta=1.0, threshold=node.threshold,
                                                 reset_mechanism=node.reset, init_hidden=False)
-            elif isinstance(node, ir.MaxPool2d) and name in spiking:
+            elif node.spike_route == "pool" and name in spiking:
                 self.mods[key] = _SpikeMaxPool(node)
             elif not isinstance(node, (ir.Input, ir.Readout)):
                 self.mods[key] = _Op(node, dtype)
