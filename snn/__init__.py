@@ -1,10 +1,22 @@
 """snn: convert trained PyTorch ANNs into spiking networks, simulate them (snntorch,
 brian2), count their operations and price them on neuromorphic hardware and GPUs.
 
->>> import snn
->>> net = snn.convert(model, calibration)            # doctest: +SKIP
->>> res = snn.simulate(net, x_test, timesteps=64)    # doctest: +SKIP
->>> res.accuracy(y_test)[-1]                          # doctest: +SKIP
+The whole path on a tiny network (a trained model works the same way):
+
+>>> import torch, snn
+>>> _ = torch.manual_seed(0)
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+>>> x = torch.rand(64, 4)
+>>> net = snn.convert(model, x)                          # calibrate on x, ReLU -> IF
+>>> res = snn.simulate(net, x, timesteps=32)              # backend="snntorch" by default
+>>> res.outputs.shape                                     # (T, N, outputs): readout after each step
+(32, 64, 3)
+>>> labels = model(x).argmax(1).numpy()
+>>> bool(res.accuracy(labels)[-1] > 0.8)                  # agreement with the ANN after 32 steps
+True
+>>> rep = snn.energy_report(net, res, hardware=["loihi"])
+>>> rep.totals["synops"] > 0
+True
 """
 from snn.errors import ConfigError, ConversionError, DataError, SnnError
 from snn.network import SpikingNetwork, load
@@ -14,7 +26,40 @@ __version__ = "0.1.0"
 
 
 def convert(model, calibration, **kwargs):
-    """Convert a trained ANN into a :class:`SpikingNetwork`; see :func:`snn.conversion.convert`."""
+    """Convert a trained ANN into a :class:`SpikingNetwork` of integrate-and-fire neurons.
+
+    Each ReLU (or clipped ReLU) becomes a layer of IF neurons whose rate over ``T`` steps
+    approximates the activation divided by its calibrated scale ``lambda``::
+
+        u[t] = v[t-1] + I[t];  s[t] = [u[t] > 1];  v[t] = u[t] - s[t]     (reset="subtract")
+        rate = sum_t s[t] / T  ~=  clip(a / lambda, 0, 1)
+
+    and the scales are folded into the weights (every threshold is 1). Full method and
+    options: :func:`snn.conversion.convert`.
+
+    Args:
+        model: a trained ``torch.nn.Module`` (not modified; a copy is traced in eval mode).
+        calibration: inputs ``(N, *sample shape)`` (tensor, array, or a DataLoader of ``x``
+            or ``(x, y)`` batches) used to pick the scales.
+        **kwargs: ``method``, ``percentile``, ``channelwise``, ``reset``, ``v_init``, ...
+
+    Returns:
+        :class:`SpikingNetwork`: ``graph`` (the SNN), ``ann`` (the traced ANN), ``meta``.
+
+    Raises:
+        ConversionError: a layer that cannot be converted, named by its module path, op and
+            the supported list; bad calibration data.
+
+    >>> import torch, snn
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> net = snn.convert(model, torch.rand(32, 4))
+    >>> [v.kind for v in net.graph.nodes.values()]
+    ['input', 'linear', 'if', 'linear', 'readout']
+    >>> snn.convert(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU()), torch.rand(8, 4))
+    Traceback (most recent call last):
+    ...
+    snn.errors.ConversionError: cannot convert node '1' (GELU): module type GELU is not supported. ...
+    """
     from snn.conversion import convert as _convert
 
     return _convert(model, calibration, **kwargs)
@@ -25,14 +70,42 @@ __all__ = ["convert", "simulate", "load", "SpikingNetwork", "SimulationResult", 
 
 
 def energy_report(net, res, hardware=("45nm-fp32", "loihi", "gpu-h100"), **kwargs):
-    """Operation counts and energy of ``net`` given a simulation result; see :mod:`snn.energy`."""
+    """Operation counts and energy per inference of ``net`` from its simulation result.
+
+    SynOps are spikes times their exact fan-out (``SynOps = sum_t sum_i s[t, i] * fanout[i]``),
+    against the ANN's multiply-accumulates; both are priced on each hardware profile
+    (full definitions: :mod:`snn.energy.counting`, :mod:`snn.energy.pricing`).
+
+    Args:
+        net: a :class:`SpikingNetwork` (its ``ann`` gives the ANN MACs) or an SNN graph.
+        res: its :class:`SimulationResult`, recorded with ``record="steps"`` or ``"totals"``.
+        hardware: profile names (``snn hardware`` lists them) or profile objects.
+        **kwargs: ``x``, ``labels``, ``profiles_file``, ... (see :func:`snn.energy.energy_report`).
+
+    Returns:
+        :class:`snn.energy.EnergyReport`: ``totals``, per-layer rows, energy per profile.
+
+    Raises:
+        SnnError: an unknown profile, a result without spike counts, inputs of the wrong shape.
+
+    >>> import torch, snn
+    >>> net = snn.convert(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)),
+    ...                   torch.rand(32, 4))
+    >>> rep = snn.energy_report(net, snn.simulate(net, torch.rand(8, 4), timesteps=4), hardware=["loihi"])
+    >>> rep.totals["neuron_updates"]                 # (8 IF + 2 readout neurons) x 4 steps
+    40
+    """
     from snn.energy import energy_report as _energy_report
 
     return _energy_report(net, res, hardware=hardware, **kwargs)
 
 
 def run_experiment(config, **kwargs):
-    """Run one experiment from a config (path, dict or object); see :mod:`snn.runner`."""
+    """Run one experiment from a config (path, dict or object); see :func:`snn.runner.run_experiment`.
+
+    Returns the stored run (``run.path``, ``run.summary``, ``run.data.accuracy``); raises
+    ``ConfigError`` naming the key path for a bad config, before any data is loaded.
+    """
     from snn.runner import run_experiment as _run_experiment
 
     return _run_experiment(config, **kwargs)

@@ -561,6 +561,16 @@ class Graph:
 
     ``shapes`` (per-sample output shape of every node) is computed and checked on
     construction, so a graph that exists is a valid graph.
+
+    >>> g = Graph({"input": Input((1, 8)), "conv": Conv1d(np.ones((2, 1, 3)), padding=1), "act": ReLU(),
+    ...            "pool": MaxPool1d(kernel=2, stride=2), "flat": Flatten()},
+    ...           [("input", "conv"), ("conv", "act"), ("act", "pool"), ("pool", "flat")], "input", "flat")
+    >>> g.shapes["pool"], g.shapes["flat"]
+    ((2, 4), (8,))
+    >>> Graph({"input": Input((3,)), "fc": Linear(np.ones((2, 4)))}, [("input", "fc")], "input", "fc")
+    Traceback (most recent call last):
+    ...
+    snn.errors.SnnError: node 'fc' (linear): input shape (3,) does not match weight (2, 4)
     """
 
     nodes: dict[str, Node]
@@ -784,6 +794,11 @@ def evaluate(graph: Graph, x: np.ndarray, keep: Iterable[str] = ()) -> dict[str,
     """Float64 reference evaluation of an ANN graph on a batch ``x`` (N, *input shape).
 
     Returns ``{"output": y}`` plus the outputs of the nodes named in ``keep``.
+
+    >>> g = Graph({"input": Input((2,)), "fc": Linear([[1.0, -1.0]]), "act": Clip(ceiling=0.5)},
+    ...           [("input", "fc"), ("fc", "act")], "input", "act")
+    >>> evaluate(g, [[2.0, 1.0], [0.2, 0.0], [0.0, 1.0]])["output"].ravel().tolist()
+    [0.5, 0.2, 0.0]
     """
     keep = set(keep)
     x = np.asarray(x, dtype=np.float64)

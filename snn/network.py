@@ -18,6 +18,24 @@ class SpikingNetwork:
     ``graph``: the SNN graph (IF layers, ``Readout`` output). ``ann``: the traced ANN
     graph (BN folded), kept for reference evaluation and ANN operation counts. ``meta``:
     how it was converted (method, percentile, reset, per-layer scales, ...).
+
+    >>> import os, tempfile, torch, snn
+    >>> net = snn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+    ...                   torch.rand(16, 3))
+    >>> print(net.summary())
+    input                          input      (3,)
+    0                              linear     (4,)
+    1                              if         (4,)
+    2                              linear     (2,)
+    readout                        readout    (2,)
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.h5")
+    >>> net.save(path)
+    >>> again = snn.load(path)                          # lossless: same graph, ANN and meta
+    >>> bool((again.graph.nodes["0"].weight == net.graph.nodes["0"].weight).all())
+    True
+    >>> step = net.to_snntorch()                        # one timestep per call
+    >>> y, mem = step(torch.rand(5, 3)); tuple(y.shape)
+    (5, 2)
     """
 
     graph: ir.Graph
@@ -50,7 +68,12 @@ class SpikingNetwork:
 
 
 def load(path: str | Path) -> SpikingNetwork:
-    """Read a network written by :meth:`SpikingNetwork.save`."""
+    """Read a network written by :meth:`SpikingNetwork.save` (example there).
+
+    Raises:
+        SnnError: a missing file, a file that is not an snn network, an unsupported IR
+            version or node kind.
+    """
     import h5py
 
     path = Path(path)

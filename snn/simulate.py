@@ -89,13 +89,48 @@ def _to_numpy(x: Any) -> np.ndarray:
 def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encoding: str = "constant",
              batch_size: int = 256, device: str = "cpu", precision: str = "float32", seed: int = 0,
              record: str = "steps", progress: bool = False, **options: Any) -> SimulationResult:
-    """Simulate ``net`` (a :class:`snn.network.SpikingNetwork` or SNN graph) on ``x`` (N, *input shape).
+    """Simulate ``net`` on ``x`` for ``timesteps`` steps with a named backend.
 
-    ``record="steps"`` keeps per-step spike counts per neuron (for energy at each step);
-    ``"totals"`` keeps only the sums over steps; ``"none"`` counts no spikes (outputs only,
-    for timing the cost of counting). Extra ``options`` go to the backend (e.g.
-    ``target=`` for brian2; ``impl=``, ``event=``, ``chunk=`` for snntorch, see
-    :func:`snn.backends.snntorch.run`).
+    Every IF layer follows the equations of :mod:`snn.ir` (all layers advance in the same
+    step, no synaptic delay)::
+
+        u[t] = v[t-1] + I[t];   s[t] = [u[t] > theta];   v[t] = u[t] - s[t] * theta  (or 0)
+
+    and the readout reports the mean output current so far, ``y[t] = sum_{k<=t} I[k] / t``.
+    The graph is checked against the backend's supported node types before any work.
+
+    Args:
+        net: a :class:`snn.network.SpikingNetwork` or an SNN :class:`snn.ir.Graph` (ending in
+            a ``Readout``).
+        x: inputs ``(N, *input shape)``, array or tensor.
+        timesteps: ``T >= 1``.
+        backend: ``"snntorch"`` (CPU/CUDA, fast) or ``"brian2"`` (reference; same spikes).
+        encoding: ``"constant"`` (the analog input every step) or ``"poisson"`` (inputs in [0, 1]).
+        batch_size, device, precision, seed: batching, ``"cpu"``/``"cuda"``, ``"float32"``/
+            ``"float64"``, the Poisson seed.
+        record: ``"steps"`` per-step spike counts per neuron (energy at each step),
+            ``"totals"`` their sums over steps, ``"none"`` no spike counts (outputs only).
+        **options: backend options: ``target=`` for brian2; ``impl=``, ``event=``, ``chunk=``
+            for snntorch (see :func:`snn.backends.snntorch.run`).
+
+    Returns:
+        :class:`SimulationResult`: ``outputs`` (T, N, K), spike counts per recorded node.
+
+    Raises:
+        SnnError: an unknown backend, option, encoding or precision; inputs of the wrong shape
+            or with NaN; a graph the backend cannot simulate (naming the node, its type, the
+            backend and its supported set).
+
+    >>> import numpy as np, snn
+    >>> from snn import ir
+    >>> g = ir.Graph({"input": ir.Input((1,)), "fc": ir.Linear(np.ones((1, 1))), "if": ir.IF(),
+    ...               "out": ir.Linear(np.ones((1, 1))), "readout": ir.Readout()},
+    ...              [("input", "fc"), ("fc", "if"), ("if", "out"), ("out", "readout")], "input", "readout")
+    >>> res = snn.simulate(g, np.array([[0.375]]), timesteps=6)
+    >>> res.spike_counts_per_step["if"][:, 0].tolist()   # u = .375 .75 1.125* .5 .875 1.25*
+    [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    >>> round(float(res.outputs[-1, 0, 0]), 6)          # 2 spikes in 6 steps
+    0.333333
     """
     from snn.backends import check_graph, get_backend
 
