@@ -112,3 +112,20 @@ def run_experiment(config, **kwargs):
 
 
 __all__ += ["energy_report", "run_experiment"]
+
+
+def to_nir(net, path, allow_lossy=False):
+    """Write ``net`` as a NIR graph file (exact, or refused by node; see :mod:`snn.nir`)."""
+    from snn.nir import to_nir as _to_nir
+
+    return _to_nir(net, path, allow_lossy=allow_lossy)
+
+
+def from_nir(path):
+    """Read a NIR graph file (ours or another library's) as a :class:`SpikingNetwork` (see :mod:`snn.nir`)."""
+    from snn.nir import from_nir as _from_nir
+
+    return _from_nir(path)
+
+
+__all__ += ["to_nir", "from_nir"]

@@ -40,10 +40,12 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
                               {"brian2"}),
     "snn.energy": ({"snn.energy", "snn.ir", "snn.encode", "snn.errors", "snn.util", "snn.render"},
                    {"torch", "brian2", "snntorch"}),
-    "snn.energy.gpu": ({"snn.energy", "snn.ir", "snn.ir_torch", "snn.errors"}, {"brian2", "snntorch"}),
+    "snn.energy.measure": ({"snn.energy", "snn.ir", "snn.ir_torch", "snn.errors"}, {"brian2", "snntorch"}),
     "snn.data": ({"snn.errors", "snn.util"}, {"brian2", "snntorch"}),
     "snn.zoo": ({"snn.data", "snn.trace", "snn.errors", "snn.util"}, {"brian2", "snntorch"}),
     "snn.train": ({"snn.data", "snn.zoo", "snn.errors", "snn.util"}, {"brian2", "snntorch"}),
+    # exports/imports: the IR and their own libraries, never a backend or torch
+    "snn.nir": ({"snn.ir", "snn.errors", "snn.network", "snn.util"}, {"torch", "brian2", "snntorch"}),
 }
 TOP = ("snn", "snn.config", "snn.runner", "snn.results", "snn.report", "snn.cli", "snn.sweep")
 ROOT = Path(__file__).resolve().parents[1] / "snn"
