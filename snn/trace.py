@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import operator
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -470,7 +471,12 @@ def trace(model: nn.Module, example: torch.Tensor) -> ir.Graph:
     """Trace ``model`` (any mode; a copy is put in eval mode) into an ANN graph.
 
     ``example``: a batch of inputs, ``(N, *sample shape)``, used for shape propagation.
+    ``model`` may also be the path of an ONNX file, read by :func:`snn.onnx.read_onnx`.
     """
+    if isinstance(model, (str, os.PathLike)):
+        from snn.onnx import read_onnx
+
+        return read_onnx(model, tuple(torch.as_tensor(example).shape[1:]))
     if not isinstance(model, nn.Module):
         raise ConversionError(f"expected a torch.nn.Module, got {type(model).__name__}")
     m = copy.deepcopy(model).eval().to("cpu", torch.float32)
