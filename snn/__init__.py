@@ -129,3 +129,51 @@ def from_nir(path):
 
 
 __all__ += ["to_nir", "from_nir"]
+
+
+def load_model(path, arch, **arch_kwargs):
+    """Load a trained ANN from a checkpoint without running code from the file.
+
+    The checkpoint is a state dict: safetensors, or ``torch.save`` read with
+    ``torch.load(weights_only=True)``. A pickle that carries code (any object other than
+    tensors and plain containers) is refused before anything in it runs.
+
+    Args:
+        path: the checkpoint (``.safetensors``, ``.pt``, ``.pth``).
+        arch: a zoo architecture name (``snn.zoo.MODELS``), a ``torch.nn.Module`` to load
+            into, or a callable returning one (called with ``arch_kwargs``).
+        **arch_kwargs: arguments of the zoo architecture or of the callable.
+
+    Returns:
+        the model with the checkpoint's weights, in eval mode.
+
+    Raises:
+        SnnError: a missing, corrupt or unsafe file; weights that do not fit ``arch``.
+
+    >>> import os, tempfile, torch, snn
+    >>> path = os.path.join(tempfile.mkdtemp(), "mlp.pt")
+    >>> torch.save(torch.nn.Linear(4, 2).state_dict(), path)
+    >>> snn.load_model(path, torch.nn.Linear(4, 2)).weight.shape
+    torch.Size([2, 4])
+    """
+    import torch
+
+    from snn import train, zoo
+
+    if isinstance(arch, str):
+        model = zoo.create_model(arch, **arch_kwargs)
+    elif isinstance(arch, torch.nn.Module):
+        if arch_kwargs:
+            raise SnnError(f"load_model: arguments {sorted(arch_kwargs)} given with a module instance")
+        model = arch
+    elif callable(arch):
+        model = arch(**arch_kwargs)
+    else:
+        raise SnnError(f"load_model: arch must be a zoo name, a torch.nn.Module or a callable, got {type(arch).__name__}")
+    if not isinstance(model, torch.nn.Module):
+        raise SnnError(f"load_model: arch gave a {type(model).__name__}, not a torch.nn.Module")
+    train.load_checkpoint(model, path)
+    return model.eval()
+
+
+__all__ += ["load_model"]
