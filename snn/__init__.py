@@ -15,7 +15,7 @@ The whole path on a tiny network (a trained model works the same way):
 >>> bool(res.accuracy(labels)[-1] > 0.8)                  # agreement with the ANN after 32 steps
 True
 >>> rep = snn.energy_report(net, res, hardware=["loihi"])
->>> rep.totals["synops"] > 0
+>>> rep.totals.synops > 0
 True
 """
 from snn.errors import ConfigError, ConversionError, DataError, SnnError
@@ -92,7 +92,7 @@ def energy_report(net, res, hardware=("45nm-fp32", "loihi", "gpu-h100"), **kwarg
     >>> net = snn.convert(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)),
     ...                   torch.rand(32, 4))
     >>> rep = snn.energy_report(net, snn.simulate(net, torch.rand(8, 4), timesteps=4), hardware=["loihi"])
-    >>> rep.totals["neuron_updates"]                 # (8 IF + 2 readout neurons) x 4 steps
+    >>> rep.totals.neuron_updates                    # (8 IF + 2 readout neurons) x 4 steps
     40
     """
     from snn.energy import energy_report as _energy_report
@@ -112,6 +112,8 @@ def run_experiment(config, **kwargs):
 
 
 __all__ += ["energy_report", "run_experiment"]
+from snn.energy.lifecycle import Deployment, Training, lifecycle  # noqa: E402  (the life cycle, issue 11)
+__all__ += ["lifecycle", "Deployment", "Training"]
 
 
 def to_nir(net, path, allow_lossy=False):

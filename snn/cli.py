@@ -139,7 +139,7 @@ def cmd_energy(a: argparse.Namespace) -> int:
                        batch_size=a.batch_size, device=a.device, record="steps", progress=True)
     print(f"SNN accuracy at T={a.timesteps} on {len(x)} {a.data} test samples: {100 * res.accuracy(y)[-1]:.2f}%")
     kwargs = {"hardware": a.hardware} if a.hardware else {}
-    report = snn.energy_report(net, res, x=x, labels=y, **kwargs)
+    report = snn.energy_report(net, res, x=x, labels=y, batch_size=a.energy_batch_size, **kwargs)
     print(report.table())
     for path, writer in ((a.json, report.to_json), (a.md, report.to_markdown), (a.html, report.to_html)):
         if path:
@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hardware", nargs="+", default=None, help="hardware profiles")
     sp.add_argument("--backend", default="snntorch")
     sp.add_argument("--encoding", default="constant")
-    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--batch-size", type=int, default=256, help="simulation batch size")
+    sp.add_argument("--energy-batch-size", type=int, default=1,
+                    help="inferences per call when pricing GPUs and CPUs (default 1)")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--data-root", default=None)
     sp.add_argument("--json", default=None, help="also write the report as JSON")

@@ -244,8 +244,10 @@ class SimConfig(_Section):
 
 class EnergyConfig(_Section):
     """Energy estimate (:func:`snn.energy_report`): the hardware profiles to price the run
-    on (names in :data:`snn.energy.PROFILES`, or defined in ``profiles_file``), and the
-    carbon figures: grid intensity in gCO2e/kWh and the data-centre PUE.
+    on (names in :data:`snn.energy.PROFILES`, or defined in ``profiles_file``), the batch
+    size the network is served at on GPUs and CPUs (``batch_size``, inferences per call;
+    event chips run one at a time), and the carbon figures: grid intensity in gCO2e/kWh
+    and the data-centre PUE.
 
     ``profiles_file`` is read and checked here (:func:`snn.energy.load_profiles`: a missing
     or malformed file, a value out of range, a key that no pricing tier uses are errors), and
@@ -254,6 +256,7 @@ class EnergyConfig(_Section):
     enabled: bool = True
     profiles_file: str | None = None
     hardware: list[str] = Field(default_factory=lambda: ["45nm-fp32", "loihi", "gpu-h100"], min_length=1)
+    batch_size: int = Field(default=1, ge=1)
     grid_g_per_kwh: float = Field(default=475.0, gt=0)
     pue: float = Field(default=1.0, ge=1)
 

@@ -1,6 +1,6 @@
 """The IR evaluated with torch: one table (:data:`OPS`) from node type to torch op, used by
 calibration (:mod:`snn.conversion`), the GPU/CPU energy measurement
-(:mod:`snn.energy.gpu`) and the snntorch backend for its stateless nodes.
+(:mod:`snn.energy.measure`) and the snntorch backend for its stateless nodes.
 
 Tensors carry a leading batch axis: ``(N, *sample shape)``. A backend with a time axis
 folds it into the batch axis before calling these (``(T, B, ...) -> (T*B, ...)``).

@@ -86,15 +86,18 @@ def _plot_energy(runs: Sequence[Run], labels: Sequence[str], path: Path, alt: st
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for run, lab in curves:
-        ps = run.data.energy["per_step"]
-        for hw, e in ps["snn_j"].items():
-            line, = ax.plot(np.asarray(e), 100 * run.data.accuracy[:len(e)], label=f"SNN {hw} {lab}".strip())
-            ann_j = run.data.energy["energy"].get(hw, {}).get("ann_j")
+        ps, energy = run.data.energy["per_step"], run.data.energy["energy"]
+        for hw in ps["snn_dynamic_j"]:
+            basis = energy[hw]["basis"]
+            e = ps[f"snn_{basis}_j"][hw]
+            line, = ax.plot(np.asarray(e), 100 * run.data.accuracy[:len(e)],
+                            label=f"SNN {hw} ({basis}) {lab}".strip())
+            ann_j = energy[hw].get(f"ann_{basis}_j")
             if ann_j:
                 ax.plot([ann_j], [100 * run.data.ann_accuracy], marker="*", ms=10, ls="", color=line.get_color(),
-                        label=f"ANN {hw} {lab}".strip())
+                        label=f"ANN {hw} ({basis}) {lab}".strip())
     ax.set_xscale("log")
-    ax.set_xlabel("SNN energy per inference up to step t (J)")
+    ax.set_xlabel("energy per inference up to step t (J; total or dynamic, as labelled)")
     ax.set_ylabel("test accuracy after step t (%)")
     ax.set_title("Energy vs accuracy (SNN: one point per timestep; star: ANN)")
     ax.grid(alpha=.3)
@@ -121,7 +124,9 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
-def _joules(v: float) -> str:
+def _joules(v: float | None) -> str:
+    if v is None:
+        return "-"
     for unit, f in (("J", 1.0), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)):
         if abs(v) >= f:
             return f"{v / f:.3g} {unit}"
@@ -212,13 +217,14 @@ def compare_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
             if hw not in hws:
                 hws.append(hw)
     head = ["run", "dataset", "model", "backend", "T", "method", "ANN acc", "SNN acc", "gap (points)"] \
-        + [f"SNN J {hw}" for hw in hws]
+        + [f"SNN J {hw} total / dynamic" for hw in hws]
     rows = []
     for r in runs:
         s, e = r.summary, r.summary.get("energy") or {}
         rows.append([_run_label(r, runs), s["dataset_label"], s["model"], s["backend"], str(s["timesteps"]),
                      s["method"], _pct(s["ann_accuracy"]), _pct(s["snn_accuracy"]),
-                     f"{100 * s['accuracy_gap']:.2f}"] + [_joules(e[hw]["snn_j"]) if hw in e else "n/a" for hw in hws])
+                     f"{100 * s['accuracy_gap']:.2f}"] + [f"{_joules(e[hw]['snn_total_j'])} / {_joules(e[hw]['snn_dynamic_j'])}"
+                                                  if hw in e else "n/a" for hw in hws])
     return head, rows
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from snn.config import ExperimentConfig, config_hash, load_config, to_dict, to_yaml, user_class
+from snn.energy.totals import Totals
 from snn.errors import ConfigError
 from snn.results import Run, RunData, environment, new_run, write_results
 from snn.util import atomic_write_text
@@ -165,10 +166,12 @@ def run_experiment(config: str | Path | Mapping[str, Any] | ExperimentConfig, ov
         torch.set_num_threads(threads)
 
 
+SUMMARY_ENERGY = ("ann_dynamic_j", "ann_total_j", "snn_dynamic_j", "snn_total_j", "snn_latency_s", "ratio_dynamic",
+                  "ratio_total", "basis", "batch_size", "break_even_rate")
 OP_KEYS = ("synops", "input_macs", "current_macs", "neuron_updates", "macs_dense", "op_ratio")
 
 
-def op_counts(totals: Mapping[str, Any]) -> dict[str, Any]:
+def op_counts(totals: Totals) -> dict[str, Any]:
     """The headline operation counts of an energy report's ``totals``, per inference.
 
     ``synops`` (spikes x fan-out), ``input_macs`` and ``current_macs`` (the SNN's
@@ -181,7 +184,7 @@ def op_counts(totals: Mapping[str, Any]) -> dict[str, Any]:
     synaptic operations than the ANN). Neuron updates are left out of it, as the ANN's
     activations are left out of ``macs_dense``; None when ``macs_dense`` is 0 (no ANN graph).
     """
-    ops = {k: totals[k] for k in OP_KEYS[:-1]}
+    ops = {k: getattr(totals, k) for k in OP_KEYS[:-1]}
     snn_ops = ops["synops"] + ops["input_macs"] + ops["current_macs"]
     ops["op_ratio"] = snn_ops / ops["macs_dense"] if ops["macs_dense"] else None
     return ops
@@ -231,7 +234,7 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
     if cfg.energy.enabled:
         e = cfg.energy
         energy = snn.energy_report(net, res, hardware=e.hardware, x=x_te, labels=y_te, profiles_file=e.profiles_file,
-                                   grid_g_per_kwh=e.grid_g_per_kwh, pue=e.pue, name=cfg.name)
+                                   batch_size=e.batch_size, grid_g_per_kwh=e.grid_g_per_kwh, pue=e.pue, name=cfg.name)
         stage("energy")
 
     spikes = {k: v.reshape(v.shape[0], -1).sum(axis=1) / res.n_samples for k, v in res.step_sums.items()}
@@ -239,7 +242,7 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
                        neurons={k: int(np.prod(net.graph.shapes[k])) for k in spikes},
                        energy=energy.to_dict() if energy else None, training=model_info["metrics"],
                        environment=environment(s.device), n_samples=res.n_samples)
-    ops = op_counts(run_data.energy["totals"]) if energy else dict.fromkeys(OP_KEYS)  # None without energy
+    ops = op_counts(energy.totals) if energy else dict.fromkeys(OP_KEYS)  # None without energy
     summary = {
         "experiment": cfg.name, "config_hash": h, "description": cfg.description, "started": started,
         "dataset": d.name, "dataset_label": data.label, "model": cfg.model.name, "model_source": model_info["source"],
@@ -249,8 +252,7 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
         "accuracy_at": {str(t): float(acc[t - 1]) for t in curve_points(s.timesteps)},
         "firing_rates": run_data.firing_rates(),
         **ops,
-        "energy": {p: {k: v.get(k) for k in ("ann_j", "snn_j", "ratio", "break_even_rate")}
-                   for p, v in energy.energy.items()} if energy else None,
+        "energy": {p: {k: v.get(k) for k in SUMMARY_ENERGY} for p, v in energy.energy.items()} if energy else None,
         "sweep_point": dict(sweep_point or {}), "timings_s": timings,
     }
 

@@ -81,7 +81,7 @@ def test_config_errors_before_the_data_is_looked_for(tmp_path, monkeypatch, caps
     for changes, expected in [
             ({"convert__v_init": 1.0}, "convert.v_init: IF v_init must be in [0, 1) (a fraction of the threshold)"),
             ({"energy__profiles_file": "p.yaml", "energy__hardware": ["chip"]},
-             "energy.profiles_file: p.yaml: profile 'chip': unknown key(s) e_synop (no pricing tier of kind 'event' "
+             "energy.profiles_file: p.yaml: profile 'chip': unknown key(s) e_synop (no tier of kind 'event' "
              "uses them)"),
             ({"energy__profiles_file": "p.yaml", "energy__hardware": ["chip2"]}, "energy.profiles_file: p.yaml:")]:
         cfg = _good(tmp_path, **nodata, **changes)
@@ -163,7 +163,7 @@ def test_run_report_compare(tmp_path, monkeypatch, capsys):
     assert rc == 0 and "SNN accuracy at T=4 on 50 digits test samples" in out and "loihi" in out
     from snn.energy import EnergyReport
 
-    assert EnergyReport.from_json(tmp_path / "e.json").totals["timesteps"] == 4
+    assert EnergyReport.from_json(tmp_path / "e.json").totals.timesteps == 4
     assert (tmp_path / "cmp" / "energy_compare.json").is_file()
     # a corrupted results file is a clear error
     import shutil

@@ -204,12 +204,19 @@ def test_profile_keys_that_no_pricing_tier_uses_are_config_errors(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text(PROFILE + "    e_synop: 2.0e-13\n")
     assert err({"name": "x", "energy": {"profiles_file": str(p), "hardware": ["my-chip"]}}) == (
-        f"config: energy.profiles_file: {p}: profile 'my-chip': unknown key(s) e_synop (no pricing tier of kind "
-        "'event' uses them); valid: description, e_ac, e_mac, e_mem, e_neuron, e_spike, event_driven, kind, "
-        "parallel_units, static_power_w, t_ac_s, t_neuron_s, t_step_s")
+        f"config: energy.profiles_file: {p}: profile 'my-chip': unknown key(s) e_synop (no tier of kind "
+        "'event' uses them); valid: cores_per_chip, description, e_ac, e_mac, e_mem, e_neuron, e_spike, "
+        "embodied_kg, event_driven, kind, neurons_per_core, runtime_power_w, service_life_years, static_power_w, "
+        "t_ac_s, t_host_step_s, t_neuron_s, t_sync_s")
     p.write_text("profiles:\n  g:\n    kind: gpu\n    peak_flops: 1.0e+12\n    board_power_w: 100\n    mem_bw: 1.0e+12\n"
                  "    bytes_per_value: 2\n    idle_power_w: 50\n")
     assert err({"name": "x", "energy": {"profiles_file": str(p), "hardware": ["g"]}}) == (
-        f"config: energy.profiles_file: {p}: profile 'g': unknown key(s) idle_power_w (no pricing tier of kind "
-        "'gpu' uses them); valid: batch_size, board_power_w, bytes_per_value, description, flops_per_neuron_update, "
-        "kind, mem_bw, peak_flops")
+        f"config: energy.profiles_file: {p}: profile 'g': the platform tier of kind 'gpu' needs active_power_w, "
+        "t_call_s, t_kernel_s (it needs active_power_w, idle_power_w, t_call_s, t_kernel_s; given: idle_power_w)")
+
+
+def test_energy_batch_size_is_checked_before_any_data(tmp_path):
+    assert load_config({"name": "x", "energy": {"batch_size": 64}}).energy.batch_size == 64
+    assert load_config({"name": "x"}).energy.batch_size == 1
+    for bad in (0, -3, 1.5, "many"):
+        assert err({"name": "x", "energy": {"batch_size": bad}}).startswith("config: energy.batch_size: ")

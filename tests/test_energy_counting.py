@@ -43,12 +43,12 @@ def test_232_poisson_by_hand():
     assert rows["fc1"]["synops"] == (3 + 1) * 3 / 2       # each input spike reaches 3 hidden neurons
     assert rows["fc2"]["synops"] == (2 + 0 + 5) * 2 / 2   # each hidden spike reaches 2 outputs
     t = c.totals
-    assert t["synops"] == 13.0 and t["input_macs"] == 0
-    assert t["neuron_updates"] == (3 + 2) * 4 and t["active_updates"] == 7 / 2
-    assert t["macs_dense"] == 12 and t["ann_neurons"] == 3
-    assert t["spikes"] == 7 / 2 and t["firing_rate"] == 3.5 / (3 * 4)
+    assert t.synops == 13.0 and t.input_macs == 0
+    assert t.neuron_updates == (3 + 2) * 4 and t.active_updates == 7 / 2
+    assert t.macs_dense == 12 and t.ann_neurons == 3
+    assert t.spikes == 7 / 2 and t.firing_rate == 3.5 / (3 * 4)
     # memory: weight read per synop, membrane read+write per update, one write per IF spike
-    assert t["memory"] == {"weight_reads": 13.0, "input_reads": 0.0, "state_reads_writes": 40, "spike_writes": 3.5}
+    assert t.snn_memory() == {"weight_reads": 13.0, "input_reads": 0.0, "state_reads_writes": 40, "spike_writes": 3.5}
     np.testing.assert_allclose(c.per_step["synops"], np.cumsum([3 + 1 * 2, 2 * 3 + 3 * 2, 0 + 2 * 2, 1 * 3 + 1 * 2]) / 2)
 
 
@@ -58,13 +58,13 @@ def test_232_constant_input_is_macs_once():
     x = np.array([[0.5, 0.0], [0.2, 0.3]])
     c = count_ops(g, sums, None, n_samples=2, timesteps=4, encoding="constant", ann=ann, x=x)
     t = c.totals
-    assert t["synops"] == 7.0 and t["input_macs"] == 6
-    assert t["input_macs_effective"] == (3 + 6) / 2  # sample 1 has one zero input
+    assert t.synops == 7.0 and t.input_macs == 6
+    assert t.input_macs_effective == (3 + 6) / 2  # sample 1 has one zero input
     assert any("once per inference" in n for n in c.notes)
     # ANN effective MACs: fc1 inputs nonzero 3 of 4 -> 9/2 per sample; fc2 relu outputs
     relu = np.maximum(x @ g.nodes["fc1"].weight.T, 0)
-    assert t["macs_effective"] == pytest.approx((3 + 6) / 2 + (relu != 0).sum() * 2 / 2)
-    assert t["activation_sparsity"] == pytest.approx((relu == 0).mean())
+    assert t.macs_effective == pytest.approx((3 + 6) / 2 + (relu != 0).sum() * 2 / 2)
+    assert t.activation_sparsity == pytest.approx((relu == 0).mean())
 
 
 def _conv_net(conv: ir.Conv2d, in_shape, pool: ir.AvgPool2d | None = None):
@@ -89,7 +89,7 @@ def test_conv_3x3_padding_1_fanout_map_by_hand():
     spikes = np.zeros((1, 4, 4), dtype=np.int64)
     spikes[0, 0, 0], spikes[0, 0, 1], spikes[0, 2, 2] = 2, 1, 3   # corner, edge, interior
     c = count_ops(g, {"s": spikes, "h": np.zeros((co, 4, 4), np.int64)}, None, 1, 8, "constant")
-    assert c.totals["synops"] == (2 * 4 + 1 * 6 + 3 * 9) * co
+    assert c.totals.synops == (2 * 4 + 1 * 6 + 3 * 9) * co
 
 
 def _brute_fanout(g: ir.Graph, src: str, target: str) -> np.ndarray:
@@ -158,7 +158,7 @@ def test_maxpool_of_spikes_routes_and_its_spikes_are_counted():
     c = count_ops(g, sums, None, 1, 4, "constant")
     rows = {r["node"]: r for r in c.layers}
     assert rows["fc"]["synops"] == 3 * 3
-    assert rows["mp"]["routed_spikes"] == 32 and c.totals["synops"] == 9
+    assert rows["mp"]["routed_spikes"] == 32 and c.totals.synops == 9
 
 
 def test_residual_spikes_enter_add_one_synapse_each():
@@ -198,7 +198,7 @@ def test_energy_never_imports_torch_even_when_pricing():
             "res = SimulationResult(np.zeros((2, 1, 2)), {'h': s.sum(0)}, {'h': s}, 1, 2, 'x', 'constant', "
             "'float64', 'cpu', 0, 1, 0.0)\n"
             "rep = energy_report(g, res, hardware=['loihi', 'gpu-h100', '45nm-int8'])\n"
-            "assert rep.totals['synops'] == 8\n"
+            "assert rep.totals.synops == 8\n"
             "bad = [m for m in ('torch', 'brian2', 'snntorch') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -219,6 +219,6 @@ def test_counts_identical_whichever_backend_recorded(cnn_net, digits):
     assert r1.spike_sums.keys() == r2.spike_sums.keys()
     for k in r1.spike_sums:
         np.testing.assert_array_equal(r1.spike_sums[k], r2.spike_sums[k])
-    assert e1.totals["synops"] == e2.totals["synops"]
+    assert e1.totals.synops == e2.totals.synops
     assert [r["synops"] for r in e1.layers] == [r["synops"] for r in e2.layers]
     np.testing.assert_array_equal(e1.per_step["synops"], e2.per_step["synops"])

@@ -52,10 +52,10 @@ def test_synops_and_macs_equal_neurobench(which, mlp_net, cnn_net, digits):
     nb = _neurobench(net, x, digits[3][:16])
     rep = _ours(net, x)
     t = rep.totals
-    assert t["synops"] > 0
-    assert nb["Effective_ACs"] == pytest.approx(t["synops"], rel=1e-12)
-    assert nb["Effective_MACs"] == pytest.approx(T * t["input_macs_effective"], rel=1e-12)
-    assert nb["Dense"] == pytest.approx(T * (t["spike_connections"] + t["input_macs"]), rel=1e-12)
+    assert t.synops > 0
+    assert nb["Effective_ACs"] == pytest.approx(t.synops, rel=1e-12)
+    assert nb["Effective_MACs"] == pytest.approx(T * t.input_macs_effective, rel=1e-12)
+    assert nb["Dense"] == pytest.approx(T * (t.spike_connections + t.input_macs), rel=1e-12)
 
 
 def test_residual_network_differences_are_the_documented_ones(resnet_net, digits):
@@ -67,10 +67,10 @@ def test_residual_network_differences_are_the_documented_ones(resnet_net, digits
     after_pool = rows["linear"]["synops"]  # spikes -> global avg pool -> flatten -> linear
     assert adds > 0 and after_pool > 0
     # ACs: everything except the Add gains and the pooled path
-    assert nb["Effective_ACs"] == pytest.approx(rep.totals["synops"] - adds - after_pool, rel=1e-12)
+    assert nb["Effective_ACs"] == pytest.approx(rep.totals.synops - adds - after_pool, rel=1e-12)
     # MACs: NeuroBench's MACs beyond the first layer are the linear layer on non-zero pooled
     # values: at most one per spike-reached target, so at most our SynOps there
-    pooled_macs = nb["Effective_MACs"] - T * rep.totals["input_macs_effective"]
+    pooled_macs = nb["Effective_MACs"] - T * rep.totals.input_macs_effective
     assert 0 < pooled_macs <= after_pool
 
 
@@ -89,7 +89,7 @@ def test_1d_cnn_with_clip_pool_and_padding_equals_neurobench(digits):
     x = digits[2][:16].reshape(-1, 4, 16)
     nb = _neurobench(net, x, digits[3][:16])
     t = _ours(net, x).totals
-    assert t["synops"] > 0
-    assert nb["Effective_ACs"] == pytest.approx(t["synops"], rel=1e-12)
-    assert nb["Effective_MACs"] == pytest.approx(T * t["input_macs_effective"], rel=1e-12)
-    assert nb["Dense"] == pytest.approx(T * (t["spike_connections"] + t["input_macs"] + 2 * 6 * 8), rel=1e-12)
+    assert t.synops > 0
+    assert nb["Effective_ACs"] == pytest.approx(t.synops, rel=1e-12)
+    assert nb["Effective_MACs"] == pytest.approx(T * t.input_macs_effective, rel=1e-12)
+    assert nb["Dense"] == pytest.approx(T * (t.spike_connections + t.input_macs + 2 * 6 * 8), rel=1e-12)

@@ -64,9 +64,12 @@ def test_results_agree_with_summary_and_network(run):
         assert counts.shape == (12,) and d.neurons[node] == int(np.prod(net.graph.shapes[node]))
     assert s["firing_rates"] == pytest.approx(d.firing_rates())
     e = d.energy
-    assert list(e["energy"]) == ["45nm-fp32", "loihi"] and len(e["per_step"]["snn_j"]["loihi"]) == 12
-    assert s["energy"]["loihi"]["snn_j"] == pytest.approx(e["energy"]["loihi"]["snn_j"])
-    assert e["per_step"]["snn_j"]["loihi"][-1] == pytest.approx(e["energy"]["loihi"]["snn_j"])
+    assert list(e["energy"]) == ["45nm-fp32", "loihi"]
+    for b in ("dynamic", "total"):
+        assert len(e["per_step"][f"snn_{b}_j"]["loihi"]) == 12
+        assert s["energy"]["loihi"][f"snn_{b}_j"] == pytest.approx(e["energy"]["loihi"][f"snn_{b}_j"])
+        assert e["per_step"][f"snn_{b}_j"]["loihi"][-1] == pytest.approx(e["energy"]["loihi"][f"snn_{b}_j"])
+    assert s["energy"]["45nm-fp32"]["snn_total_j"] is None and s["energy"]["45nm-fp32"]["basis"] == "dynamic"
     env = d.environment
     assert env["torch"] and env["git_commit"] and env["device"] == "cpu"
     assert d.training and "loss" in json.dumps(d.training)

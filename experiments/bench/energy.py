@@ -2,7 +2,9 @@
 converted and simulated at T = 8, 32, 128 on the first ``--n-test`` test images.
 
 Prints, per T: accuracy, SynOps, first-layer MACs, ANN MACs (dense, effective), joules per
-inference of the SNN and the ANN on every hardware profile and their ratio (ANN J / SNN J).
+inference of the SNN and the ANN on every hardware profile, dynamic and total (batch 1 on
+GPUs/CPUs), and their ratio (ANN J / SNN J) on each profile's basis (total where the
+profile has a platform tier, else dynamic).
 Writes ``results/reference/energy_lenet5_mnist_T{T}.{json,md,html}``, a side-by-side
 ``energy_lenet5_mnist_compare.md`` and ``energy_lenet5_mnist.json`` (the summary).
 
@@ -75,22 +77,25 @@ def main() -> None:
         reports.append(rep)
         t = rep.totals
         print(f"\n## T = {T}: SNN accuracy {100 * rep.meta['accuracy']:.2f} % (ANN {100 * ann_acc:.2f} %), "
-              f"SynOps {t['synops']:.4g}, first-layer MACs {t['input_macs']:.4g} (effective "
-              f"{t['input_macs_effective']:.4g}), ANN MACs {t['macs_dense']:.4g} (effective {t['macs_effective']:.4g}), "
-              f"IF firing rate {t['firing_rate']:.4f}, simulated in {res.wall_time_s:.1f} s")
-        print(f"{'profile':14s} {'ANN J':>10s} {'SNN J':>10s} {'SNN range J':>23s} {'ANN/SNN':>8s} {'break-even':>10s}")
+              f"SynOps {t.synops:.4g}, first-layer MACs {t.input_macs:.4g} (effective "
+              f"{t.input_macs_effective:.4g}), ANN MACs {t.macs_dense:.4g} (effective {t.macs_effective:.4g}), "
+              f"IF firing rate {t.firing_rate:.4f}, simulated in {res.wall_time_s:.1f} s")
+        print(f"{'profile':16s} {'ANN dyn J':>10s} {'ANN tot J':>10s} {'SNN dyn J':>10s} {'SNN tot J':>10s} "
+              f"{'ANN/SNN':>8s} {'basis':>8s} {'break-even':>10s}")
+        g = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
         for p, e in rep.energy.items():
-            be = e["break_even_rate"]
-            print(f"{p:14s} {e['ann_j']:10.3g} {e['snn_j']:10.3g} {e['snn_range'][0]:11.3g}-{e['snn_range'][1]:<11.3g} "
-                  f"{e['ratio']:8.3g} {'-' if be is None else f'{be:.3g}':>10s}")
-            rows.append({"T": T, "profile": p, "accuracy": rep.meta["accuracy"], "synops": t["synops"],
-                         "input_macs": t["input_macs"], "macs_dense": t["macs_dense"],
-                         "macs_effective": t["macs_effective"], "ann_j": e["ann_j"], "snn_j": e["snn_j"],
-                         "snn_range": e["snn_range"], "ratio": e["ratio"], "break_even_rate": be})
+            be, b = e["break_even_rate"], e["basis"]
+            print(f"{p:16s} {g(e['ann_dynamic_j']):>10s} {g(e['ann_total_j']):>10s} {g(e['snn_dynamic_j']):>10s} "
+                  f"{g(e['snn_total_j']):>10s} {g(e[f'ratio_{b}']):>8s} {b:>8s} {g(be):>10s}")
+            rows.append({"T": T, "profile": p, "accuracy": rep.meta["accuracy"], "synops": t.synops,
+                         "input_macs": t.input_macs, "macs_dense": t.macs_dense, "macs_effective": t.macs_effective,
+                         **{k: e[k] for k in ("ann_dynamic_j", "ann_total_j", "snn_dynamic_j", "snn_total_j",
+                                              "snn_latency_s", "ratio_dynamic", "ratio_total", "basis",
+                                              f"snn_{b}_range")}, "break_even_rate": be})
         cheap = rep.per_step["cheapest"]
         print("cheapest T reaching ANN accuracy - 1 %: " + ", ".join(
-            f"{p} T={c['timesteps']}" if c else f"{p} not reached" for p, c in cheap.items() if p in ("loihi",
-                                                                                                  "45nm-fp32")))
+            f"{p} T={c['timesteps']} ({c['basis']})" if c else f"{p} not reached" for p, c in cheap.items()
+            if p in ("loihi", "45nm-fp32")))
     compare(reports).to_markdown(out / "energy_lenet5_mnist_compare.md")
 
     ov = counting_overhead(net, x, args.overhead_timesteps, args.batch, args.reps)

@@ -44,10 +44,13 @@ Element-wise ``Affine``/``Add`` on currents are part of the dendritic sum: not c
 from non-zero inputs through non-zero weights (sparsity-aware hardware), measured on ``x``. Element-wise
 adds and pooling of the ANN are not counted as MACs.
 
-*Memory model* (accesses, one word each): SNN: one weight read per synaptic op and per
-MAC, one input read per MAC, a membrane read + write per neuron update, one write per
-emitted spike. ANN: one weight read and one activation read per MAC, one write per
-output element of a synaptic layer and per ReLU.
+*Memory* (accesses per inference): derived from these counts by the memory model of
+:class:`snn.energy.totals.Totals`, written once there.
+
+*GPU work* (:func:`fused_kernels`): a dense processor runs a synaptic layer and the
+element-wise nodes after it (activation, IF update, residual add) as one kernel, so an
+intermediate output is not written twice; ``ann_io_elements`` and
+``snn_io_elements_per_step`` are the tensor elements those kernels read and write.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ from typing import Any, Callable
 import numpy as np
 
 from snn import ir
+from snn.energy.totals import LayerLoad, Totals
 from snn.errors import SnnError
 
 # --------------------------------------------------------------------------- 1-D connectivity
@@ -187,9 +191,11 @@ class Synapse:
 @dataclass(frozen=True)
 class Route:
     """A node that moves or pools values without weights: ``step(path, node, in_shapes,
-    shape, slot)`` extends a spike path through it (0 SynOps)."""
+    shape, slot)`` extends a spike path through it (0 SynOps). ``view``: a re-indexing
+    that a GPU does without a kernel (no tensor traffic)."""
 
     step: Callable[[_Path, ir.Node, list[Shape], Shape, int], _Path]
+    view: bool = False
 
 
 @dataclass(frozen=True)
@@ -319,7 +325,7 @@ def _pad_step(path: _Path, node: ir.Pad, ins: list[Shape], shape: Shape, slot: i
                                     for a, (o, i) in enumerate(zip(shape[1:], ins[0][1:]))])
 
 
-ENERGY.register(ir.Flatten, ir.Reshape)(Route(_reshape_step))
+ENERGY.register(ir.Flatten, ir.Reshape)(Route(_reshape_step, view=True))
 ENERGY[ir.Concat] = Route(_concat_step)
 ENERGY.register(ir.AvgPool2d, ir.MaxPool2d, ir.AvgPool1d, ir.MaxPool1d)(Route(_pool_step))
 ENERGY[ir.Upsample] = Route(_upsample_step)
@@ -418,13 +424,57 @@ def _zero_weights(node: ir.Node) -> tuple[int, int]:
     return int((w == 0).sum()), int(w.size)
 
 
+# --------------------------------------------------------------------------- GPU kernels
+@dataclass(frozen=True)
+class Kernel:
+    """Nodes a GPU runs as one fused kernel, with the tensor elements it reads and writes."""
+
+    nodes: tuple[str, ...]
+    reads: int
+    writes: int
+
+
+def fused_kernels(graph: ir.Graph) -> list[Kernel]:
+    """The kernels of one forward pass (one step) of ``graph`` with kernel fusion.
+
+    A synaptic layer and the chain of element-wise nodes after it (an activation or IF
+    update, an ``Affine``, an ``Add`` of a residual) that are each the only consumer of
+    the one before are one kernel: intermediate outputs are never written (conv + BN +
+    ReLU writes once; BN is already folded). Re-indexing nodes (``Flatten``, ``Reshape``)
+    are views, not kernels. A kernel reads every input that comes from outside it and
+    writes its last node's output.
+    """
+    size = {n: int(np.prod(s)) for n, s in graph.shapes.items()}
+    owner: dict[str, int] = {}
+    groups: list[list[str]] = []
+    for n, node in graph.nodes.items():
+        rule = ENERGY.get(type(node))
+        if isinstance(node, ir.Input) or (isinstance(rule, Route) and rule.view):
+            continue
+        fusable = isinstance(rule, Neuron) or (isinstance(rule, Synapse) and not rule.current_mac)
+        first = graph.inputs_of(n)[0]
+        if fusable and first in owner and groups[owner[first]][-1] == first and graph.consumers_of(first) == [n]:
+            groups[owner[first]].append(n)
+            owner[n] = owner[first]
+        else:
+            owner[n] = len(groups)
+            groups.append([n])
+    out = []
+    for g in groups:
+        inside = set(g)
+        reads = sum(size[i] for n in g for i in graph.inputs_of(n) if i not in inside)
+        out.append(Kernel(tuple(g), reads, size[g[-1]]))
+    return out
+
+
 # --------------------------------------------------------------------------- the counts
 @dataclass
 class Counts:
-    """Operation counts per inference: ``totals`` (dict), ``layers`` (rows), ``per_step``
-    (cumulative spike-dependent counts after each step, for the energy-vs-T curve)."""
+    """Operation counts per inference: ``totals`` (:class:`Totals`), ``layers`` (one row
+    per synaptic or neuron node), ``per_step`` (cumulative spike-dependent counts after
+    each step, for the energy-vs-T curve), ``notes`` (what the counts assumed here)."""
 
-    totals: dict[str, Any]
+    totals: Totals
     layers: list[dict[str, Any]]
     per_step: dict[str, np.ndarray] | None
     notes: list[str]
@@ -444,10 +494,11 @@ def _static_nodes(graph: ir.Graph, static_input: bool) -> set[str]:
 
 def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, batch: int = 256
                 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Per-node ANN MACs (dense, effective) and ReLU activation sparsity."""
+    """Per-node ANN MACs (dense, effective) and ReLU activation sparsity; totals, and the
+    kernels of one forward pass."""
     rows: dict[str, dict[str, Any]] = {}
     tot: dict[str, Any] = {"macs_dense": 0, "macs_effective": None, "ann_neurons": 0, "ann_activation_writes": 0,
-                           "ann_io_elements": 0, "activation_sparsity": None}
+                           "ann_io_elements": 0, "ann_kernels": 0, "activation_sparsity": None}
     if ann is None:
         return rows, tot
     ir.check_supported(ann, ENERGY.kinds() + (ir.Input.kind,), ENERGY.interpreter)
@@ -457,11 +508,12 @@ def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, ba
         node = ann.nodes[n]
         ins = [ann.shapes[i] for i in ann.inputs_of(n)]
         rows[n] = {"macs_dense": connections(node, ins, ann.shapes[n]), "macs_effective": None}
+    kernels = fused_kernels(ann)
     tot["macs_dense"] = sum(r["macs_dense"] for r in rows.values())
     tot["ann_neurons"] = int(sum(np.prod(ann.shapes[n]) for n in relus))
     tot["ann_activation_writes"] = int(sum(np.prod(ann.shapes[n]) for n in mac_nodes + relus))
-    tot["ann_io_elements"] = tot["ann_activation_writes"] + int(sum(
-        np.prod(ann.shapes[i]) for n in mac_nodes + relus for i in ann.inputs_of(n)))
+    tot["ann_io_elements"] = sum(k.reads + k.writes for k in kernels)
+    tot["ann_kernels"] = len(kernels)
     if x is None:
         return rows, tot
     xs = np.asarray(x, dtype=np.float64)[:max_samples]
@@ -483,6 +535,29 @@ def _ann_counts(ann: ir.Graph | None, x: np.ndarray | None, max_samples: int, ba
     tot["macs_effective"] = sum(eff.values()) / len(xs)
     tot["activation_sparsity"] = sum(zeros.values()) / (len(xs) * max(1, tot["ann_neurons"]))
     return rows, tot
+
+
+def _loads(graph: ir.Graph, rows: dict[str, dict[str, Any]]) -> tuple[LayerLoad, ...]:
+    """Per neuron layer, the synaptic events, ANN MACs and synapses of the synaptic layers
+    that feed it (each synaptic layer is charged to the first neuron layer downstream)."""
+    acc: dict[str, list[float]] = {n: [0.0, 0.0, 0] for n, v in graph.nodes.items() if _rule(v, Neuron)}
+    for n, r in rows.items():
+        if r["connections"] == 0:
+            continue
+        stack, seen = [n], set()
+        while stack:
+            c = stack.pop(0)
+            if c in acc and c != n:
+                a = acc[c]
+                a[0] += r["synops"] + r["current_macs"]
+                a[1] += r["macs_dense"]
+                a[2] += r["connections"]
+                break
+            for k in graph.consumers_of(c):
+                if k not in seen:
+                    seen.add(k)
+                    stack.append(k)
+    return tuple(LayerLoad(n, int(np.prod(graph.shapes[n])), a[0], a[1], int(a[2])) for n, a in acc.items())
 
 
 def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dict[str, np.ndarray] | None,
@@ -550,6 +625,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
     spike_fed = set(syn) | set(in_macs)
     ann_rows, ann_tot = _ann_counts(ann, x, max_samples)
     layers: list[dict[str, Any]] = []
+    syn_rows: dict[str, dict[str, Any]] = {}
     cur_macs = 0.0
     cur_macs_static = 0.0
     n_neurons = 0
@@ -568,14 +644,15 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
             cur_macs_static += c_macs if n in statics else 0.0
             zero_w, n_w = _zero_weights(node)
             a = ann_rows.get(n, {})
-            layers.append({
+            syn_rows[n] = {
                 "node": n, "kind": node.kind, "synops": syn.get(n, 0.0), "input_macs": in_macs.get(n, 0.0),
                 "input_macs_effective": in_macs_eff.get(n, 0.0 if n not in in_macs else None),
                 "current_macs": c_macs, "connections": conns, "spike_connections": conn_spk.get(n, 0),
                 "macs_dense": a.get("macs_dense", 0), "macs_effective": a.get("macs_effective"),
                 "params": _params(node), "connection_sparsity": zero_w / n_w if n_w else None,
                 "neurons": 0, "neuron_updates": 0, "spikes": 0.0, "firing_rate": None,
-                "activation_sparsity": None})
+                "activation_sparsity": None, "routed_spikes": 0.0}
+            layers.append(syn_rows[n])
         elif isinstance(rule, Neuron) or n in stop or (n == graph.input and not static_input):
             k = int(np.prod(graph.shapes[n]))
             is_neuron = isinstance(rule, Neuron)
@@ -590,48 +667,36 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
                 "firing_rate": spikes / (k * T) if n in spike_sums else None,
                 "activation_sparsity": ann_rows.get(n, {}).get("activation_sparsity"),
                 "routed_spikes": routed.get(n, 0.0) if node.spike_route == "pool" else 0.0})
-    for r in layers:
-        r.setdefault("routed_spikes", 0.0)
 
     if_spikes = sum(float(spike_sums[n].sum()) / N for n in graph.nodes if isinstance(graph.nodes[n], ir.IF))
-    emitted = sum(float(spike_sums[n].sum()) / N for n in stop)
     synops = sum(syn.values())
     input_macs = sum(in_macs.values())
     eff_vals = list(in_macs_eff.values())
-    input_macs_eff = (sum(eff_vals) if all(v is not None for v in eff_vals) else None) if static_input else 0.0
-    neuron_updates = n_neurons * T
-    params = sum(_params(v) for v in graph.nodes.values())
-    # dense per-step tensor traffic of the SNN (for a GPU): inputs and outputs of the
-    # per-step synaptic layers, membrane read + write and spike write per neuron
-    io_step = n_neurons * 3 + sum(int(np.prod(graph.shapes[n])) + sum(int(np.prod(graph.shapes[i]))
-                                                                      for i in graph.inputs_of(n))
-                                  for n, v in graph.nodes.items() if _rule(v, Synapse) and n not in statics)
     zw = [_zero_weights(v) for v in graph.nodes.values() if _rule(v, Synapse) and _rule(v, Synapse).ann_mac]
-    macs_dense = ann_tot["macs_dense"]
-    mem_snn = {"weight_reads": synops + input_macs + cur_macs, "input_reads": input_macs + cur_macs,
-               "state_reads_writes": 2 * neuron_updates, "spike_writes": emitted}
-    mem_ann = {"weight_reads": macs_dense, "activation_reads": macs_dense,
-               "activation_writes": ann_tot["ann_activation_writes"]}
-    totals: dict[str, Any] = {
-        "timesteps": T, "encoding": encoding, "n_samples": N,
-        "synops": synops, "input_macs": input_macs, "input_macs_effective": input_macs_eff,
-        "current_macs": cur_macs, "current_macs_static": cur_macs_static,
-        "neurons": n_neurons, "if_neurons": n_if, "neuron_updates": neuron_updates, "active_updates": if_spikes,
-        "spikes": emitted, "routed_spikes": sum(routed.values()),
-        "firing_rate": if_spikes / (n_if * T) if n_if else 0.0,
-        "spike_connections": sum(conn_spk.values()),
-        "memory_accesses": sum(mem_snn.values()), "memory": mem_snn,
-        "macs_dense": macs_dense, "macs_effective": ann_tot["macs_effective"],
-        "ann_neurons": ann_tot["ann_neurons"], "ann_memory_accesses": sum(mem_ann.values()), "ann_memory": mem_ann,
-        "activation_sparsity": ann_tot["activation_sparsity"],
-        "connection_sparsity": (sum(z for z, _ in zw) / max(1, sum(n for _, n in zw))),
-        "ann_io_elements": ann_tot["ann_io_elements"], "snn_io_elements_per_step": io_step,
-        "params": params, "param_bytes_fp32": 4 * params, "param_bytes_int8": params,
-    }
+    kernels = fused_kernels(graph)
+    per_step = [k for k in kernels if not set(k.nodes) <= statics]
+    once = [k for k in kernels if set(k.nodes) <= statics]
+    totals = Totals(
+        timesteps=T, encoding=encoding, n_samples=N, synops=synops, input_macs=input_macs,
+        input_macs_effective=(sum(eff_vals) if all(v is not None for v in eff_vals) else None) if static_input
+        else 0.0,
+        current_macs=cur_macs, current_macs_static=cur_macs_static, neurons=n_neurons, if_neurons=n_if,
+        neuron_updates=n_neurons * T, active_updates=if_spikes,
+        spikes=sum(float(spike_sums[n].sum()) / N for n in stop), routed_spikes=sum(routed.values()),
+        firing_rate=if_spikes / (n_if * T) if n_if else 0.0, spike_connections=sum(conn_spk.values()),
+        macs_dense=ann_tot["macs_dense"], macs_effective=ann_tot["macs_effective"],
+        ann_neurons=ann_tot["ann_neurons"], activation_sparsity=ann_tot["activation_sparsity"],
+        connection_sparsity=sum(z for z, _ in zw) / max(1, sum(n for _, n in zw)),
+        ann_activation_writes=ann_tot["ann_activation_writes"], ann_io_elements=ann_tot["ann_io_elements"],
+        ann_kernels=ann_tot["ann_kernels"],
+        snn_io_elements_per_step=sum(k.reads + k.writes for k in per_step) + 2 * n_neurons,
+        snn_io_elements_static=sum(k.reads + k.writes for k in once), snn_kernels_per_step=len(per_step),
+        snn_kernels_static=len(once), params=sum(_params(v) for v in graph.nodes.values()),
+        loads=_loads(graph, syn_rows))
     if synops == 0 and input_macs == 0:
         notes.append("No synaptic events: the network did not spike on these inputs.")
 
-    per_step = None
+    steps = None
     if step_sums is not None:
         missing = [s for s in sources if s not in step_sums]
         if missing:
@@ -640,42 +705,17 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
         if_t = sum(step_sums[n].reshape(T, -1).sum(axis=1) for n in graph.nodes
                    if isinstance(graph.nodes[n], ir.IF)) / N
         em_t = sum(step_sums[n].reshape(T, -1).sum(axis=1) for n in stop) / N
-        per_step = {"synops": np.cumsum(np.broadcast_to(syn_steps, (T,))),
-                    "active_updates": np.cumsum(np.broadcast_to(if_t, (T,))),
-                    "spikes": np.cumsum(np.broadcast_to(em_t, (T,)))}
-    return Counts(totals=totals, layers=layers, per_step=per_step, notes=notes)
+        steps = {"synops": np.cumsum(np.broadcast_to(syn_steps, (T,))),
+                 "active_updates": np.cumsum(np.broadcast_to(if_t, (T,))),
+                 "spikes": np.cumsum(np.broadcast_to(em_t, (T,)))}
+    return Counts(totals=totals, layers=layers, per_step=steps, notes=notes)
 
 
-def counts_at(counts: Counts, t: int) -> dict[str, Any]:
+def counts_at(counts: Counts, t: int) -> Totals:
     """The totals of a run stopped after ``t`` steps (1 <= t <= T), from the per-step
-    cumulative counts: spike-dependent counts cumulated, dense neuron updates ``* t``,
-    per-step current MACs ``* t / T``, the analog first layer once."""
+    cumulative counts (see :meth:`Totals.at_step`)."""
     if counts.per_step is None:
         raise SnnError("energy per timestep needs per-step spike counts: simulate with record='steps'")
-    tot = counts.totals
-    T = tot["timesteps"]
-    d = dict(tot)
-    d["timesteps"] = t
-    for k in ("synops", "active_updates", "spikes"):
-        d[k] = float(counts.per_step[k][t - 1])
-    d["neuron_updates"] = tot["neurons"] * t
-    return _rescale_memory(d, tot, t / T)
-
-
-def _rescale_memory(d: dict[str, Any], tot: dict[str, Any], frac: float) -> dict[str, Any]:
-    d["current_macs"] = tot["current_macs_static"] + (tot["current_macs"] - tot["current_macs_static"]) * frac
-    mem = {"weight_reads": d["synops"] + d["input_macs"] + d["current_macs"],
-           "input_reads": d["input_macs"] + d["current_macs"],
-           "state_reads_writes": 2 * d["neuron_updates"], "spike_writes": d["spikes"]}
-    d["memory"] = mem
-    d["memory_accesses"] = sum(mem.values())
-    return d
-
-
-def scale_spikes(tot: dict[str, Any], s: float) -> dict[str, Any]:
-    """Totals with every spike-dependent count multiplied by ``s`` (for the break-even rate)."""
-    d = dict(tot)
-    for k in ("synops", "active_updates", "spikes", "routed_spikes"):
-        d[k] = tot[k] * s
-    d["firing_rate"] = tot["firing_rate"] * s
-    return _rescale_memory(d, tot, 1.0)
+    ps = counts.per_step
+    return counts.totals.at_step(t, float(ps["synops"][t - 1]), float(ps["active_updates"][t - 1]),
+                                 float(ps["spikes"][t - 1]))

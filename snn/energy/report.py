@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from snn import render
+from snn.energy.totals import Totals
 from snn.errors import SnnError
 from snn.render import Block
 from snn.util import atomic_write_text
@@ -39,6 +40,13 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def basis_j(entry: dict[str, Any], side: str, basis: str | None = None) -> float | None:
+    """The energy per inference (J) of ``side`` ("snn" or "ann") in a report's entry for one
+    profile, on ``basis`` ("dynamic" or "total"; default the entry's own: total where the
+    profile has a platform tier, else dynamic)."""
+    return entry.get(f"{side}_{basis or entry['basis']}_j")
+
+
 def jsonable(obj: Any) -> Any:
     """Plain JSON types from numpy scalars/arrays, tuples and nested containers."""
     if isinstance(obj, dict):
@@ -58,15 +66,17 @@ def jsonable(obj: Any) -> Any:
 class EnergyReport:
     """Operation counts and energy per inference of one simulated network.
 
-    ``totals``: counts per inference (synops, input_macs, macs_dense, macs_effective,
-    neuron_updates, active_updates, memory_accesses, ...). ``layers``: one row per
-    synaptic or neuron node (keys as ``totals`` plus ``node``, ``kind`` and ``energy_j``
-    per profile). ``energy``: ``{profile: {"ann_j", "snn_j", "ratio", "estimated", ...}}``
-    where ``ratio = ann_j / snn_j`` (above 1 the SNN is cheaper). ``per_step``: energy
-    after each timestep per profile, next to accuracy when labels were given.
+    ``totals``: the counts per inference (:class:`~snn.energy.totals.Totals`). ``layers``:
+    one row per synaptic or neuron node (counts, plus ``node``, ``kind`` and ``energy_j``
+    per profile). ``energy``: ``{profile: {"snn_dynamic_j", "snn_total_j", "ann_dynamic_j",
+    "ann_total_j", "snn_latency_s", "ratio_dynamic", "ratio_total", "basis", ...}}`` where
+    ``ratio = ANN J / SNN J`` (above 1 the SNN is cheaper) and ``basis`` says which energy
+    the headline figures use (total where the profile has a platform tier, else dynamic).
+    ``per_step``: SNN energy (dynamic and total) after each timestep per profile, next to
+    accuracy when labels were given.
     """
 
-    totals: dict[str, Any]
+    totals: Totals
     layers: list[dict[str, Any]]
     energy: dict[str, dict[str, Any]]
     assumptions: list[str]
@@ -84,12 +94,13 @@ class EnergyReport:
         if ps is None or ps.get("accuracy") is None:
             raise SnnError("accuracy per timestep is unknown: pass labels= to energy_report "
                            "and simulate with record='steps'")
-        if profile not in ps["snn_j"]:
-            raise SnnError(f"profile {profile!r} is not in this report; it has {', '.join(ps['snn_j'])}")
+        if profile not in ps["snn_dynamic_j"]:
+            raise SnnError(f"profile {profile!r} is not in this report; it has {', '.join(ps['snn_dynamic_j'])}")
+        basis = self.energy[profile]["basis"]
         best = None
-        for t, a, e in zip(ps["timesteps"], ps["accuracy"], ps["snn_j"][profile]):
-            if a >= accuracy and (best is None or e < best["snn_j"]):
-                best = {"timesteps": t, "accuracy": a, "snn_j": e}
+        for t, a, e in zip(ps["timesteps"], ps["accuracy"], ps[f"snn_{basis}_j"][profile]):
+            if a >= accuracy and (best is None or e < best["energy_j"]):
+                best = {"timesteps": t, "accuracy": a, "energy_j": e, "basis": basis}
         return best
 
     # ------------------------------------------------------------------ text
@@ -102,7 +113,7 @@ class EnergyReport:
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
-        return jsonable({"format": "snn.EnergyReport", "version": 1, "meta": self.meta, "totals": self.totals,
+        return jsonable({"format": "snn.EnergyReport", "version": 2, "meta": self.meta, "totals": self.totals.to_dict(),
                          "layers": self.layers, "energy": self.energy, "per_step": self.per_step,
                          "assumptions": self.assumptions, "profiles": self.profiles, "carbon": self.carbon,
                          "measurements": self.measurements})
@@ -111,7 +122,10 @@ class EnergyReport:
     def from_dict(cls, d: dict[str, Any]) -> "EnergyReport":
         if d.get("format") != "snn.EnergyReport":
             raise SnnError("not an snn energy report (format field missing)")
-        return cls(totals=d["totals"], layers=d["layers"], energy=d["energy"], assumptions=d["assumptions"],
+        if d.get("version") != 2:
+            raise SnnError(f"energy report version {d.get('version')} is not readable by this snn (version 2: "
+                           "dynamic and total energy); re-run the energy report")
+        return cls(totals=Totals.from_dict(d["totals"]), layers=d["layers"], energy=d["energy"], assumptions=d["assumptions"],
                    profiles=d["profiles"], carbon=d["carbon"], meta=d.get("meta", {}), per_step=d.get("per_step"),
                    measurements=d.get("measurements", []))
 
@@ -175,20 +189,22 @@ class EnergyReport:
         ps = self.per_step
         if ps is not None:
             fig, ax = plt.subplots(figsize=(7, 3.6))
-            for p, ys in ps["snn_j"].items():
+            for p in ps["snn_dynamic_j"]:
+                basis = self.energy[p]["basis"]
+                ys = ps[f"snn_{basis}_j"][p]
                 if ps.get("accuracy"):
-                    ax.plot(ys, ps["accuracy"], label=p)
+                    ax.plot(ys, ps["accuracy"], label=f"{p} ({basis})")
                 else:
-                    ax.plot(ps["timesteps"], ys, label=p)
+                    ax.plot(ps["timesteps"], ys, label=f"{p} ({basis})")
             ax.set_xscale("log")
             if ps.get("accuracy"):
-                ax.set_xlabel("SNN energy per inference up to step T (J)")
+                ax.set_xlabel("SNN energy per inference up to step T (J; total or dynamic, as labelled)")
                 ax.set_ylabel("accuracy at step T")
                 ax.set_title("Accuracy vs energy (one point per timestep)")
             else:
                 ax.set_yscale("log")
                 ax.set_xlabel("timesteps")
-                ax.set_ylabel("J per inference")
+                ax.set_ylabel("J per inference (total or dynamic, as labelled)")
             ax.legend(fontsize=7)
             out["Energy per inference up to each timestep"] = _png(fig)
         return out
@@ -213,12 +229,12 @@ def _png(fig: Any) -> bytes:
 # --------------------------------------------------------------------------- the energy section
 def _layer_table(rep: EnergyReport) -> Block:
     """Counts and SNN joules per inference of every layer, and the totals."""
-    profs, t = list(rep.energy), rep.totals
+    profs = [p for p, e in rep.energy.items() if e.get("estimated", True)]
     rows = [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r.get("energy_j", {}).get(p)) for p in profs]
             for r in rep.layers]
-    rows.append(["TOTAL", ""] + [fmt(t.get(k)) for k, _ in LAYER_COLUMNS[2:]]
-                + [fmt(rep.energy[p]["snn_j"]) for p in profs])
-    return ("table", [h for _, h in LAYER_COLUMNS] + [f"J {p}" for p in profs], rows)
+    rows.append(["TOTAL", ""] + [fmt(getattr(rep.totals, k)) for k, _ in LAYER_COLUMNS[2:]]
+                + [fmt(rep.energy[p]["snn_dynamic_j"]) for p in profs])
+    return ("table", [h for _, h in LAYER_COLUMNS] + [f"compute J {p}" for p in profs], rows)
 
 
 def _profile_table(rep: EnergyReport) -> Block:
@@ -226,14 +242,16 @@ def _profile_table(rep: EnergyReport) -> Block:
     carbon = rep.carbon.get("per_profile", {})
     rows = []
     for p, e in rep.energy.items():
-        rng = e.get("snn_range")
-        rows.append([p, fmt(e["ann_j"]), fmt(e.get("ann_effective_j")), fmt(e["snn_j"]),
-                     f"{fmt(rng[0])} - {fmt(rng[1])}" if rng else "-", fmt(e.get("snn_compute_j")),
-                     fmt(e.get("snn_platform_j")), fmt(e["ratio"]), fmt(e.get("break_even_rate")),
-                     fmt(carbon.get(p, {}).get("snn_g")), fmt(carbon.get(p, {}).get("ann_g")),
-                     "estimated" if e.get("estimated", True) else "measured"])
-    return ("table", ["profile", "ANN J", "ANN eff. J", "SNN J", "SNN range J", "SNN compute J", "SNN platform J",
-                      "ANN/SNN", "break-even rate", "SNN gCO2e", "ANN gCO2e", "status"], rows)
+        rng = e.get(f"snn_{e['basis']}_range")
+        rows.append([p, fmt(e.get("ann_dynamic_j")), fmt(e.get("ann_total_j")), fmt(e.get("snn_dynamic_j")),
+                     fmt(e.get("snn_total_j")), f"{fmt(rng[0])} - {fmt(rng[1])}" if rng else "-",
+                     fmt(e.get("snn_latency_s")), fmt(e.get("ratio_dynamic")), fmt(e.get("ratio_total")),
+                     fmt(e.get("break_even_rate")), fmt(carbon.get(p, {}).get("snn_g")),
+                     fmt(carbon.get(p, {}).get("ann_g")), e["basis"],
+                     "estimated" if e.get("estimated", True) else f"measured ({e.get('device', '?')})"])
+    return ("table", ["profile", "ANN dyn J", "ANN total J", "SNN dyn J", "SNN total J", "SNN range J (basis)",
+                      "SNN latency s", "ANN/SNN dyn", "ANN/SNN total", "break-even rate", "SNN gCO2e",
+                      "ANN gCO2e", "basis", "status"], rows)
 
 
 def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = (),
@@ -251,20 +269,25 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
     h = lambda text, extra=0: render.heading(level + extra, text)  # noqa: E731
     if brief:
         return [_layer_table(rep), _profile_table(rep),
-                ("p", f"per inference, T={t['timesteps']}, {t['encoding']} encoding, {t['n_samples']} samples; "
-                      f"memory accesses SNN {fmt(t['memory_accesses'])}, ANN {fmt(t['ann_memory_accesses'])}; "
-                      f"measured firing rate {fmt(t['firing_rate'])} spikes/neuron/step")]
+                ("p", f"per inference, T={t.timesteps}, {t.encoding} encoding, {t.n_samples} samples, batch "
+                      f"{rep.meta.get('batch_size', 1)} on GPUs/CPUs; dynamic = compute + runtime power, total = "
+                      f"dynamic + idle/static power ('-': the profile has no platform tier); memory accesses SNN "
+                      f"{fmt(t.memory_accesses)}, ANN {fmt(t.ann_memory_accesses)}; measured firing rate "
+                      f"{fmt(t.firing_rate)} spikes/neuron/step")]
     blocks: list[Block] = [
-        ("p", f"T = {t['timesteps']} steps, {t['encoding']} encoding, {t['n_samples']} samples, backend "
-              f"{rep.meta.get('backend', '?')}. All figures per inference, estimated from operation counts x the "
-              "profiles' per-op energies unless marked measured."),
+        ("p", f"T = {t.timesteps} steps, {t.encoding} encoding, {t.n_samples} samples, backend "
+              f"{rep.meta.get('backend', '?')}, batch {rep.meta.get('batch_size', 1)} on GPUs/CPUs. All figures per "
+              "inference, estimated from operation counts x the profiles' constants unless marked measured."),
         h("ANN vs SNN per profile"),
-        ("p", "ANN/SNN = ANN J / SNN J (above 1 the SNN is cheaper); break-even rate = the mean IF firing rate "
-              "(spikes/neuron/step) at which SNN J = ANN J; SNN compute J and platform J are the dynamic and the "
-              "static (time-driven) parts of SNN J."),
+        ("p", "Dynamic J = compute + runtime/management power over the run; total J adds the idle/static power "
+              "over the same wall time ('-': no platform tier in the profile). ANN/SNN = ANN J / SNN J (above 1 "
+              "the SNN is cheaper); break-even rate = the mean IF firing rate (spikes/neuron/step) at which SNN J "
+              "= ANN J on the basis column's energy; gCO2e on the same basis; latency = one inference (event "
+              "chips) or one call of the batch (GPUs/CPUs)."),
         _profile_table(rep), *figures,
         h("Totals"),
-        ("table", ["count", "value"], [[k, fmt(v)] for k, v in t.items() if not isinstance(v, dict)]),
+        ("table", ["count", "value"], [[k, fmt(v)] for k, v in t.to_dict().items()
+                                       if not isinstance(v, (dict, list, tuple))]),
         h("Per layer"), _layer_table(rep),
     ]
     ps = rep.per_step
@@ -272,13 +295,15 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
         acc = ps.get("accuracy")
         idx = sorted({0, len(ps["timesteps"]) - 1} | {int(2**k) - 1 for k in range(20)
                                                     if 2**k <= len(ps["timesteps"])})
+        basis = {p: rep.energy[p]["basis"] for p in ps["snn_dynamic_j"]}
         blocks += [h("Energy and accuracy per timestep"),
-                   ("table", ["T", "accuracy"] + [f"SNN J {p}" for p in ps["snn_j"]],
-                    [[ps["timesteps"][i], fmt(acc[i]) if acc else "-"] + [fmt(ps["snn_j"][p][i]) for p in ps["snn_j"]]
-                     for i in idx])]
+                   ("table", ["T", "accuracy"] + [f"SNN {b} J {p}" for p, b in basis.items()],
+                    [[ps["timesteps"][i], fmt(acc[i]) if acc else "-"]
+                     + [fmt(ps[f"snn_{b}_j"][p][i]) for p, b in basis.items()] for i in idx])]
         if ps.get("cheapest"):
             blocks += [("p", f"Cheapest T reaching accuracy {fmt(ps['target_accuracy'])}:"),
-                       ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, {fmt(c['snn_j'])} J"
+                       ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, "
+                                           f"{fmt(c['energy_j'])} J ({c['basis']})"
                                            if c else "not reached") for p, c in ps["cheapest"].items()])]
     if rep.measurements:
         blocks += [h("Measurements"), ("table", list(rep.measurements[0]),
@@ -286,14 +311,15 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
     c = rep.carbon
     blocks += [h("Carbon"),
                ("p", f"grid {fmt(c['grid_g_per_kwh'])} gCO2e/kWh ({c['sources']['grid_g_per_kwh']}), PUE "
-                     f"{fmt(c['pue'])} ({c['sources']['pue']})."),
+                     f"{fmt(c['pue'])} ({c['sources']['pue']}); gCO2e of each profile's basis energy."),
                h("Assumptions"), ("ul", list(rep.assumptions)),
                h("Profiles and sources")]
     for p, d in rep.profiles.items():
-        blocks += [h(f"{p} ({d['kind']})", 1), ("p", d["description"]),
+        cal = d.get("calibrated", {})
+        blocks += [h(f"{p} ({d['kind']}; tiers: {', '.join(d.get('tiers', ['compute']))})", 1), ("p", d["description"]),
                    ("ul", [f"`{k}` = {fmt(v)}" + (f" (range {fmt(d['ranges'][k][0])} - {fmt(d['ranges'][k][1])})"
                                                  if k in d["ranges"] else "") + f": {d['sources'][k]}"
-                           for k, v in d["values"].items()])]
+                           + (f" [CALIBRATED on {cal[k]}]" if k in cal else "") for k, v in d["values"].items()])]
     return blocks
 
 
@@ -305,8 +331,9 @@ class Comparison:
     names: list[str]
     rows: list[dict[str, Any]]
 
-    COLUMNS = ("report", "T", "accuracy", "synops", "input_macs", "macs_dense", "firing_rate", "profile", "ann_j",
-               "snn_j", "ratio", "break_even_rate", "estimated")
+    COLUMNS = ("report", "T", "accuracy", "synops", "input_macs", "macs_dense", "firing_rate", "profile",
+               "ann_dynamic_j", "ann_total_j", "snn_dynamic_j", "snn_total_j", "ratio_dynamic", "ratio_total",
+               "break_even_rate", "estimated")
 
     def table_block(self) -> Block:
         """The comparison as one table block (:mod:`snn.render`)."""
@@ -355,10 +382,12 @@ def compare(paths_or_reports: Iterable[Any]) -> Comparison:
         name, rep = _load_report(it)
         names.append(name)
         acc = rep.meta.get("accuracy")
+        t = rep.totals
         for p, e in rep.energy.items():
-            rows.append({"report": name, "T": rep.totals["timesteps"], "accuracy": acc,
-                         "synops": rep.totals["synops"], "input_macs": rep.totals["input_macs"],
-                         "macs_dense": rep.totals["macs_dense"], "firing_rate": rep.totals["firing_rate"],
-                         "profile": p, "ann_j": e["ann_j"], "snn_j": e["snn_j"], "ratio": e["ratio"],
-                         "break_even_rate": e.get("break_even_rate"), "estimated": e["estimated"]})
+            rows.append({"report": name, "T": t.timesteps, "accuracy": acc, "synops": t.synops,
+                         "input_macs": t.input_macs, "macs_dense": t.macs_dense, "firing_rate": t.firing_rate,
+                         "profile": p, **{k: e.get(k) for k in ("ann_dynamic_j", "ann_total_j", "snn_dynamic_j",
+                                                                "snn_total_j", "ratio_dynamic", "ratio_total",
+                                                                "break_even_rate")},
+                         "estimated": e["estimated"]})
     return Comparison(names, rows)
