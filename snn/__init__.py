@@ -179,3 +179,14 @@ def load_model(path, arch, **arch_kwargs):
 
 
 __all__ += ["load_model"]
+
+
+def quantize(net, weight_bits=8):
+    """``net`` with per-layer fixed-point weights (shared exponent, signed mantissa), as a
+    chip stores them; simulate and price it like any network (see :mod:`snn.quantization`)."""
+    from snn.quantization import quantize as _quantize
+
+    return _quantize(net, weight_bits=weight_bits)
+
+
+__all__ += ["quantize"]

@@ -47,6 +47,8 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "snn.train": ({"snn.data", "snn.zoo", "snn.errors", "snn.util"}, {"brian2", "snntorch"}),
     # exports/imports: the IR and their own libraries, never a backend or torch
     "snn.nir": ({"snn.ir", "snn.errors", "snn.network", "snn.util"}, {"torch", "brian2", "snntorch"}),
+    "snn.lava": ({"snn.ir", "snn.errors", "snn.network", "snn.util"}, {"torch", "brian2", "snntorch"}),
+    "snn.quantization": ({"snn.ir", "snn.errors", "snn.network"}, {"torch", "brian2", "snntorch"}),
 }
 TOP = ("snn", "snn.config", "snn.runner", "snn.results", "snn.report", "snn.cli", "snn.sweep")
 ROOT = Path(__file__).resolve().parents[1] / "snn"
