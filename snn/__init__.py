@@ -190,3 +190,20 @@ def quantize(net, weight_bits=8):
 
 
 __all__ += ["quantize"]
+
+
+def to_lava(net, path):
+    """Write a quantised network as a lava-dl netx HDF5 file for Loihi 2 (see :mod:`snn.lava`)."""
+    from snn.lava import to_lava as _to_lava
+
+    return _to_lava(net, path)
+
+
+def from_lava(path):
+    """Read a netx HDF5 file as a :class:`SpikingNetwork` (see :mod:`snn.lava`)."""
+    from snn.lava import from_lava as _from_lava
+
+    return _from_lava(path)
+
+
+__all__ += ["to_lava", "from_lava"]
