@@ -7,6 +7,8 @@
     snn report RUN_DIR                               (re)build a run's report
     snn compare RUN_DIR RUN_DIR ... [--out DIR]      table + plots of several runs
     snn convert model.pt --arch lenet5 --calib mnist --out net.h5
+    snn convert model.onnx --calib mnist --out net.h5 [--reset zero --v-init 0]
+    snn export net.h5 --nir net.nir | --lava net.net   NIR graph file / lava-dl netx (Loihi 2)
     snn energy net.h5 --data mnist --timesteps 32    simulate a saved network and price it
     snn data list | verify NAME | download NAME
 
@@ -109,16 +111,44 @@ def cmd_convert(a: argparse.Namespace) -> int:
     from snn import data, train, zoo
 
     ds = data.info(a.calib)
-    if a.arch not in zoo.MODELS:
-        raise SnnError(f"unknown architecture {a.arch!r}; valid: {', '.join(zoo.MODELS)}")
-    model = zoo.create_model(a.arch, **{**zoo.dataset_kwargs(a.arch, ds.shape, ds.num_classes),
-                                        **_kv(a.arch_arg, "--arch-arg")})
-    train.load_checkpoint(model, a.model)
+    onnx = str(a.model).lower().endswith(".onnx")
+    if onnx:
+        if a.arch or a.arch_arg:
+            raise SnnError("--arch/--arch-arg describe a checkpoint; an ONNX file holds its own architecture")
+        model, label = str(a.model), Path(a.model).name
+    else:
+        if not a.arch:
+            raise SnnError("a checkpoint needs --arch (its zoo architecture); an .onnx file does not")
+        if a.arch not in zoo.MODELS:
+            raise SnnError(f"unknown architecture {a.arch!r}; valid: {', '.join(zoo.MODELS)}")
+        model = zoo.create_model(a.arch, **{**zoo.dataset_kwargs(a.arch, ds.shape, ds.num_classes),
+                                            **_kv(a.arch_arg, "--arch-arg")})
+        train.load_checkpoint(model, a.model)
+        model, label = model.eval(), a.arch
     x, _ = data.load_dataset(a.calib, "train", root=a.data_root, limit=a.calib_samples)
-    net = snn.convert(model.eval(), x, method=a.method, percentile=a.percentile, max_calibration=a.calib_samples)
+    net = snn.convert(model, x, method=a.method, percentile=a.percentile, max_calibration=a.calib_samples,
+                      reset=a.reset, v_init=a.v_init)
     net.save(a.out)
     n_if = sum(1 for v in net.graph.nodes.values() if v.kind == "if")
-    print(f"converted {a.arch} ({n_if} IF layers, calibrated on {len(x)} {a.calib} samples) -> {a.out}")
+    print(f"converted {label} ({n_if} IF layers, calibrated on {len(x)} {a.calib} samples) -> {a.out}")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    import snn
+
+    if not a.nir and not a.lava:
+        raise SnnError("say what to write: --nir PATH and/or --lava PATH")
+    net = snn.load(a.network)
+    if a.nir:
+        snn.to_nir(net, a.nir, allow_lossy=a.allow_lossy)
+        print(f"wrote {a.nir} (NIR)")
+    if a.lava:
+        if "quantization" not in net.meta:
+            net = snn.quantize(net, weight_bits=a.weight_bits)
+            print(f"quantised to {a.weight_bits}-bit weights (per-layer exponent) for Loihi")
+        snn.to_lava(net, a.lava)
+        print(f"wrote {a.lava} (lava-dl netx)")
     return 0
 
 
@@ -215,17 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--title", default="Comparison of runs")
     sp.set_defaults(func=cmd_compare)
 
-    sp = sub.add_parser("convert", help="convert a trained checkpoint of a zoo architecture to an SNN file")
-    sp.add_argument("model", help="state dict checkpoint (.pt/.pth loaded with weights_only=True, or .safetensors)")
-    sp.add_argument("--arch", required=True, help="zoo architecture of the checkpoint")
+    sp = sub.add_parser("convert", help="convert a trained checkpoint of a zoo architecture, or an ONNX model, "
+                                        "to an SNN file")
+    sp.add_argument("model", help="state dict checkpoint (.pt/.pth loaded with weights_only=True, or .safetensors), "
+                                  "or an ONNX model (.onnx)")
+    sp.add_argument("--arch", default=None, help="zoo architecture of the checkpoint (not for .onnx)")
     sp.add_argument("--arch-arg", action="append", default=[], metavar="NAME=VALUE", help="zoo argument; repeatable")
     sp.add_argument("--calib", required=True, help="dataset whose training split calibrates the conversion")
     sp.add_argument("--calib-samples", type=int, default=2048)
     sp.add_argument("--method", default="percentile", choices=["max", "percentile"])
     sp.add_argument("--percentile", type=float, default=99.99)
     sp.add_argument("--data-root", default=None)
+    sp.add_argument("--reset", default="subtract", choices=["subtract", "zero"],
+                    help="IF reset (NIR and Lava hold only 'zero' exactly)")
+    sp.add_argument("--v-init", type=float, default=0.5, help="initial membrane / threshold (NIR and Lava: 0)")
     sp.add_argument("--out", required=True, help="output network file (.h5)")
     sp.set_defaults(func=cmd_convert)
+
+    sp = sub.add_parser("export", help="export a saved network as NIR or lava-dl netx")
+    sp.add_argument("network", help="network file written by `snn convert` or a run (network.h5)")
+    sp.add_argument("--nir", default=None, metavar="PATH", help="write a NIR graph file")
+    sp.add_argument("--allow-lossy", action="store_true", help="NIR: write inexact nodes, losses in the metadata")
+    sp.add_argument("--lava", default=None, metavar="PATH", help="write a lava-dl netx HDF5 file (Loihi 2)")
+    sp.add_argument("--weight-bits", type=int, default=8, help="Lava: weight bits when the network is not quantised")
+    sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("energy", help="simulate a saved network on a dataset and print its energy report")
     sp.add_argument("network", help="network file written by `snn convert` or a run (network.h5)")
