@@ -1,7 +1,8 @@
 """Lava-DL netx export (snn.to_lava) and its reader.
 
-Lava itself (lava-nc 0.10, lava-dl 0.6) needs Python < 3.11 and torch 2.3 (whose only PyPI
-build is CUDA's, several GB), so it does not run here (README). The files are checked against
+Lava's CPU simulator runs on our files in experiments/bench/lava_check.py (a Python 3.10
+environment with lava-nc 0.10; identical spikes). lava-dl's netx loader needs torch 2.3, whose
+only PyPI build is CUDA's (several GB), so here the files are checked against
 lava-dl's own reader code instead: ``netx/utils.py`` (``NetDict``, ``optimize_weight_bits``,
 the code ``netx.hdf5.Network`` reads every layer with), taken from the real lava-dl 0.6.0
 wheel that .ci/setup downloads, and the neuron parameters it hands to Lava's LIF are run
