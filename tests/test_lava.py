@@ -19,12 +19,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 import snn
 from snn import ir
 from snn.lava import EXPORT
-from tests.conftest import _fit
+from tests.test_nir import trained_mlp_cnn
 from tests.test_node_types import CASES, _randomise_bn
 
 WHEELS = Path(__file__).resolve().parents[1] / ".cache" / "wheels"
@@ -45,16 +44,8 @@ def _lava_dl_utils():
 
 @pytest.fixture(scope="module")
 def nets(digits):
-    """A trained MLP and CNN (strided convolutions, no pooling), converted for Loihi
-    (reset to zero, v_init 0) and quantised to 8 bits."""
-    x, y = digits[0], digits[1]
-    torch.manual_seed(0)
-    mlp = _fit(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), x, y, epochs=10)
-    xi = x.reshape(-1, 1, 8, 8)
-    cnn = _fit(nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                             nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)), xi, y, epochs=10)
-    return {"mlp": (snn.quantize(snn.convert(mlp, x, reset="zero", v_init=0.0), 8), digits[2][:16]),
-            "cnn": (snn.quantize(snn.convert(cnn, xi, reset="zero", v_init=0.0), 8), digits[2][:16].reshape(-1, 1, 8, 8))}
+    """The MLP and CNN of the NIR tests (reset to zero, v_init 0), quantised to 8 bits."""
+    return {k: (snn.quantize(net, 8), x) for k, (net, x) in trained_mlp_cnn(digits).items()}
 
 
 @pytest.mark.parametrize("which", ["mlp", "cnn"])

@@ -22,7 +22,7 @@ import snn
 from snn import ir
 from snn.nir import EXPORT, IMPORT, LossyWarning, to_nir_graph
 from tests.conftest import _fit
-from tests.test_node_types import CASES, _randomise_bn
+from tests.test_node_types import CASES, build_cases
 
 nir = pytest.importorskip("nir")
 T, N = 12, 8
@@ -31,15 +31,7 @@ T, N = 12, 8
 @pytest.fixture(scope="module")
 def zero_cases(digits):
     """{case: (x_test, net)}: the catalogue converted with the NIR-exact setting."""
-    out = {}
-    for name, (factory, prep) in CASES.items():
-        torch.manual_seed(0)
-        model = _randomise_bn(factory())
-        xc, xt = digits[0][:200], digits[2][:N]
-        if prep is not None:
-            xc, xt = prep(xc), prep(xt)
-        out[name] = (xt, snn.convert(model, xc, reset="zero", v_init=0.0))
-    return out
+    return {name: (xt, net) for name, (_, _, xt, net) in build_cases(digits, reset="zero", v_init=0.0).items()}
 
 
 def _kinds(g: ir.Graph) -> list[str]:
@@ -204,9 +196,9 @@ def _without_readout(g):
     return g
 
 
-@pytest.fixture(scope="module")
-def peer_nets(digits):
-    """A trained MLP and CNN on digits, converted for NIR (reset to zero, v_init 0)."""
+def trained_mlp_cnn(digits) -> dict:
+    """A trained MLP and a CNN without pooling (strided convolutions) on digits, converted
+    with reset to zero and v_init 0 (the IF form NIR and Loihi hold): {name: (net, x_test)}."""
     x, y = digits[0], digits[1]
     torch.manual_seed(0)
     mlp = _fit(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), x, y, epochs=10)
@@ -215,6 +207,11 @@ def peer_nets(digits):
                              nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)), xi, y, epochs=10)
     return {"mlp": (snn.convert(mlp, x, reset="zero", v_init=0.0), digits[2][:16]),
             "cnn": (snn.convert(cnn, xi, reset="zero", v_init=0.0), digits[2][:16].reshape(-1, 1, 8, 8))}
+
+
+@pytest.fixture(scope="module")
+def peer_nets(digits):
+    return trained_mlp_cnn(digits)
 
 
 def _ours(net, x):

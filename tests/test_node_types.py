@@ -119,9 +119,9 @@ def _randomise_bn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def cases(digits):
-    """{case: (model, x_calibration, x_test, net)} with seeded random weights."""
+def build_cases(digits, **convert_kw) -> dict:
+    """{case: (model, x_calibration, x_test, net)}: the catalogue with seeded random weights,
+    converted with ``convert_kw`` (other test modules use it with other conversion options)."""
     out = {}
     for name, (factory, prep) in CASES.items():
         torch.manual_seed(0)
@@ -129,8 +129,14 @@ def cases(digits):
         xc, xt = digits[0][:200], digits[2][:N]
         if prep is not None:
             xc, xt = prep(xc), prep(xt)
-        out[name] = (model, xc, xt, snn.convert(model, xc))
+        out[name] = (model, xc, xt, snn.convert(model, xc, **convert_kw))
     return out
+
+
+@pytest.fixture(scope="module")
+def cases(digits):
+    """{case: (model, x_calibration, x_test, net)} with seeded random weights."""
+    return build_cases(digits)
 
 
 def _kinds(g: ir.Graph) -> set[str]:
