@@ -58,9 +58,11 @@ _LOIHI_PLATFORM = {
     "static_power_w": (0.029, BLOUW_T1 + ": idle 0.029 W (VDD + VDDM rails: silicon leakage and x86 idling)"),
     "runtime_power_w": (0.070, BLOUW + ", 'Data I/O': the embedded x86 cores that manage the mesh add ~70 mW "
                                "once a model has run"),
-    "t_host_step_s": (3.37e-4, "calibrated: 296 inferences/s (" + BLOUW_T1 + ") at 10 steps per inference "
+    "t_host_step_s": (1.44e-4, "calibrated: 296 inferences/s (" + BLOUW_T1 + ") at 10 steps per inference "
                                "(nengo-loihi keyword-spotting example: p_time=10) = 338 us per step, minus the "
-                               "chip's own step time; host I/O and x86 management (NxSDK 0.7.5)", None,
+                               "chip's own step for the keyword spotter mapped here (~194 us: its input layer's "
+                               "core receives ~50k input spikes x fan-out per step); host I/O and x86 management "
+                               "(NxSDK 0.7.5)", None,
                       "Loihi keyword spotter, " + BLOUW_T1 + ": 296 inferences/s"),
     "t_sync_s": (1.0e-6, SANA + ": latency_sync 0.6 us (1 tile) to 1.8 us (29 tiles) per step", (0.6e-6, 1.8e-6)),
     "t_ac_s": (3.8e-9, SANA + ": dense synapse 3.8 ns (sparse 4.7, conv 3.1)", (3.1e-9, 4.7e-9)),
@@ -163,7 +165,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
         "active_power_w": (15.8, "one busy core at batch 1 (a host-bound TensorFlow call): 95 W TDP / 6 cores "
                                  "[assumption]", (13.3, 15.8)),
         "idle_power_w": (17.01, BLOUW_T1 + ": CPU idle 17.01 W"),
-        "t_call_s": (5.39e-4, "calibrated: 1,813.6 inferences/s at batch 1 (" + BLOUW_T1 + ") = 0.551 ms per call, "
+        "t_call_s": (5.20e-4, "calibrated: 1,813.6 inferences/s at batch 1 (" + BLOUW_T1 + ") = 0.551 ms per call, "
                               "minus the kernels and roofline time of the keyword spotter", None,
                      "Xeon keyword spotter, batch 1, " + BLOUW_T1 + ": 1,813.6 inferences/s"),
         "t_kernel_s": (5e-6, "PyTorch eager ~2-7 us per op on a CPU (pytorch/pytorch#41383)", (2e-6, 7e-6)),
@@ -179,7 +181,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                  "against a sub-microsecond roofline): the 15 W module maximum / 4 cores "
                                  "[assumption]", (1.5, 3.75)),
         "idle_power_w": (2.64, BLOUW_T1 + ": Jetson idle 2.64 W (wall meter)"),
-        "t_call_s": (2.365e-3, "calibrated: 419 inferences/s at batch 1 (" + BLOUW_T1 + ") = 2.387 ms per call, "
+        "t_call_s": (2.344e-3, "calibrated: 419 inferences/s at batch 1 (" + BLOUW_T1 + ") = 2.387 ms per call, "
                                "minus the kernels and roofline time of the keyword spotter", None,
                      "Jetson TX1 keyword spotter, batch 1, " + BLOUW_T1 + ": 419 inferences/s"),
         "t_kernel_s": (5e-6, LAUNCH, (4e-6, 20e-6)),
@@ -194,7 +196,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
         "board_power_w": (1.0, "Myriad 2 'consumes only 1W of power' (adafruitdaily.com, after pyimagesearch) [2nd]"),
         "active_power_w": (0.29, CC_RULE + ": 0.5 W running of 1 W, minus the 0.21 W idle"),
         "idle_power_w": (0.21, BLOUW_T1 + ": Movidius idle 0.210 W (USB meter)"),
-        "t_call_s": (3.3e-3, "calibrated: 300 inferences/s at batch 1 (" + BLOUW_T1 + ") = 3.33 ms per call "
+        "t_call_s": (3.279e-3, "calibrated: 300 inferences/s at batch 1 (" + BLOUW_T1 + ") = 3.33 ms per call "
                              "(USB transfer and NCSDK 1.12 graph execution), minus the roofline time", None,
                      "Movidius NCS keyword spotter, batch 1, " + BLOUW_T1 + ": 300 inferences/s"),
         "t_kernel_s": (0.0, "the stick runs the compiled graph in one call (NCSDK): no per-kernel launch"),
@@ -223,7 +225,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
         "host_power_w": (43.75, "2x Xeon Platinum 8480C (" + MLPERF + ", systems/DGX-H100_H100-SXM-80GBx8_TRT_MaxQ"
                                 ".json) at " + CC_RULE + " of 350 W TDP [TDP unverified], shared by 8 GPUs"),
         "t_call_s": (20e-6, ROUND_TRIP, (5e-6, 20e-6)),
-        "efficiency": (0.396, "calibrated: 474,849 images/s on 8 GPUs (" + MLPERF + ", DGX-H100 MaxQ ResNet-50 "
+        "efficiency": (0.508, "calibrated: 474,849 images/s on 8 GPUs (" + MLPERF + ", DGX-H100 MaxQ ResNet-50 "
                               "Offline) against the INT8 roofline of snn's ResNet-50 counts", None,
                        "DGX-H100 MaxQ ResNet-50 Offline, " + MLPERF + ": 474,849 images/s"),
     }),

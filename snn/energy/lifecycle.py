@@ -246,7 +246,8 @@ def lifecycle(report: Any, *, deployment: Deployment, training: Training, calibr
                   "payback_note": "no ANN on this profile" if saving is None else
                   "never: the SNN costs more per inference than the ANN" if saving <= 0 else ""}
     notes = [f"Training and conversion FLOPs priced on {tprof.name} ({tprof.description}) where not measured; "
-             f"{TRAIN_RULE}.",
+             f"{TRAIN_RULE}. FLOPs at the roofline give a lower bound on the time; the wall-time row, where "
+             "the training time is known, uses the measured duration instead.",
              "Training FLOPs = 6 x MACs x samples x epochs (forward 2 FLOPs per MAC, backward twice the forward); "
              "the ANN's training is shared by both networks, the conversion is the SNN's extra cost.",
              "Inference energy per profile from the energy report (basis: total energy where the profile has a "

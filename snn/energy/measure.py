@@ -80,6 +80,33 @@ def _monitor(device: str) -> tuple[Any, str, Callable[[Any], float], str]:
     return mon, "nvml", lambda m: sum(m.gpu_energy.values()), torch.cuda.get_device_name(index)
 
 
+def unavailable(device: str = "cpu") -> str | None:
+    """Why energy cannot be measured on ``device`` here (one line), or None when it can."""
+    try:
+        _monitor(device)
+    except SnnError as e:
+        return str(e)
+    return None
+
+
+def measure_run(fn: Callable[[], Any], device: str = "cpu", workload: str = "run", idle_seconds: float = 1.0
+                ) -> tuple[Any, Measurement]:
+    """Run ``fn`` once (a long job such as training) in one measured window, after an idle
+    window; returns its result and the energy of the whole run (``items`` = 1)."""
+    mon, method, energy, name = _monitor(device)
+    mon.begin_window("idle")
+    time.sleep(idle_seconds)
+    m = mon.end_window("idle")
+    idle_w = energy(m) / m.time
+    mon.begin_window("run")
+    out = fn()
+    m = mon.end_window("run")
+    e = energy(m)
+    return out, Measurement(method=method, device=name, workload=workload, batch_size=1,
+                            dynamic_j_per_item=max(0.0, e - idle_w * m.time), total_j_per_item=e, items=1,
+                            seconds=m.time, avg_power_w=e / m.time, idle_power_w=idle_w)
+
+
 def measure(fn: Callable[[], None], items_per_call: int, device: str = "cpu", workload: str = "workload",
             min_seconds: float = 2.0, idle_seconds: float = 1.0) -> Measurement:
     """Energy per item of ``fn`` (which must block until the device is done) on ``device``."""
