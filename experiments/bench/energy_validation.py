@@ -246,6 +246,8 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from snn.util import atomic_path
+
     fig, ax = plt.subplots(figsize=(7, 6))
     lo, hi = 1e-4, 1e-1
     xs = np.geomspace(lo, hi, 10)
@@ -266,7 +268,8 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("Energy model vs published measurements\n(circles: dynamic, squares: total; blue SNN, orange ANN)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # results are written atomically (DESIGN.md rule 7)
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     print(f"wrote {path.relative_to(common.ROOT)}")
 
