@@ -71,3 +71,22 @@ def test_bad_input_is_refused(mlp_net):
 
 def test_every_snn_node_type_has_a_rule():
     assert {t for t in ir.NODE_TYPES.values() if t not in ir.ACTIVATIONS} == set(RULES)
+
+
+def test_quantised_network_is_priced_on_the_integer_profile(digits):
+    """A floating-point profile with an integer twin prices an 8-bit network on the twin,
+    and the report says so; the float network keeps the float profile."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    net = snn.convert(model, digits[0][:100])
+    q = snn.quantize(net, weight_bits=8)
+    x = digits[2][:8]
+    rep_f = snn.energy_report(net, snn.simulate(net, x, 4), hardware=["45nm-fp32", "loihi"])
+    rep_q = snn.energy_report(q, snn.simulate(q, x, 4), hardware=["45nm-fp32", "loihi"])
+    assert sorted(rep_f.energy) == ["45nm-fp32", "loihi"]
+    assert sorted(rep_q.energy) == ["45nm-int8", "loihi"]
+    assert any("priced on 45nm-int8" in a for a in rep_q.assumptions)
+    # the integer profile's per-op energies are lower than FP32's for the same kind of counts
+    assert rep_q.energy["45nm-int8"]["snn_dynamic_j"] < rep_f.energy["45nm-fp32"]["snn_dynamic_j"]

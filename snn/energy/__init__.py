@@ -100,6 +100,36 @@ def _profile_energy(counts: Counts, prof: Profile, batch: int) -> dict[str, Any]
     return d
 
 
+INTEGER_TWINS = {"45nm-fp32": "45nm-int8"}
+"""A floating-point profile -> the integer profile of the same technology, with which a
+network of fixed-point weights (:func:`snn.quantize`, at most 8 bits) is priced."""
+
+
+def integer_profiles(profs: list[Profile], meta: dict[str, Any] | None) -> tuple[list[Profile], list[str]]:
+    """The profiles to price a network with, given its ``meta``: for a quantised network
+    (``meta["quantization"]``, weights of at most 8 bits) each floating-point profile with an
+    integer twin (:data:`INTEGER_TWINS`) is replaced by the twin; notes say what was done.
+
+    >>> profs, notes = integer_profiles(resolve(["45nm-fp32", "loihi"]), {"quantization": {"weight_bits": 8}})
+    >>> [p.name for p in profs]
+    ['45nm-int8', 'loihi']
+    """
+    q = (meta or {}).get("quantization")
+    if not q:
+        return profs, []
+    bits = int(q["weight_bits"])
+    out, notes = [], [f"The weights are {bits}-bit fixed point (snn.quantize): event chips store them as integers "
+                      "as they are; floating-point profiles with an integer twin are replaced by the twin."]
+    for p in profs:
+        twin = INTEGER_TWINS.get(p.name)
+        if twin is not None and bits <= 8:
+            out.append(PROFILES[twin])
+            notes.append(f"{p.name} was asked for; the network is priced on {twin} (its integer twin).")
+        else:
+            out.append(p)
+    return list({p.name: p for p in out}.values()), notes
+
+
 def energy_report(net: Any, res: Any, hardware: Any = ("45nm-fp32", "loihi", "gpu-h100"), *, x: Any = None,
                   labels: Any = None, profiles_file: str | Path | None = None, batch_size: int = 1,
                   grid_g_per_kwh: float = DEFAULT_GRID_G_PER_KWH, pue: float = DEFAULT_PUE,
@@ -125,7 +155,7 @@ def energy_report(net: Any, res: Any, hardware: Any = ("45nm-fp32", "loihi", "gp
     check_carbon(grid_g_per_kwh, pue)
     batch = check_batch_size(batch_size)
     extra = load_profiles(profiles_file) if profiles_file is not None else None
-    profs = resolve(hardware, extra)
+    profs, qnotes = integer_profiles(resolve(hardware, extra), getattr(net, "meta", None))
     if x is not None:
         x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
         if x.shape[1:] != graph.shapes[graph.input]:
@@ -164,7 +194,8 @@ def energy_report(net: Any, res: Any, hardware: Any = ("45nm-fp32", "loihi", "gp
             "basis": e["basis"], "snn_g": grams_co2e(s, grid_g_per_kwh, pue) if s is not None else None,
             "ann_g": grams_co2e(a, grid_g_per_kwh, pue) if a is not None else None,
             "snn_g_per_million": grams_co2e(s * 1e6, grid_g_per_kwh, pue) if s is not None else None}
-    rep = EnergyReport(totals=counts.totals, layers=counts.layers, energy=energy, assumptions=notes + ASSUMPTIONS,
+    rep = EnergyReport(totals=counts.totals, layers=counts.layers, energy=energy,
+                       assumptions=qnotes + notes + ASSUMPTIONS,
                        profiles={p.name: p.to_dict() for p in profs}, carbon=carbon,
                        meta={"name": name or "network", "backend": res.backend, "encoding": res.encoding,
                              "timesteps": res.timesteps, "n_samples": res.n_samples, "precision": res.precision,
