@@ -163,7 +163,12 @@ class TrainConfig(_Section):
     ``$SNN_CACHE/models``, i.e. ``~/.cache/snn/models``) by the hash of everything that
     affects their weights, so re-running an experiment does not retrain; a user's own
     ``module:Class`` is trained every time. The training data are ``data.train_limit``
-    samples (default: all) of the training split."""
+    samples (default: all) of the training split.
+
+    ``activation: qcfs`` trains with quantised clip-floor-shift activations of ``levels``
+    levels and trainable thresholds (conversion-aware training, Bu et al. ICLR 2022;
+    :func:`snn.zoo.qcfs`); with ``model.pretrained`` it fine-tunes the published weights
+    (zoo models with pretrained weights only)."""
 
     epochs: int = Field(default=10, ge=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -173,6 +178,8 @@ class TrainConfig(_Section):
     weight_decay: float = Field(default=0.0, ge=0)
     device: str = "cpu"
     cache_dir: str | None = None
+    activation: Literal["relu", "qcfs"] = "relu"
+    levels: int = Field(default=8, ge=1)
 
     _device = field_validator("device")(lambda cls, v: _check_device(v))
 
@@ -181,14 +188,25 @@ class ConvertConfig(_Section):
     """ANN -> SNN conversion (:func:`snn.conversion.convert`); ``calibration_samples``
     training samples set the activation scales. ``reset`` and ``v_init`` (the initial
     membrane, a fraction of the threshold) are checked by the IR's own rule for IF neurons
-    (:class:`snn.ir.IF`: ``0 <= v_init < 1``)."""
+    (:class:`snn.ir.IF`: ``0 <= v_init < 1``).
 
-    method: str = "percentile"
+    ``timesteps: T`` tunes the network for ``T`` steps (low-latency conversion): the
+    options left unset (null) are then picked for ``T`` (``method: mse``, ``channelwise:
+    true``, ``calibrate: bias``), and the run's summary records the choices. Without it,
+    ``method`` is ``percentile`` and ``channelwise`` false. ``calibrate: bias`` (Li et al.
+    2021's layer-wise bias correction on ``calibrate_samples`` simulated samples),
+    ``method: mse`` and ``readout_delay: auto`` need ``timesteps``."""
+
+    method: str | None = None
     percentile: float = Field(default=99.99, gt=0, le=100)
-    channelwise: bool = False
+    channelwise: bool | None = None
     reset: str = "subtract"
     v_init: float = 0.5
     calibration_samples: int = Field(default=2048, ge=1)
+    timesteps: int | None = Field(default=None, ge=1)
+    calibrate: str | None = None
+    calibrate_samples: int = Field(default=256, ge=1)
+    readout_delay: int | Literal["auto"] = Field(default=0)
 
     @field_validator("reset")
     @classmethod
@@ -207,10 +225,35 @@ class ConvertConfig(_Section):
 
     @field_validator("method")
     @classmethod
-    def _known_method(cls, v: str) -> str:
+    def _known_method(cls, v: str | None) -> str | None:
         from snn.conversion import METHODS
 
-        return _one_of(v, METHODS, "normalisation method")
+        return v if v is None else _one_of(v, METHODS, "normalisation method")
+
+    @field_validator("calibrate")
+    @classmethod
+    def _known_calibration(cls, v: str | None) -> str | None:
+        from snn.conversion import CALIBRATIONS
+
+        return v if v is None else _one_of(v, CALIBRATIONS, "calibration")
+
+    @field_validator("readout_delay")
+    @classmethod
+    def _delay(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"must be an integer >= 0 or 'auto', got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_timesteps(self) -> "ConvertConfig":
+        needs = [f"{k}: {v}" for k, v in (("method", self.method), ("calibrate", self.calibrate),
+                                           ("readout_delay", self.readout_delay)) if v in ("mse", "bias", "auto")]
+        if needs and self.timesteps is None:
+            raise ValueError(f"{', '.join(needs)} tune the network for a number of steps: set convert.timesteps")
+        if self.timesteps is not None and isinstance(self.readout_delay, int) and self.readout_delay >= self.timesteps:
+            raise ValueError(f"readout_delay {self.readout_delay} leaves none of the {self.timesteps} steps for the "
+                             "readout")
+        return self
 
 
 class SimConfig(_Section):

@@ -26,6 +26,7 @@ the maximum input rate: accuracy is kept and it is never average pooling in disg
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -38,7 +39,7 @@ from snn.errors import ConversionError
 from snn.network import SpikingNetwork
 from snn.trace import trace
 
-METHODS = ("max", "percentile")
+METHODS = ("max", "percentile", "mse")
 
 
 # --------------------------------------------------------------------------- calibration data
@@ -101,8 +102,40 @@ def _commute_maxpool_relu(g: ir.Graph) -> ir.Graph:
 
 
 # --------------------------------------------------------------------------- scales
+def _quantised(a: torch.Tensor, lam: torch.Tensor, timesteps: int, v_init: float) -> torch.Tensor:
+    """What an IF layer at scale ``lam`` with initial membrane ``v_init`` represents after
+    ``timesteps`` steps of a constant input ``a``: ``lam / T * clip(floor(T a / lam + v_init), 0, T)``."""
+    return lam / timesteps * torch.clamp(torch.floor(a * timesteps / lam + v_init), 0, timesteps)
+
+
+MSE_GRID = 64
+MSE_SAMPLES = 16384
+
+
+def _mse_scale(a: torch.Tensor, timesteps: int, v_init: float, generator: torch.Generator) -> float:
+    """The scale minimising the mean squared error between activations ``a`` (>= 0) and
+    their ``T``-step quantisation (:func:`_quantised`): a grid over ``(0, max]`` refined
+    once around its best point. Values above the scale are clipped, values below it lose
+    at most half a level: a smaller scale than the maximum trades the first for the second,
+    which is what makes few timesteps work (Li et al. 2021, section 4.1)."""
+    if len(a) > MSE_SAMPLES:
+        a = a[torch.randint(len(a), (MSE_SAMPLES,), generator=generator)]
+    top = float(a.max())
+    if top <= 0:
+        return 0.0
+
+    def best(grid: torch.Tensor) -> tuple[float, float]:
+        err = ((a[None, :] - _quantised(a[None, :], grid[:, None], timesteps, v_init)) ** 2).mean(dim=1)
+        i = int(torch.argmin(err))
+        return float(grid[i]), float(grid[1] - grid[0]) if len(grid) > 1 else 0.0
+
+    lam, step = best(torch.linspace(top / MSE_GRID, top, MSE_GRID, dtype=a.dtype))
+    lam, _ = best(torch.linspace(max(lam - step, top / MSE_GRID / 4), min(lam + step, top), 33, dtype=a.dtype))
+    return lam
+
+
 def _scales(g: ir.Graph, x: torch.Tensor, method: str, percentile: float, channelwise: bool,
-            batch_size: int = 256) -> dict[str, np.ndarray]:
+            timesteps: int | None = None, v_init: float = 0.5, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Per-channel activation scale ``lambda`` of every activation node (shape (C,)), before
     its :class:`Spike` rule's bound."""
     relus = [n for n, v in g.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
@@ -114,13 +147,17 @@ def _scales(g: ir.Graph, x: torch.Tensor, method: str, percentile: float, channe
             a = vals[n]
             acts[n].append(a.transpose(0, 1).reshape(a.shape[1], -1) if channelwise else a.reshape(1, -1))
     q = 100.0 if method == "max" else percentile
+    gen = torch.Generator().manual_seed(0)
     out = {}
     for n in relus:
-        a = torch.cat(acts[n], dim=1).numpy()
+        a = torch.cat(acts[n], dim=1)
+        acts[n] = []
         lam = np.zeros(a.shape[0])
         for c in range(a.shape[0]):
             pos = a[c][a[c] > 0]
-            lam[c] = np.percentile(pos, q) if len(pos) else 0.0
+            if not len(pos):
+                continue
+            lam[c] = _mse_scale(pos, timesteps, v_init, gen) if method == "mse" else np.percentile(pos.numpy(), q)
         fallback = lam.max() if lam.max() > 0 else 1.0  # a channel that never fired: any scale works
         lam[lam <= 0] = fallback
         channels = g.shapes[n][0]
@@ -173,7 +210,10 @@ RULES = ir.Table("the converter")
 """One conversion rule per ANN node type: :class:`Spike`, :class:`Rescale` or :class:`Route`."""
 
 RULES[ir.ReLU] = Spike(lambda node, lam: lam)
-RULES[ir.Clip] = Spike(lambda node, lam: np.minimum(lam, node.ceiling))
+RULES[ir.Clip] = Spike(lambda node, lam: np.full_like(lam, node.ceiling) if node.levels
+                       else np.minimum(lam, node.ceiling))
+"""A clip converts at scale ``min(lambda, ceiling)``; a quantised clip (QCFS) exactly at its
+trained threshold ``ceiling``, whatever the calibration says."""
 
 
 @RULES.register(ir.Linear)
@@ -316,36 +356,198 @@ def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -
     return ir.Graph(nodes, edges, g.input, "readout")
 
 
+# --------------------------------------------------------------------------- layer-wise calibration
+CALIBRATIONS = ("none", "bias")
+
+
+def _channel_mean(v: torch.Tensor, lead: int) -> torch.Tensor:
+    """Mean over the ``lead`` leading axes and every axis after the channel axis."""
+    return v.transpose(0, lead).reshape(v.shape[lead], -1).mean(dim=1) if v.ndim > lead + 1 else \
+        v.reshape(-1, v.shape[lead]).mean(dim=0)
+
+
+def _chan_view(d: torch.Tensor, ndim: int, lead: int) -> torch.Tensor:
+    return d.reshape((1,) * lead + (-1,) + (1,) * (ndim - lead - 1))
+
+
+def layer_corrections(snn: ir.Graph, canon: ir.Graph, lam: dict[str, np.ndarray], x: torch.Tensor, timesteps: int,
+                      iterations: int = 2) -> dict[str, np.ndarray]:
+    """Bias correction of Li et al. 2021 ("A Free Lunch From ANN: Towards Efficient,
+    Accurate Spiking Neural Networks Calibration", ICML 2021), layer by layer in one
+    simulated pass over ``x`` (:func:`snn.ir_torch.simulate_steps`): for each IF layer, in
+    order, with the layers before it already corrected, the per-channel mean error between
+    the ANN activation in spike units (``relu(a) / lambda``) and the layer's spike rate over
+    ``T`` steps is added to its input current at every step; ``iterations`` re-measurements
+    of the layer refine it. Returns ``{IF name: (C,) current}`` in threshold units."""
+    ifs = [n for n, v in snn.nodes.items() if isinstance(v, ir.IF)]
+    ann = ir_torch.evaluate_ann(canon, x, keep=ifs)
+    target = {n: _channel_mean(ann[n], 1) / torch.as_tensor(lam[n], dtype=x.dtype) for n in ifs}
+    del ann
+    found: dict[str, np.ndarray] = {}
+
+    def adjust(name: str, cur: torch.Tensor) -> torch.Tensor:
+        node = snn.nodes[name]
+        shape = tuple(cur.shape[1:])
+        total = torch.zeros(shape[1], dtype=x.dtype)
+        for _ in range(iterations + 1):
+            u = torch.full(shape, node.v_init * node.threshold, dtype=x.dtype)
+            spikes = ir_torch.if_scan(cur + _chan_view(total, cur.ndim, 2), u, torch.zeros(shape, dtype=x.dtype),
+                                      node.threshold, node.reset == "subtract", False, timesteps)
+            total += target[name] - _channel_mean(spikes, 2)
+        found[name] = total.double().numpy()
+        return cur + _chan_view(total, cur.ndim, 2)
+
+    ir_torch.simulate_steps(snn, x, timesteps, adjust=adjust)
+    return found
+
+
+def _add_current(g: ir.Graph, deltas: dict[str, np.ndarray]) -> ir.Graph:
+    """``g`` with ``deltas[n]`` (per channel) added to the input current of each IF layer
+    ``n`` at every step: into the bias of the Linear/Conv/Affine node that feeds it alone,
+    directly or as a term of an ``Add`` (divided by its gain), else through a new
+    ``Affine`` node ``<n>.bias``."""
+    nodes, edges = dict(g.nodes), list(g.edges)
+
+    def sole(name: str, consumer: str) -> bool:
+        return g.consumers_of(name) == [consumer] and isinstance(g.nodes[name], (ir.Linear, ir.Conv2d, ir.Conv1d,
+                                                                                 ir.Affine))
+
+    def shifted(node: ir.Node, d: np.ndarray) -> ir.Node:
+        if isinstance(node, ir.Affine):
+            return ir.Affine(node.scale, node.shift + d)
+        return dataclasses.replace(node, bias=(node.bias if node.bias is not None else 0.0) + d)
+
+    for n, d in deltas.items():
+        (src,) = g.inputs_of(n)
+        if sole(src, n):
+            nodes[src] = shifted(nodes[src], d)
+            continue
+        if isinstance(g.nodes[src], ir.Add) and g.consumers_of(src) == [n]:
+            k = next((k for k, i in enumerate(g.inputs_of(src)) if sole(i, src)), None)
+            gains = g.nodes[src].gains[k] if k is not None else None
+            if k is not None and np.all(gains != 0):
+                i = g.inputs_of(src)[k]
+                nodes[i] = shifted(nodes[i], d / gains)
+                continue
+        name = f"{n}.bias"
+        order = list(nodes)
+        order.insert(order.index(n), name)
+        nodes[name] = ir.Affine(np.ones(len(d)), d)
+        nodes = {k: nodes[k] for k in order}
+        edges = [(a, name) if (a, b) == (src, n) else (a, b) for a, b in edges] + [(name, n)]
+    return ir.Graph(nodes, edges, g.input, g.output)
+
+
 # --------------------------------------------------------------------------- entry
-def convert(model: torch.nn.Module, calibration: Any, method: str = "percentile", percentile: float = 99.99,
-            channelwise: bool = False, reset: str = "subtract", v_init: float = 0.5,
-            max_calibration: int | None = 2048) -> SpikingNetwork:
+def _auto_delay(canon: ir.Graph, lam: dict[str, np.ndarray], x: torch.Tensor, v_init: float, timesteps: int) -> int:
+    """SpikingJelly 2.0's delay-start estimate (``ann2snn.estimate_delay_start``): each IF
+    layer needs about ``(1 - v_init) / r`` steps to charge from its initial membrane to
+    the threshold, ``r`` being the largest per-channel mean rate ``E[relu(a) / lambda]``
+    of the layer on the calibration data; the warm-up is their sum, rounded up, and keeps
+    at least :data:`MIN_READOUT_STEPS` steps for the readout."""
+    names = list(lam)
+    ann = ir_torch.evaluate_ann(canon, x, keep=names)
+    total = 0.0
+    for n in names:
+        rate = float((_channel_mean(ann[n], 1) / torch.as_tensor(lam[n], dtype=x.dtype)).max())
+        total += (1.0 - v_init) / rate if rate > 0 else 0.0
+    return int(max(0, min(int(np.ceil(total)), timesteps - MIN_READOUT_STEPS)))
+
+
+MIN_READOUT_STEPS = 4
+
+
+def convert(model: torch.nn.Module, calibration: Any, method: str | None = None, percentile: float = 99.99,
+            channelwise: bool | None = None, reset: str = "subtract", v_init: float = 0.5,
+            max_calibration: int | None = 2048, timesteps: int | None = None, calibrate: str | None = None,
+            calibrate_samples: int = 256, readout_delay: int | str = 0) -> SpikingNetwork:
     """Convert a trained ANN into a :class:`SpikingNetwork` of IF neurons.
 
     ``calibration``: inputs (N, *sample shape) as a tensor/array, or a DataLoader of
     ``x`` or ``(x, y)`` batches; at most ``max_calibration`` samples are used.
-    ``method``: ``"max"`` or ``"percentile"``; ``channelwise``: one scale per channel.
-    ``reset``: ``"subtract"`` (default) or ``"zero"``. ``v_init``: initial membrane as a
-    fraction of the threshold (0.5 halves the rate quantisation error at small T).
-    The model is not modified (a copy is traced in eval mode).
+
+    ``timesteps=T``: tune the network for ``T`` steps with everything that needs no
+    retraining; options left at None are then picked for ``T``: ``method="mse"``,
+    ``channelwise=True``, ``calibrate="bias"``. The choices are in ``net.meta["choices"]``
+    (and ``net.meta["auto"]`` lists those that ``timesteps`` picked). Each option:
+
+    * ``method``: ``"max"`` (Diehl et al. 2015), ``"percentile"`` (Rueckauer et al. 2017;
+      default without ``timesteps``) or ``"mse"`` (needs ``T``): the scale that minimises
+      the squared error between the activations and their ``T``-step quantisation (Li et
+      al. 2021, "A Free Lunch From ANN", ICML 2021).
+    * ``channelwise``: one scale per channel instead of per layer.
+    * ``calibrate`` (needs ``T``): ``"bias"``, Li et al. 2021's layer-wise bias
+      correction (:func:`layer_corrections`): on the first ``calibrate_samples``
+      calibration inputs, simulated for ``T`` steps, each IF layer in turn (the layers
+      before it already corrected) gets the per-channel mean error between the ANN
+      activation and its spike rate added to its input current at every step, folded into
+      the bias of the layer that feeds it. ``"none"``: no correction.
+    * ``readout_delay``: delayed evaluation (a readout warm-up): the readout reports the
+      mean over the steps after the first ``readout_delay`` (:class:`snn.ir.Readout`);
+      ``"auto"`` (needs ``T``) is SpikingJelly 2.0's delay-start estimate.
+    * ``v_init``: initial membrane as a fraction of the threshold (0.5 halves the rate
+      quantisation error at small T; Bu et al. 2022); ``reset``: ``"subtract"`` or ``"zero"``.
+
+    A QCFS activation (:class:`snn.trace.QCFS`, conversion-aware training) converts at its
+    trained threshold, whatever the calibration says. The model is not modified (a copy
+    is traced in eval mode).
     """
+    if timesteps is not None and (not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool)
+                                  or timesteps < 1):
+        raise ConversionError(f"timesteps must be an integer >= 1 or None, got {timesteps!r}")
+    auto = [k for k, v in (("method", method), ("channelwise", channelwise), ("calibrate", calibrate))
+            if v is None and timesteps]
+    method = method or ("mse" if timesteps else "percentile")
+    channelwise = bool(timesteps) if channelwise is None else channelwise
+    calibrate = calibrate or ("bias" if timesteps else "none")
     if method not in METHODS:
         raise ConversionError(f"unknown normalisation method {method!r}; valid: {', '.join(METHODS)}")
+    if calibrate not in CALIBRATIONS:
+        raise ConversionError(f"unknown calibration {calibrate!r}; valid: {', '.join(CALIBRATIONS)}")
+    needs_t = [f"{k}={v!r}" for k, v in (("method", method), ("calibrate", calibrate), ("readout_delay", readout_delay))
+               if v in ("mse", "bias", "auto")]
+    if needs_t and not timesteps:
+        raise ConversionError(f"{', '.join(needs_t)} tune the network for a number of timesteps: give timesteps=T")
+    if not (readout_delay == "auto" or (isinstance(readout_delay, (int, np.integer)) and not isinstance(
+            readout_delay, bool) and readout_delay >= 0)):
+        raise ConversionError(f"readout_delay must be an integer >= 0 or 'auto', got {readout_delay!r}")
+    if timesteps and isinstance(readout_delay, (int, np.integer)) and readout_delay >= timesteps:
+        raise ConversionError(f"readout_delay={readout_delay} leaves no step of the {timesteps} for the readout")
+    if not isinstance(calibrate_samples, (int, np.integer)) or isinstance(calibrate_samples, bool) or \
+            calibrate_samples < 1:
+        raise ConversionError(f"calibrate_samples must be an integer >= 1, got {calibrate_samples!r}")
     if not 0 < percentile <= 100:
         raise ConversionError(f"percentile must be in (0, 100], got {percentile}")
     if reset not in ir.IF.RESETS:
         raise ConversionError(f"unknown reset {reset!r}; valid: {', '.join(ir.IF.RESETS)}")
+    if not 0.0 <= v_init < 1.0:
+        raise ConversionError(f"v_init must be in [0, 1) (a fraction of the threshold), got {v_init}")
     x = _calibration_tensor(calibration, max_calibration)
     ann = trace(model, x)
     if x.shape[1:] != ann.shapes[ann.input]:  # pragma: no cover - trace already ran the model on x
         raise ConversionError(f"calibration samples of shape {tuple(x.shape[1:])}, model expects {ann.shapes[ann.input]}")
     canon = _commute_maxpool_relu(ann)
     lam = {n: RULES[type(canon.nodes[n])].bound(canon.nodes[n], v)
-           for n, v in _scales(canon, x, method, percentile, channelwise).items()}
+           for n, v in _scales(canon, x, method, percentile, channelwise, timesteps, v_init).items()}
     graph = to_snn(canon, lam, reset, v_init)
+    corrections: dict[str, np.ndarray] = {}
+    if calibrate != "none":
+        corrections = layer_corrections(graph, canon, lam, x[:calibrate_samples], timesteps)
+        graph = _add_current(graph, corrections)
+    delay = _auto_delay(canon, lam, x[:calibrate_samples], v_init, timesteps) if readout_delay == "auto" \
+        else int(readout_delay)
+    if delay:
+        graph = ir.Graph({**graph.nodes, graph.output: ir.Readout(delay=delay)}, graph.edges, graph.input,
+                         graph.output)
+    choices = {"method": method, "percentile": percentile if method == "percentile" else None,
+               "channelwise": channelwise, "calibrate": calibrate, "readout_delay": delay, "v_init": v_init,
+               "reset": reset}
     meta = {
         "method": method, "percentile": percentile if method == "percentile" else 100.0,
         "channelwise": channelwise, "reset": reset, "v_init": v_init, "calibration_samples": len(x),
+        "timesteps": int(timesteps) if timesteps else None, "choices": choices, "auto": auto,
+        "calibrate": calibrate, "calibrate_samples": min(calibrate_samples, len(x)) if calibrate != "none" else 0,
+        "readout_delay": delay, "corrections": {k: v.tolist() for k, v in corrections.items()},
         "model": type(model).__name__, "scales": {k: v.tolist() for k, v in lam.items()},
     }
     return SpikingNetwork(graph=graph, ann=ann, meta=meta)

@@ -28,7 +28,9 @@ This is exactly snntorch's ``Leaky(beta=1)`` with its default delayed reset, who
 
 ``Readout`` integrates without spiking, ``v[t] = v[t-1] + I[t]``, and reports
 ``v[t] / t`` (the mean input current, in the ANN's units); the prediction after
-step ``t`` is ``argmax v[t]``.
+step ``t`` is ``argmax v[t]``. With a warm-up of ``delay = d`` steps (delayed evaluation)
+it reports ``(v[t] - v[d]) / (t - d)`` after step ``t > d``, the mean over the steps after
+the warm-up, and ``v[t] / t`` until then (:func:`readout_means`).
 
 All layers advance in the same timestep: a spike emitted by layer ``l`` at step ``t``
 is part of layer ``l+1``'s input at step ``t`` (no synaptic delay).
@@ -235,15 +237,24 @@ class ReLU(Node):
 @dataclass(frozen=True, eq=False)
 class Clip(Node):
     """``y = min(max(x, 0), ceiling)`` (ReLU6, ``Hardtanh(0, a)``; ANN graphs only): an IF
-    neuron's rate is bounded by one spike per step, so it converts exactly at scale ``ceiling``."""
+    neuron's rate is bounded by one spike per step, so it converts exactly at scale ``ceiling``.
+
+    ``levels = L > 0``: the quantised clip-floor-shift activation of conversion-aware
+    training (QCFS, Bu et al. ICLR 2022), ``y = ceiling / L * floor(L * clip(x / ceiling,
+    0, 1) + 1/2)``: what IF neurons at threshold ``ceiling``, starting half-charged, give
+    in ``L`` steps of a constant input."""
 
     ceiling: float
+    levels: int = 0
     kind: ClassVar[str] = "clip"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ceiling", float(self.ceiling))
+        object.__setattr__(self, "levels", int(self.levels))
         if not self.ceiling > 0:
             raise SnnError(f"Clip ceiling must be > 0, got {self.ceiling}")
+        if self.levels < 0:
+            raise SnnError(f"Clip levels must be >= 0 (0: not quantised), got {self.levels}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -411,9 +422,31 @@ class Concat(Node):
 
 @dataclass(frozen=True, eq=False)
 class Readout(Node):
-    """Non-spiking output integrator (SNN graphs): reports the mean input so far."""
+    """Non-spiking output integrator (SNN graphs): reports the mean input so far, or after
+    a warm-up of ``delay`` steps the mean input since then (see the module docstring)."""
 
+    delay: int = 0
     kind: ClassVar[str] = "readout"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.delay, bool) or not isinstance(self.delay, (int, np.integer)) or self.delay < 0:
+            raise SnnError(f"Readout delay must be an integer >= 0 (steps of warm-up), got {self.delay!r}")
+        object.__setattr__(self, "delay", int(self.delay))
+
+
+def readout_means(sums: np.ndarray, delay: int = 0) -> np.ndarray:
+    """What a :class:`Readout` reports after each step, from its membrane ``sums`` (T, ...)
+    after each step: ``v[t] / t``, and ``(v[t] - v[d]) / (t - d)`` after a warm-up of
+    ``d = delay`` steps (every backend computes its outputs with this one function).
+
+    >>> readout_means(np.array([1.0, 3.0, 6.0]), delay=1).tolist()
+    [1.0, 2.0, 2.5]
+    """
+    steps = np.arange(1, len(sums) + 1, dtype=sums.dtype).reshape((-1,) + (1,) * (sums.ndim - 1))
+    out = sums / steps
+    if 0 < delay < len(sums):
+        out[delay:] = (sums[delay:] - sums[delay - 1]) / (steps[delay:] - delay)
+    return out
 
 
 ACTIVATIONS: tuple[type[Node], ...] = (ReLU, Clip)
@@ -729,6 +762,8 @@ def _relu_eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
 
 @EVAL.register(Clip)
 def _clip_eval(node: Clip, xs: list[np.ndarray]) -> np.ndarray:
+    if node.levels:
+        return np.floor(np.clip(xs[0] / node.ceiling, 0.0, 1.0) * node.levels + 0.5) / node.levels * node.ceiling
     return np.clip(xs[0], 0.0, node.ceiling)
 
 

@@ -74,6 +74,8 @@ def _relu(node: ir.Node, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor])
 
 @OPS.register(ir.Clip)
 def _clip(node: ir.Clip, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    if node.levels:
+        return torch.floor(torch.clamp(xs[0] / node.ceiling, 0.0, 1.0) * node.levels + 0.5) / node.levels * node.ceiling
     return torch.clamp(xs[0], 0.0, node.ceiling)
 
 
@@ -151,4 +153,109 @@ def evaluate_ann(graph: ir.Graph, x: torch.Tensor, keep: Sequence[str] = (),
         if name in keep:
             out[name] = vals[name]
     out["output"] = vals[graph.output]
+    return out
+
+
+# --------------------------------------------------------------------------- spiking, time-major
+def if_scan(current: torch.Tensor, u: torch.Tensor, prev: torch.Tensor, threshold: float, subtract: bool,
+            static: bool, k: int, out: torch.Tensor | None = None, block: int = 1 << 14) -> torch.Tensor:
+    """``k`` steps of IF neurons (the equations of :mod:`snn.ir`) in place on the membrane
+    ``u`` and last spikes ``prev`` (both (B, ...)); ``current`` is (k, B, ...), or (B, ...)
+    when ``static``. Uses snntorch's association ``u[t] = (u[t-1] + I[t]) - theta * s[t-1]``
+    (reset to zero: ``u[t] = (1 - s[t-1]) u[t-1] + I[t]``), as every torch path of this
+    package does, so they give bit-identical spikes. Returns the (k, B, ...) spikes (into
+    ``out`` if given); ``prev`` holds the last step's spikes on return. The samples are
+    taken ``block`` neurons at a time, so that a block's membranes stay in cache over the
+    ``k`` steps."""
+    out = torch.empty((k,) + tuple(u.shape), device=u.device, dtype=u.dtype) if out is None else out
+    per = max(1, int(np.prod(u.shape[1:])))
+    rows = max(1, block // per)
+    for r0 in range(0, max(1, len(u)), rows):
+        r = slice(r0, r0 + rows)
+        ub, last, ob = u[r], prev[r], out[:, r]
+        for t in range(k):
+            if not subtract:
+                ub.mul_(1.0 - last)
+            ub.add_(current[r] if static else current[t, r])
+            if subtract:
+                ub.sub_(last, alpha=threshold)
+            torch.gt(ub, threshold, out=ob[t])
+            last = ob[t]
+        prev[r] = last
+    return out
+
+
+def spike_pool(node: ir.Node, p: dict[str, torch.Tensor], s: torch.Tensor, cum0: torch.Tensor,
+               pooled0: torch.Tensor) -> torch.Tensor:
+    """A max-pool of spikes (the cumulative-count rule of :mod:`snn.ir`) over ``k`` steps:
+    ``s`` (k, B, C, ...) spikes, ``cum0``/``pooled0`` the input counts and pooled counts
+    before them (updated in place). Returns the (k, B, C, ...) pooled spikes."""
+    k, b = s.shape[:2]
+    cum = torch.cumsum(s, dim=0) + cum0
+    pooled = forward(node, p, [cum.reshape((k * b,) + tuple(s.shape[2:]))])
+    pooled = pooled.reshape((k, b) + tuple(pooled.shape[1:]))
+    out = torch.diff(pooled, dim=0, prepend=pooled0.unsqueeze(0))
+    cum0.copy_(cum[-1])
+    pooled0.copy_(pooled[-1])
+    return out
+
+
+Adjust = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def simulate_steps(graph: ir.Graph, x: torch.Tensor, timesteps: int, adjust: Adjust | None = None,
+                   keep: Sequence[str] = (), params: Params | None = None) -> dict[str, torch.Tensor]:
+    """Simulate an SNN graph on a constant input ``x`` (N, *input shape) for ``timesteps``
+    steps, layer by layer with the whole time axis in memory (the equations of
+    :mod:`snn.ir`; the backends' results, without their tiling). For calibration
+    (:mod:`snn.conversion`): ``adjust(name, current)`` is called with each IF layer's
+    input current, (T, N, ...), and returns the current the layer gets instead, so a
+    calibration can correct a layer from the spikes of the already-corrected layers
+    before it, in one pass. Returns ``{"output": (T, N, K) readout after each step, name:
+    value}`` for the names in ``keep`` (a (T, N, ...) tensor; spikes for IF layers)."""
+    params = params or Params(graph, x.device, x.dtype)
+    T, n = int(timesteps), len(x)
+    spiking = set(graph.spiking_nodes())
+    consumers = {k: len(graph.consumers_of(k)) for k in graph.nodes}
+    vals: dict[str, tuple[torch.Tensor, bool]] = {}
+    out: dict[str, torch.Tensor] = {}
+
+    def timed(v: torch.Tensor, st: bool) -> torch.Tensor:
+        return v.unsqueeze(0).expand((T,) + tuple(v.shape)) if st else v
+
+    for name, node in graph.nodes.items():
+        ins = graph.inputs_of(name)
+        xs = [vals[i] for i in ins]
+        if isinstance(node, ir.Input):
+            val = (x, True)
+        elif isinstance(node, ir.IF):
+            cur, st = xs[0]
+            if adjust is not None:
+                cur, st = adjust(name, timed(cur, st)), False
+            u = torch.full((n,) + graph.shapes[name], node.v_init * node.threshold, dtype=x.dtype, device=x.device)
+            val = (if_scan(cur, u, torch.zeros_like(u), node.threshold, node.reset == "subtract", st, T), False)
+        elif isinstance(node, ir.Readout):
+            cur, st = xs[0]
+            sums = torch.cumsum(timed(cur, st).reshape(T, n, -1), dim=0)
+            val = (torch.as_tensor(ir.readout_means(sums.cpu().numpy(), node.delay), device=x.device), False)
+        elif node.spike_route == "pool" and name in spiking:
+            s = xs[0][0]
+            cum0 = torch.zeros_like(s[0])
+            pooled0 = torch.zeros((n,) + graph.shapes[name], dtype=x.dtype, device=x.device)
+            val = (spike_pool(node, params.t[name], s, cum0, pooled0), False)
+        elif all(st for _, st in xs):
+            val = (forward(node, params.t[name], [v for v, _ in xs], name), True)
+        else:
+            flat = [timed(v, st).reshape((T * n,) + tuple(v.shape[1 if st else 2:])) for v, st in xs]
+            y = forward(node, params.t[name], flat, name)
+            val = (y.reshape((T, n) + tuple(y.shape[1:])), False)
+        vals[name] = val
+        if name in keep:
+            out[name] = timed(*val)
+        for i in ins:
+            consumers[i] -= 1
+            if consumers[i] == 0 and i != graph.output:
+                del vals[i]
+    out["output"] = timed(*vals[graph.output])
     return out

@@ -180,6 +180,9 @@ def to_lava(net: SpikingNetwork, path: str | Path) -> Path:
             layers.append(pending)
             pending = None
         else:  # readout: integrate without leak and (practically) without spiking
+            if node.delay:
+                raise _refuse(name, node, f"a netx readout integrates from the first step (delay={node.delay}); "
+                                          "convert with readout_delay=0")
             if pending is None:
                 raise _refuse(name, node, "the readout must follow a dense layer in netx")
             pending["neuron"] = {"type": "CUBA", "iDecay": 4096, "vDecay": 0, "vThMant": V_TH_MAX, "refDelay": 1,
@@ -205,7 +208,7 @@ def to_lava(net: SpikingNetwork, path: str | Path) -> Path:
                     lg.create_dataset(k, data=v)
         sim = f.create_group("simulation")
         sim.create_dataset("Ts", data=1)
-        sim.create_dataset("tSample", data=int(net.meta.get("timesteps", 32)))
+        sim.create_dataset("tSample", data=int(net.meta.get("timesteps") or 32))
         f.attrs["snn"] = json.dumps({"producer": "snn", "weight_bits": net.meta["quantization"]["weight_bits"]})
     return path
 

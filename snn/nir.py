@@ -232,6 +232,9 @@ def _x_add(ctx: _Export, name: str, node: ir.Add) -> None:
 @EXPORT.register(ir.Readout)
 def _x_readout(ctx: _Export, name: str, node: ir.Readout) -> None:
     nir = _nir()
+    if node.delay:
+        ctx.lossy(name, node, f"NIR's integrator has no readout warm-up (delay={node.delay})",
+                  "convert with readout_delay=0", "written integrating from the first step")
     ctx.chain(name, [(name, nir.I(r=np.ones(_shape(ctx, name))))])
 
 

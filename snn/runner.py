@@ -99,12 +99,15 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
     from snn import zoo
 
     m, t, d = cfg.model, cfg.train, cfg.data
-    if m.pretrained:
+    qcfs = t.activation == "qcfs"
+    if m.pretrained and not qcfs:
         log(f"[{cfg.name}] loading the pretrained {m.name} weights")
         return zoo.load_pretrained(m.name, root=d.root).eval(), {"source": f"pretrained {m.name}", "metrics": []}
     train_cfg = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "optimizer": t.optimizer,
                  "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed}
-    if _trains_zoo_model(cfg):
+    if qcfs:  # conversion-aware training (fine-tuning with model.pretrained)
+        train_cfg.update(activation="qcfs", levels=t.levels, pretrained=m.pretrained)
+    if _trains_zoo_model(cfg) or (m.pretrained and qcfs):
         data = data or load_data(cfg)
         cache = Path(t.cache_dir).expanduser() if t.cache_dir else dmod.cache_dir() / "models"
         model, info = tr.train_cached(m.name, m.kwargs, d.name, {**train_cfg, "limit": d.train_limit}, cache,
@@ -125,11 +128,16 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
             ds = dmod.info(d.name)
             model = zoo.create_model(m.name, **{**zoo.dataset_kwargs(m.name, ds.shape, ds.num_classes), **m.kwargs})
     if m.checkpoint:
+        if qcfs:  # a checkpoint of a QCFS model: make the activations QCFS, then load the thresholds too
+            model = zoo.qcfs(model, t.levels)
         tr.load_checkpoint(model, m.checkpoint)
         return model.eval(), {"source": f"checkpoint {m.checkpoint}", "metrics": []}
     data = data or load_data(cfg)
     log(f"[{cfg.name}] training {m.name} for {t.epochs} epochs (a user model: not cached)")
-    metrics = tr.train(model, data.x_train, data.y_train, **train_cfg, progress=progress)
+    model = tr.prepare_model(model, tr.resolve_train_config(train_cfg), data.x_train)
+    metrics = tr.train(model, data.x_train, data.y_train, **{k: v for k, v in train_cfg.items()
+                                                             if k not in ("activation", "levels", "pretrained")},
+                       progress=progress)
     return model.to("cpu").eval(), {"source": "trained", "metrics": metrics}
 
 
@@ -219,7 +227,8 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
 
     net = snn.convert(model, data.x_train[:c.calibration_samples], method=c.method, percentile=c.percentile,
                       channelwise=c.channelwise, reset=c.reset, v_init=c.v_init,
-                      max_calibration=c.calibration_samples)
+                      max_calibration=c.calibration_samples, timesteps=c.timesteps, calibrate=c.calibrate,
+                      calibrate_samples=c.calibrate_samples, readout_delay=c.readout_delay)
     stage("convert")
 
     res = snn.simulate(net, x_te, timesteps=s.timesteps, backend=s.backend, encoding=s.encoding,
@@ -246,8 +255,9 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
     summary = {
         "experiment": cfg.name, "config_hash": h, "description": cfg.description, "started": started,
         "dataset": d.name, "dataset_label": data.label, "model": cfg.model.name, "model_source": model_info["source"],
-        "backend": s.backend, "encoding": s.encoding, "timesteps": s.timesteps, "method": c.method,
-        "percentile": c.percentile if c.method == "percentile" else 100.0, "n_test": res.n_samples,
+        "backend": s.backend, "encoding": s.encoding, "timesteps": s.timesteps, "method": net.meta["method"],
+        "percentile": net.meta["percentile"], "n_test": res.n_samples,
+        "conversion": {k: net.meta[k] for k in ("timesteps", "choices", "auto")},
         "ann_accuracy": ann_acc, "snn_accuracy": float(acc[-1]), "accuracy_gap": float(ann_acc - acc[-1]),
         "accuracy_at": {str(t): float(acc[t - 1]) for t in curve_points(s.timesteps)},
         "firing_rates": run_data.firing_rates(),

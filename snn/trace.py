@@ -462,7 +462,57 @@ def _option_a_rule(b: _Builder, n: torch.fx.Node, m: OptionAShortcut) -> ir.Node
     return ir.Conv2d(weight=w, bias=None, stride=m.stride)
 
 
-LEAF_RULES: dict[type, Rule] = {OptionAShortcut: _option_a_rule}
+class _FloorSTE(torch.autograd.Function):
+    """``floor`` whose gradient is the identity (straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+
+class QCFS(nn.Module):
+    """Quantisation clip-floor-shift activation (Bu, Fang, Ding, Dai, Yu, Huang, "Optimal
+    ANN-SNN conversion for high-accuracy and ultra-low-latency spiking neural networks",
+    ICLR 2022) with ``levels = L`` and a trainable threshold ``theta``::
+
+        y = theta / L * floor(L * clip(x / theta, 0, 1) + 1/2)
+
+    The floor has a straight-through gradient, so ``theta`` and the weights learn through
+    the clip. An IF layer at threshold ``theta`` that starts half-charged gives exactly
+    this in ``L`` steps of a constant input, and its expected error vanishes at any T;
+    :func:`snn.convert` converts it at ``theta`` (traced to :class:`snn.ir.Clip` with
+    ``levels``). Make a model's ReLUs QCFS with :func:`snn.zoo.qcfs`.
+    """
+
+    def __init__(self, levels: int = 8, threshold: float = 8.0):
+        super().__init__()
+        if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
+            raise ConversionError(f"QCFS levels must be an integer >= 1, got {levels!r}")
+        if not threshold > 0:
+            raise ConversionError(f"QCFS threshold must be > 0, got {threshold!r}")
+        self.levels = levels
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.clamp(x / self.threshold, 0.0, 1.0)
+        return _FloorSTE.apply(y * self.levels + 0.5) / self.levels * self.threshold
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, threshold={float(self.threshold.detach()):.4g}"
+
+
+def _qcfs_rule(b: _Builder, n: torch.fx.Node, m: QCFS) -> ir.Node:
+    theta = float(m.threshold.detach())
+    if not theta > 0:
+        b.fail(n, f"a QCFS threshold of {theta} (it must stay > 0)")
+    return ir.Clip(ceiling=theta, levels=m.levels)
+
+
+LEAF_RULES: dict[type, Rule] = {OptionAShortcut: _option_a_rule, QCFS: _qcfs_rule}
 LEAF_TYPES: tuple[type, ...] = tuple(LEAF_RULES)
 
 

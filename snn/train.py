@@ -236,7 +236,11 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict:
 
 # --------------------------------------------------------------------------- cached training
 _TRAIN_KEYS = ("epochs", "lr", "batch_size", "seed", "optimizer", "weight_decay", "schedule", "device")
-_EXTRA_KEYS = ("limit",)  # number of training samples (the first ones); default: all
+_EXTRA_KEYS = ("limit", "activation", "levels", "pretrained")
+# limit: number of training samples (the first ones), default all; activation: "relu" or
+# "qcfs" (conversion-aware training, :func:`snn.zoo.qcfs`) with ``levels``; pretrained:
+# start from the published weights (:func:`snn.zoo.load_pretrained`), i.e. fine-tune.
+QCFS_CALIBRATION = 256  # training samples that set the QCFS thresholds' initial values
 
 
 def resolve_train_config(train_cfg: dict) -> dict:
@@ -250,7 +254,37 @@ def resolve_train_config(train_cfg: dict) -> dict:
     params = inspect.signature(train).parameters
     cfg = {k: params[k].default for k in _TRAIN_KEYS if params[k].default is not inspect.Parameter.empty}
     cfg.update({"limit": None}, **train_cfg)
+    from snn.zoo import ACTIVATIONS
+
+    if cfg.get("activation", "relu") not in ACTIVATIONS:
+        raise SnnError(f"unknown activation {cfg['activation']!r}; valid: {', '.join(ACTIVATIONS)}")
+    if cfg.get("activation", "relu") == "relu":  # the plain case keeps the cache keys it always had
+        cfg.pop("activation", None)
+        cfg.pop("levels", None)
+    else:
+        cfg["levels"] = cfg.get("levels", 8)
+        _check_positive("levels", cfg["levels"], integer=True)
+    if not cfg.get("pretrained"):
+        cfg.pop("pretrained", None)
     return cfg
+
+
+def prepare_model(model: nn.Module, cfg: dict, x: Any, model_name: str | None = None,
+                  root: str | Path | None = None) -> nn.Module:
+    """Apply what a resolved training config (:func:`resolve_train_config`) says about the
+    model before training: the published weights (``pretrained``, zoo ``model_name``), then
+    QCFS activations (``activation: qcfs``, ``levels``) whose thresholds start from the first
+    :data:`QCFS_CALIBRATION` training samples ``x``."""
+    from snn import zoo
+
+    if cfg.get("pretrained"):
+        if model_name is None:
+            raise SnnError("pretrained weights exist for zoo models only")
+        model.load_state_dict(zoo.load_pretrained(model_name, root=root).state_dict())
+    if cfg.get("activation") == "qcfs":
+        xt = torch.as_tensor(np.asarray(x[:QCFS_CALIBRATION], np.float32))
+        model = zoo.qcfs(model, cfg["levels"], calibration=xt)
+    return model
 
 
 def cache_key(model_name: str, model_kwargs: dict, dataset: str, dataset_label: str, n_train: int,
@@ -297,7 +331,7 @@ def train_cached(model_name: str, model_kwargs: dict | None, dataset: str, train
     path = Path(cache_dir) / f"{model_name}-{dataset}-{key}.ckpt"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])
-        model = zoo.create_model(model_name, **kwargs)
+        model = prepare_model(zoo.create_model(model_name, **kwargs), cfg, x, model_name, root)
     base = {"key": key, "path": str(path), "model": model_name, "model_kwargs": kwargs, "dataset": dataset,
             "dataset_label": label, "n_train": len(x), "train_cfg": cfg}
     with file_lock(Path(cache_dir) / f".lock-{key}"):

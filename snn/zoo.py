@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from snn.data import FileInfo, data_root
 from snn.errors import DataError, SnnError
-from snn.trace import OptionAShortcut
+from snn.trace import QCFS, OptionAShortcut
 
 CIFAR_MEAN = (0.485, 0.456, 0.406)  # the normalisation the pretrained ResNets were trained with
 CIFAR_STD = (0.229, 0.224, 0.225)
@@ -182,9 +182,11 @@ class BasicBlock(nn.Module):
         self.shortcut = OptionAShortcut(in_planes, planes, stride) if stride != 1 or in_planes != planes \
             else nn.Identity()
 
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()  # modules, so that qcfs() can swap them
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class CifarResNet(_FrozenNormMixin):
@@ -207,6 +209,7 @@ class CifarResNet(_FrozenNormMixin):
             layers.append(nn.Sequential(*blocks))
             planes = width
         self.layer1, self.layer2, self.layer3 = layers
+        self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(64, _positive("num_classes", num_classes))
         for m in self.modules():
@@ -214,7 +217,7 @@ class CifarResNet(_FrozenNormMixin):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(self.normalize(x))))
+        x = self.relu(self.bn1(self.conv1(self.normalize(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.linear(torch.flatten(self.pool(x), 1))
 
@@ -275,6 +278,87 @@ def dataset_kwargs(name: str, shape: Sequence[int], num_classes: int) -> dict:
     if "mean" in params and shape[0] != 3:
         out["mean"] = out["std"] = None
     return out
+
+
+# --------------------------------------------------------------------------- QCFS
+ACTIVATIONS = ("relu", "qcfs")
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)
+
+
+def _relu_sites(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(names of ``nn.ReLU`` submodules that ``forward`` calls, names of the fx nodes that call
+    ReLU as a function or tensor method), from a torch.fx trace of ``model``."""
+    from snn.trace import _Tracer
+
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # fx raises many types for data-dependent control flow
+        raise SnnError(f"cannot find the ReLUs of {type(model).__name__}: torch.fx could not trace it ({e})") from e
+    mods = dict(model.named_modules())
+    modules, functions = [], []
+    for n in graph.nodes:
+        if n.op == "call_module" and type(mods.get(n.target)) is nn.ReLU:
+            modules.append(n.target)
+        elif (n.op == "call_function" and n.target in _RELU_FUNCTIONS) or \
+                (n.op == "call_method" and n.target in ("relu", "relu_")):
+            functions.append(n.name)
+    return list(dict.fromkeys(modules)), functions
+
+
+def qcfs(model: nn.Module, levels: int = 8, calibration: torch.Tensor | None = None, percentile: float = 99.9,
+         threshold: float = 8.0) -> nn.Module:
+    """Make every ReLU of ``model`` a trainable :class:`snn.trace.QCFS` activation with
+    ``levels`` quantisation levels (Bu et al. ICLR 2022), for conversion-aware training
+    or fine-tuning; returns the model (changed in place).
+
+    Every ``nn.ReLU`` submodule that ``forward`` calls is replaced by a ``QCFS`` of the
+    same name. A ReLU called as a function (``F.relu(x)``, ``x.relu()``) cannot be
+    swapped in place: write it as an ``nn.ReLU`` submodule (:class:`SnnError` names
+    them). The thresholds start at the ``percentile``-th percentile of the positive
+    activations of each ReLU on ``calibration`` (inputs ``(N, ...)``, the model in eval
+    mode), or at ``threshold`` without calibration data.
+
+    >>> m = qcfs(lenet5(), levels=4, calibration=torch.rand(16, 1, 28, 28))
+    >>> type(m.features[2]).__name__, m.features[2].levels
+    ('QCFS', 4)
+    """
+    if not isinstance(model, nn.Module):
+        raise SnnError(f"qcfs needs a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
+        raise SnnError(f"qcfs levels must be an integer >= 1, got {levels!r}")
+    if not 0 < percentile <= 100:
+        raise SnnError(f"percentile must be in (0, 100], got {percentile}")
+    modules, functions = _relu_sites(model)
+    if functions:
+        raise SnnError(f"{type(model).__name__} calls ReLU as a function at fx node(s) {', '.join(functions)}; "
+                       "qcfs swaps nn.ReLU submodules: make each an nn.ReLU submodule of the model")
+    if not modules:
+        raise SnnError(f"{type(model).__name__} has no nn.ReLU to make QCFS")
+    init = dict.fromkeys(modules, float(threshold))
+    if calibration is not None:
+        acts: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
+        mods = dict(model.named_modules())
+        hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: acts[n].append(o.detach().flatten()))
+                 for n in modules]
+        was = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(torch.as_tensor(calibration, dtype=torch.float32))
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was)
+        for n, parts in acts.items():
+            a = torch.cat(parts)
+            a = a[a > 0]
+            if len(a):
+                init[n] = max(float(torch.quantile(a[torch.randperm(len(a))[:1 << 24]].double(), percentile / 100)),
+                              1e-3)
+    for n in modules:
+        parent, _, leaf = n.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, QCFS(levels, init[n]))
+    return model
 
 
 # --------------------------------------------------------------------------- pretrained weights

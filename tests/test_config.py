@@ -25,7 +25,7 @@ def test_defaults_fill_every_section():
     cfg = load_config({"name": "x"})
     assert isinstance(cfg, ExperimentConfig)
     assert (cfg.data.name, cfg.model.name, cfg.sim.backend, cfg.sim.timesteps) == ("digits", "mlp", "snntorch", 64)
-    assert cfg.convert.method == "percentile" and cfg.sweep == {}
+    assert cfg.convert.method is None and cfg.sweep == {}  # null: "percentile", or "mse" with convert.timesteps
     assert issubclass(ConfigError, SnnError)
 
 

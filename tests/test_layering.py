@@ -32,7 +32,8 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "snn.onnx": ({"snn.ir", "snn.errors"}, {"torch", "brian2", "snntorch"}),
     "snn.conversion": ({"snn.ir", "snn.ir_torch", "snn.trace", "snn.network", "snn.errors"}, {"brian2", "snntorch"}),
     "snn.network": ({"snn.ir", "snn.errors", "snn.util", "snn.backends"}, {"brian2"}),
-    "snn.simulate": ({"snn.ir", "snn.encode", "snn.errors", "snn.backends"}, {"brian2", "snntorch"}),
+    "snn.simulate": ({"snn.ir", "snn.encode", "snn.errors", "snn.backends", "snn.shard"}, {"brian2", "snntorch"}),
+    "snn.shard": ({"snn.ir", "snn.errors", "snn.backends", "snn.simulate"}, {"torch", "brian2", "snntorch"}),
     "snn.backends": ({"snn.backends", "snn.ir", "snn.encode", "snn.ir_torch", "snn.errors", "snn.util"},
                      {"snntorch", "brian2"}),
     "snn.backends.brian2": ({"snn.backends", "snn.ir", "snn.encode", "snn.errors", "snn.util"}, {"torch", "snntorch"}),
@@ -45,6 +46,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "snn.data": ({"snn.errors", "snn.util"}, {"brian2", "snntorch"}),
     "snn.zoo": ({"snn.data", "snn.trace", "snn.errors", "snn.util"}, {"brian2", "snntorch"}),
     "snn.train": ({"snn.data", "snn.zoo", "snn.errors", "snn.util"}, {"brian2", "snntorch"}),
+    "snn.early_exit": ({"snn.ir", "snn.ir_torch", "snn.simulate", "snn.energy", "snn.errors"}, {"brian2", "snntorch"}),
     # exports/imports: the IR and their own libraries, never a backend or torch
     "snn.nir": ({"snn.ir", "snn.errors", "snn.network", "snn.util"}, {"torch", "brian2", "snntorch"}),
     "snn.lava": ({"snn.ir", "snn.errors", "snn.network", "snn.util"}, {"torch", "brian2", "snntorch"}),

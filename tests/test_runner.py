@@ -48,7 +48,8 @@ def test_run_stores_everything(run):
     h = config_hash(cfg)
     assert r.path.name.endswith("-" + h) and r.summary["config_hash"] == h
     assert (r.path / "config.yaml").read_text().startswith(f"# config hash: {h}")
-    assert cfg.model.kwargs == {"hidden": [48]} and cfg.convert.method == "percentile"  # defaults resolved
+    assert cfg.model.kwargs == {"hidden": [48]} and cfg.convert.method is None  # null: picked by snn.convert
+    assert r.summary["method"] == "percentile" and r.summary["conversion"]["auto"] == []
 
 
 def test_results_agree_with_summary_and_network(run):

@@ -381,5 +381,5 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                     for n in recorded}
             steps = {n: np.asarray(m.c[:], dtype=np.int64).T.reshape((T,) + graph.shapes[n])
                      for n, m in step_mons.items()} if record == "steps" else None
-    outputs = v.T.reshape(T, B, K) / np.arange(1, T + 1, dtype=dtype)[:, None, None]
+    outputs = ir.readout_means(v.T.reshape(T, B, K), graph.nodes[graph.output].delay)
     return BatchRecord(outputs=outputs.astype(dtype, copy=False), spike_sums=sums, step_sums=steps)

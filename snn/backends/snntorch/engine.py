@@ -75,16 +75,7 @@ class _IFState:
                                       prev, th, subtract, False, k, steps)
         if self.fused is not None:
             return self.fused.if_scan(current.contiguous(), None, None, u, prev, th, subtract, static, k, steps)
-        out = torch.empty((k,) + tuple(u.shape), device=u.device, dtype=u.dtype)
-        for t in range(k):
-            if not subtract:
-                u.mul_(1.0 - prev)
-            u.add_(current if static else current[t])
-            if subtract:
-                u.sub_(prev, alpha=th)
-            torch.gt(u, th, out=out[t])
-            prev = out[t]
-        self.prev[rows] = prev
+        out = torch_ops.if_scan(current, u, prev, th, subtract, static, k)  # u, prev: views, updated in place
         if steps is not None:
             per_step = out.sum(dim=1, dtype=torch.float64)
             steps += per_step.sum(dim=0, keepdim=True) if len(steps) == 1 else per_step
@@ -253,8 +244,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         cur = cur.reshape((b, n_out)) if st else cur.reshape((k, b, n_out))
                         cum = readout_acc[sl] + (cur.expand((k, b, n_out)) if st else cur).cumsum(0)
                         readout_acc[sl] = cum[-1]
-                        steps_done = torch.arange(c0 + 1, c0 + k + 1, device=dev, dtype=dtype).reshape(k, 1, 1)
-                        outputs[c0:c0 + k, sl] = cum / steps_done
+                        outputs[c0:c0 + k, sl] = cum  # the membrane; its means are taken at the end
                         vals[name] = (cum, False)
                     elif name in fused_pool:
                         vals[name] = (fused_pool.pop(name), False)
@@ -293,7 +283,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     def _np(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {n: np.rint(v.cpu().numpy()).astype(np.int64) for n, v in d.items()}
 
-    return BatchRecord(outputs=outputs.cpu().numpy(), spike_sums=_np(sums),
+    delay = graph.nodes[graph.output].delay
+    return BatchRecord(outputs=ir.readout_means(outputs.cpu().numpy(), delay), spike_sums=_np(sums),
                        step_sums=_np(steps) if steps is not None else None)
 
 

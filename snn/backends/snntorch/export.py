@@ -84,8 +84,8 @@ class SnnTorchNetwork(nn.Module):
 
     ``forward(x)`` takes the input at this step, shape (B, *input shape), and returns
     ``(y, mem)``: ``y`` the output layer's value at this step (its input current) and
-    ``mem`` the readout membrane (the sum of ``y`` so far), like snntorch neurons'
-    ``(spk, mem)``. Call ``reset()`` before a new sequence. IF layers are
+    ``mem`` the readout membrane (the sum of ``y`` so far; after a readout warm-up of ``d``
+    steps, the sum since step ``d + 1``), like snntorch neurons' ``(spk, mem)``. Call ``reset()`` before a new sequence. IF layers are
     ``snntorch.Leaky(beta=1.0, threshold=theta, reset_mechanism=...)`` whose membranes
     start at ``v_init * theta``.
     """
@@ -110,10 +110,12 @@ class SnnTorchNetwork(nn.Module):
                 self.mods[key] = _Op(node, dtype)
         self.mem: dict[str, torch.Tensor] = {}
         self.readout: torch.Tensor | None = None
+        self.steps = 0
 
     def reset(self) -> None:
         self.mem = {}
         self.readout = None
+        self.steps = 0
         for m in self.mods.values():
             if isinstance(m, _SpikeMaxPool):
                 m.reset()
@@ -128,7 +130,11 @@ class SnnTorchNetwork(nn.Module):
                 vals[name] = x
             elif isinstance(node, ir.Readout):
                 out = ins[0].reshape(len(ins[0]), -1)
-                self.readout = out.clone() if self.readout is None else self.readout + out
+                self.steps += 1
+                if self.readout is None or self.steps == node.delay + 1:  # the warm-up ends: start again
+                    self.readout = out.clone()
+                else:
+                    self.readout = self.readout + out
                 vals[name] = self.readout
             elif isinstance(node, ir.IF):
                 mem = self.mem.get(name)
