@@ -110,8 +110,8 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
             ``"float64"``, the Poisson seed.
         record: ``"steps"`` per-step spike counts per neuron (energy at each step),
             ``"totals"`` their sums over steps, ``"none"`` no spike counts (outputs only).
-        **options: backend options: ``target=`` for brian2; ``impl=``, ``event=``, ``chunk=``
-            for snntorch (see :func:`snn.backends.snntorch.run`).
+        **options: backend options: ``target=``, ``group=``, ``run_samples=`` for brian2;
+            ``impl=``, ``event=``, ``chunk=`` for snntorch (see :func:`snn.backends.snntorch.run`).
 
     Returns:
         :class:`SimulationResult`: ``outputs`` (T, N, K), spike counts per recorded node.
@@ -162,23 +162,47 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
     enc.check_encoding(encoding, xs)
 
     t0 = time.perf_counter()
+    settings = dict(timesteps=int(timesteps), encoding=encoding, seed=int(seed), precision=precision,
+                    device=device, record=record)
+    info: dict[str, Any] = {"options": {k: str(v) for k, v in options.items()}}
+    outs, sums, steps = run_batches(mod, graph, xs, 0, int(batch_size), settings, options, progress, backend)
+    return SimulationResult(
+        outputs=outs, spike_sums=sums, step_sums=steps if record == "steps" else None,
+        n_samples=len(xs), timesteps=int(timesteps), backend=backend, encoding=encoding, precision=precision,
+        device=str(device), seed=int(seed), batch_size=int(batch_size), wall_time_s=time.perf_counter() - t0,
+        info=info)
+
+
+def run_batches(mod: Any, graph: ir.Graph, xs: np.ndarray, offset: int, batch_size: int, settings: dict[str, Any],
+                options: dict[str, Any], progress: bool = False, label: str = ""
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Simulate ``xs`` batch by batch with backend module ``mod``; ``offset`` is the global index of
+    ``xs[0]`` (batches start at ``offset + k * batch_size``, so Poisson trains do not depend on how
+    the samples are split across processes). Returns (outputs (T, N, K), spike sums, step sums).
+
+    A backend with a ``session`` (see :mod:`snn.backends`) sets up once for all batches."""
+    import contextlib
+
+    if hasattr(mod, "session"):
+        ctx = mod.session(graph, **settings, **options)
+    else:
+        def one(xb: np.ndarray, start: int) -> Any:
+            return mod.run(graph, xb, start=start, **settings, **options)
+
+        ctx = contextlib.nullcontext(one)
     outs, sums, steps = [], {}, {}
-    starts = range(0, len(xs), int(batch_size))
+    starts = range(0, len(xs), batch_size)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc=f"simulate ({backend})", unit="batch")
-    for s in starts:
-        rec = mod.run(graph, xs[s:s + batch_size], timesteps=int(timesteps), encoding=encoding, seed=int(seed),
-                  start=s, precision=precision, device=device, record=record, **options)
-        outs.append(rec.outputs)
-        for k, v in rec.spike_sums.items():
-            sums[k] = sums.get(k, 0) + v
-        if rec.step_sums is not None:
-            for k, v in rec.step_sums.items():
-                steps[k] = steps.get(k, 0) + v
-    return SimulationResult(
-        outputs=np.concatenate(outs, axis=1), spike_sums=sums, step_sums=steps if record == "steps" else None,
-        n_samples=len(xs), timesteps=int(timesteps), backend=backend, encoding=encoding, precision=precision,
-        device=str(device), seed=int(seed), batch_size=int(batch_size), wall_time_s=time.perf_counter() - t0,
-        info={"options": {k: str(v) for k, v in options.items()}})
+        starts = tqdm(starts, desc=f"simulate ({label})", unit="batch")
+    with ctx as run_batch:
+        for s in starts:
+            rec = run_batch(xs[s:s + batch_size], offset + s)
+            outs.append(rec.outputs)
+            for k, v in rec.spike_sums.items():
+                sums[k] = sums.get(k, 0) + v
+            if rec.step_sums is not None:
+                for k, v in rec.step_sums.items():
+                    steps[k] = steps.get(k, 0) + v
+    return np.concatenate(outs, axis=1), sums, steps

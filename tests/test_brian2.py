@@ -161,3 +161,36 @@ def test_missing_compiler_says_what_to_install(mlp_net, digits, monkeypatch, tmp
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(SnnError, match="needs a C\\+\\+ compiler.*install"):
         _sim(mlp_net, digits[2][:2], 2, target=target)
+
+
+# --------------------------------------------------------------------------- one network per simulation
+@pytest.mark.parametrize("encoding", ["constant", "poisson"])
+def test_one_network_reused_across_batches_groups_and_runs(cnn_net, digits, monkeypatch, encoding):
+    """23 samples in batches of 10, groups of 3 samples, runs of 7 samples (3 epochs, padded):
+    the network is built once and every spike is the snntorch backend's."""
+    from snn.backends import brian2 as b2be
+
+    built = []
+    init = b2be._Net.__init__
+
+    def counted(self, *args, **kw):
+        built.append((args[2], args[3]))  # (G, E)
+        init(self, *args, **kw)
+
+    monkeypatch.setattr(b2be._Net, "__init__", counted)
+    x = digits[2][:23].reshape(-1, 1, 8, 8)
+    a = snn.simulate(cnn_net, x, 8, backend="snntorch", encoding=encoding, precision="float64", batch_size=10, seed=1)
+    b = _sim(cnn_net, x, 8, encoding=encoding, batch_size=10, seed=1, group=3, run_samples=7)
+    assert built == [(3, 3)]
+    assert all(int(v.sum()) > 0 for v in a.spike_sums.values())
+    for k in a.step_sums:
+        np.testing.assert_array_equal(b.step_sums[k], a.step_sums[k], err_msg=k)
+        np.testing.assert_array_equal(b.spike_sums[k], a.spike_sums[k], err_msg=k)
+    np.testing.assert_array_equal(b.predictions, a.predictions)
+    np.testing.assert_allclose(b.outputs, a.outputs, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("option,value", [("group", 0), ("group", 2.5), ("run_samples", -1), ("run_samples", "all")])
+def test_bad_group_options(mlp_net, digits, option, value):
+    with pytest.raises(SnnError, match=f"brian2 option {option} must be a positive integer or 'auto'"):
+        _sim(mlp_net, digits[2][:2], 2, **{option: value})

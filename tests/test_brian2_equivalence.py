@@ -114,3 +114,13 @@ def test_cython_cache_reused(mlp_net, digits, tmp_path):
     assert any(f.suffix in (".so", ".pyd") for f in files)
     snn.simulate(mlp_net, x, 4, backend="brian2", target="cython", cache_dir=tmp_path, precision="float64")
     assert set((tmp_path / "cython").rglob("*")) == files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", ["constant", "poisson"])
+@pytest.mark.parametrize("target", ["cython", "cpp_standalone"])
+def test_compiled_targets_reuse_one_network_across_runs(cnn_net, digits, tmp_path, target, encoding):
+    """Groups of 3 samples, runs of 9 (3 epochs): 20 samples take three runs of one network (the
+    standalone binary, built once, is run three times with new currents or input trains)."""
+    assert_equivalent(cnn_net, _inputs(digits, "cnn"), encoding, target=target, group=3, run_samples=7,
+                      cache_dir=tmp_path)

@@ -7,7 +7,11 @@ A backend is a module with
 * ``OPTIONS``: the names of its extra keyword options;
 * ``run(graph, x, *, timesteps, encoding, seed, start, precision, device, record, **options)
   -> BatchRecord`` for one batch ``x`` (B, *input shape) whose first sample has global
-  index ``start`` in the whole input.
+  index ``start`` in the whole input;
+* optionally ``session(graph, *, timesteps, encoding, seed, precision, device, record, **options)``:
+  a context manager yielding ``run_batch(x, start) -> BatchRecord``, for a backend that sets
+  up once per simulation rather than per batch (brian2 builds its ``Network`` once);
+  :func:`snn.simulate` uses it when present.
 
 The registry maps a name to its module, imported lazily so that a backend's simulator is
 loaded only when it is used. :func:`check_graph` is what :func:`snn.simulate` runs before

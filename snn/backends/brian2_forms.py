@@ -6,19 +6,22 @@ step is an *affine form* of the spike trains of its sources::
 
     x[t] = sum_src A_src @ s_src[t] + c          (per sample; C-order flattened neurons)
 
-with ``A_src`` a sparse (n_x, n_src) matrix and ``c`` a constant: a per-neuron bias
-(n_x,), or, where the static part of the graph (nodes that depend only on a constant
-encoded input) contributes, a per-sample current (B, n_x). :func:`forms` computes the
-form of every node; a neuron group's input current is the form of its input node, which
-the backend turns into one ``Synapses`` object per source (weights ``A_src``) and a
-constant current ``c``. Matrices are built with vectorised index arithmetic.
+with ``A_src`` a sparse (n_x, n_src) matrix and ``c`` a per-neuron constant (n_x,) (the
+biases). Under a constant encoding the static part of the graph (nodes that depend only on
+the input) is evaluated per sample; the static nodes it feeds the rest through are sources
+too, so their matrices turn a sample's static values into constant currents. :func:`forms`
+computes the form of every node; a neuron group's input current is the form of its input
+node, which the backend turns into one ``Synapses`` object per spike source (weights
+``A_src``) and a constant current (``c`` plus the static sources' terms). The forms do not
+depend on the samples, so they are computed once per graph. Matrices are built with
+vectorised index arithmetic.
 
 numpy and scipy only (no brian2), so the connectivity can be tested on its own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,8 +34,7 @@ BACKEND = "brian2"
 
 @dataclass
 class Form:
-    """``x = sum_src A[src] @ s_src + c``; ``A`` values are csr (n_x, n_src), ``c`` None,
-    (n_x,) or (B, n_x)."""
+    """``x = sum_src A[src] @ s_src + c``; ``A`` values are csr (n_x, n_src), ``c`` None or (n_x,)."""
 
     A: dict[str, sp.csr_matrix]
     c: np.ndarray | None
@@ -197,23 +199,26 @@ the readout, max-pools of spikes); a max-pool on the constant input is evaluated
 SUPPORTED: tuple[str, ...] = tuple(dict.fromkeys(tuple(t.kind for t in STATEFUL) + FORMS.kinds()))
 
 
-def forms(graph: ir.Graph, sources: set[str], static: dict[str, np.ndarray]) -> dict[str, Form]:
-    """Affine form of every stateless node that is not static.
+def forms(graph: ir.Graph, sources: set[str], static: Collection[str] = ()) -> dict[str, Form]:
+    """Affine form of every stateless node that is neither a source nor static.
 
-    ``sources``: names of nodes that are spike sources (neuron groups); ``static``:
-    values (B, *shape) of the static nodes (float64). Raises :class:`SnnError` for a
-    node that is not affine in its inputs (a max-pool of currents).
+    ``sources``: names of the nodes whose values the forms are written in: spike sources
+    (neuron groups) and, under a constant encoding, the static nodes that feed the others
+    (their values enter the forms through matrices too, and become constant currents);
+    ``static``: the nodes computed from a constant input alone (no form). Raises
+    :class:`SnnError` for a node that is not affine in its inputs (a max-pool of currents).
     """
     out: dict[str, Form] = {}
+    static = set(static)
 
     def form_of(name: str) -> Form:
         if name in out:
             return out[name]
+        if name not in sources:
+            raise SnnError(f"internal: node {name!r} is read by a simulated node but is neither a source "
+                           "nor a computed form")
         n = int(np.prod(graph.shapes[name]))
-        if name in sources:
-            return Form({name: sp.identity(n, format="csr")}, None, n)
-        v = static[name]
-        return Form({}, v.reshape(len(v), -1).astype(np.float64), n)
+        return Form({name: sp.identity(n, format="csr")}, None, n)
 
     for name, node in graph.nodes.items():
         if name in sources or name in static or isinstance(node, (ir.Input, ir.IF, ir.Readout)):
@@ -232,28 +237,16 @@ def _concat(fs: list[Form], n: int) -> Form:
     for s in srcs:
         n_src = next(f.A[s].shape[1] for f in fs if s in f.A)
         A[s] = sp.vstack([f.A.get(s, sp.csr_matrix((f.n, n_src))) for f in fs], format="csr")
-    if all(f.c is None for f in fs):
-        c = None
-    else:
-        batch = max((len(f.c) for f in fs if f.c is not None and f.c.ndim == 2), default=None)
-        parts = []
-        for f in fs:
-            v = np.zeros(f.n) if f.c is None else f.c
-            parts.append(v if batch is None else np.broadcast_to(v, (batch, f.n)))
-        c = np.concatenate(parts, axis=-1)
+    c = None if all(f.c is None for f in fs) else np.concatenate([np.zeros(f.n) if f.c is None else f.c for f in fs])
     return Form(A, c, n)
 
 
-def input_form(graph: ir.Graph, name: str, sources: set[str], static: dict[str, np.ndarray],
-               fs: dict[str, Form]) -> Form:
+def input_form(graph: ir.Graph, name: str, sources: set[str], fs: dict[str, Form]) -> Form:
     """The form of the single input of node ``name`` (an IF, readout or spiking max-pool)."""
     (src,) = graph.inputs_of(name)
     n = int(np.prod(graph.shapes[src]))
     if src in sources:
         return Form({src: sp.identity(n, format="csr")}, None, n)
-    if src in static:
-        v = static[src]
-        return Form({}, v.reshape(len(v), -1).astype(np.float64), n)
     return fs[src]
 
 
