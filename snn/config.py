@@ -21,7 +21,7 @@ to sweep over: a list elsewhere (``energy.hardware``) is an ordinary value.
 
 The config hash (:func:`config_hash`) is the SHA-256 of the resolved config minus the
 fields that cannot change a result (``description``, ``output``, ``sweep``, ``threads``,
-``data.root``, ``train.cache_dir``);
+``data.root``, ``train.cache_dir``, ``sim.cluster``/``address``/``workers``);
 it names the run directory and is how a sweep recognises runs that already finished.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from snn.errors import ConfigError, SnnError
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 HASH_EXCLUDE: dict[str, Any] = {"description": True, "output": True, "sweep": True, "threads": True,
-                                "data": {"root"}, "train": {"cache_dir"}}
+                                "data": {"root"}, "train": {"cache_dir"}, "sim": {"cluster", "address", "workers"}}
 
 
 def _one_of(v: str, valid: Collection[str], what: str) -> str:
@@ -258,7 +258,9 @@ class ConvertConfig(_Section):
 
 class SimConfig(_Section):
     """Simulation (:func:`snn.simulate`): one run of ``timesteps`` steps gives the accuracy
-    after every step. ``options`` go to the backend (e.g. ``target`` for brian2)."""
+    after every step. ``options`` go to the backend (e.g. ``target`` for brian2).
+    ``cluster: ray`` shards the samples across a Ray cluster (``address``, else a local
+    cluster of ``workers`` CPUs) with results identical to one process (:mod:`snn.shard`)."""
 
     backend: str = "snntorch"
     timesteps: int = Field(default=64, ge=1)
@@ -267,6 +269,9 @@ class SimConfig(_Section):
     device: str = "cpu"
     precision: Literal["float32", "float64"] = "float32"
     options: dict[str, Any] = Field(default_factory=dict)
+    cluster: Literal["none", "ray"] = "none"
+    address: str | None = None
+    workers: int | None = Field(default=None, ge=1)
 
     @field_validator("backend")
     @classmethod

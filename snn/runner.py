@@ -233,7 +233,8 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
 
     res = snn.simulate(net, x_te, timesteps=s.timesteps, backend=s.backend, encoding=s.encoding,
                        batch_size=s.batch_size, device=s.device, precision=s.precision, seed=cfg.seed,
-                       record="steps", progress=progress, **s.options)
+                       record="steps", progress=progress, cluster=s.cluster,
+                       address=s.address, workers=s.workers, **s.options)
     acc = res.accuracy(y_te)
     log(f"[{cfg.name}] SNN {s.backend}, T={s.timesteps}: test accuracy {100 * acc[-1]:.2f}% "
         f"(simulated in {res.wall_time_s:.1f} s)")

@@ -20,6 +20,7 @@ from snn.errors import SnnError
 
 PRECISIONS = ("float32", "float64")
 RECORD = ("steps", "totals", "none")
+CLUSTERS = (None, "none", "ray")
 
 
 @dataclass
@@ -88,7 +89,8 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encoding: str = "constant",
              batch_size: int = 256, device: str = "cpu", precision: str = "float32", seed: int = 0,
-             record: str = "steps", progress: bool = False, **options: Any) -> SimulationResult:
+             record: str = "steps", progress: bool = False, cluster: str | None = None,
+             address: str | None = None, workers: int | None = None, **options: Any) -> SimulationResult:
     """Simulate ``net`` on ``x`` for ``timesteps`` steps with a named backend.
 
     Every IF layer follows the equations of :mod:`snn.ir` (all layers advance in the same
@@ -110,6 +112,12 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
             ``"float64"``, the Poisson seed.
         record: ``"steps"`` per-step spike counts per neuron (energy at each step),
             ``"totals"`` their sums over steps, ``"none"`` no spike counts (outputs only).
+        cluster: ``None`` (this process) or ``"ray"``: the samples are sharded, in whole batches,
+            across the workers of a Ray cluster and the records merged; identical results
+            (see :mod:`snn.shard`).
+        address, workers: with ``cluster="ray"``, the cluster's address (default: the one this
+            process is connected to, else a local cluster started for the call) and the number
+            of shards (default: the cluster's CPUs; also the CPUs of a local cluster).
         **options: backend options: ``target=``, ``group=``, ``run_samples=`` for brian2;
             ``impl=``, ``event=``, ``chunk=`` for snntorch (see :func:`snn.backends.snntorch.run`).
 
@@ -145,6 +153,8 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
         raise SnnError(f"unknown record mode {record!r}; valid: {', '.join(RECORD)}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise SnnError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if cluster not in CLUSTERS:
+        raise SnnError(f"unknown cluster {cluster!r}; valid: None (this process), 'ray'")
     mod = get_backend(backend)
     check_graph(graph, backend, mod.SUPPORTED)
     unknown = sorted(set(options) - set(mod.OPTIONS))
@@ -165,7 +175,13 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
     settings = dict(timesteps=int(timesteps), encoding=encoding, seed=int(seed), precision=precision,
                     device=device, record=record)
     info: dict[str, Any] = {"options": {k: str(v) for k, v in options.items()}}
-    outs, sums, steps = run_batches(mod, graph, xs, 0, int(batch_size), settings, options, progress, backend)
+    if cluster == "ray":
+        from snn.shard import run_ray
+
+        outs, sums, steps, info["cluster"] = run_ray(graph, xs, backend, int(batch_size), settings, options,
+                                                     address=address, workers=workers)
+    else:
+        outs, sums, steps = run_batches(mod, graph, xs, 0, int(batch_size), settings, options, progress, backend)
     return SimulationResult(
         outputs=outs, spike_sums=sums, step_sums=steps if record == "steps" else None,
         n_samples=len(xs), timesteps=int(timesteps), backend=backend, encoding=encoding, precision=precision,
