@@ -297,6 +297,16 @@ def _clock(b2, steps: int, name: str):
     return type("NamedClock", (b2.Clock,), ns)(dt=steps * b2.ms, name=name)
 
 
+def _no_state_updater(obj) -> None:
+    """Switch off the state updater of a group or synapses without differential equations (all of
+    this backend's: their updates are explicit statements): it would do nothing, yet cost a code
+    object per step and a code generation per run."""
+    if obj.equations.diff_eq_names:
+        raise SnnError(f"internal: {obj.name} has differential equations")
+    if obj.state_updater is not None:
+        obj.state_updater.active = False
+
+
 class _Builder:
     """Creates the brian2 objects of one network of ``G`` samples, in schedule order."""
 
@@ -327,6 +337,7 @@ class _Builder:
         """A group of ``G * n`` neurons whose state is set by ``initial`` at the start of every epoch."""
         g = self.b2.NeuronGroup(self.G * n, model, threshold=threshold, reset=reset, clock=self.clock,
                                 name=self.name(node, "g"), namespace={})
+        _no_state_updater(g)
         init = g.run_regularly(initial, clock=self.epoch, when=SLOT, order=-1, name=self.name(node, "epoch")) \
             if initial else None
         self.objects.append(g)
@@ -341,7 +352,7 @@ class _Builder:
         if isinstance(nd, ir.Readout):
             g, _ = self.group(node, n, "v : 1\nI : 1\nIb : 1\nItot : 1", None, None, "v = 0" + set_ib)
             upd = g.run_regularly("Itot = I + Ib\nv = v + Itot\nI = 0", name=self.name(node, "update"))
-            return g, [g.state_updater, upd]
+            return g, [upd]
         th = self.lit(nd.threshold)
         reset = "sp = 1\ncount += 1" if counting else "sp = 1"
         init = f"v = {self.lit(nd.v_init * nd.threshold)}\nsp = 0" + ("\ncount = 0" if counting else "") + set_ib
@@ -352,7 +363,7 @@ class _Builder:
         else:
             code = "Itot = I + Ib\nv = v*(1 - sp)\nv = v + Itot\nI = 0\nsp = 0"
         upd = g.run_regularly(code, name=self.name(node, "update"))
-        return g, [g.state_updater, upd, g.thresholder["spike"], g.resetter["spike"]]
+        return g, [upd, g.thresholder["spike"], g.resetter["spike"]]
 
     def synapses(self, src, tgt, A, on_pre: str, weighted: bool, name: str):
         """``Synapses`` from ``src`` to ``tgt`` for the per-sample matrix ``A`` (n_tgt, n_src), one copy per
@@ -366,6 +377,7 @@ class _Builder:
         j = (b * n_tgt + coo.row[None, :]).ravel()
         s = self.b2.Synapses(src, tgt, model="w : 1" if weighted else "", on_pre=on_pre, clock=self.clock,
                              name=name, namespace={})
+        _no_state_updater(s)
         s.connect(i=i.astype(np.int32), j=j.astype(np.int32))
         if weighted:
             s.w = np.tile(coo.data.astype(self.dtype), self.G)
@@ -404,7 +416,7 @@ class _Net:
                 counting = name in plan.counting
                 g, _ = b.group(name, n, "count : integer" if counting else "", "snn_stim(t, i) > 0.5",
                                "count += 1" if counting else "", "count = 0" if counting else "")
-                b.sched(g.state_updater, g.thresholder["spike"], *([g.resetter["spike"]] if counting else []))
+                b.sched(g.thresholder["spike"], *([g.resetter["spike"]] if counting else []))
                 self.arrays["snn_stim"] = (E * T, G * n)
             elif isinstance(node, (ir.IF, ir.Readout)):
                 f = plan.inputs[name]
@@ -424,7 +436,7 @@ class _Net:
                 g, _ = b.group(name, n, "mx : integer\ncount : integer", "mx > count", "count += 1",
                                "mx = 0\ncount = 0")
                 self._incoming(g, name, plan.inputs[name], POOL_CODE, False)
-                b.sched(g.state_updater, g.thresholder["spike"], g.resetter["spike"])
+                b.sched(g.thresholder["spike"], g.resetter["spike"])
             else:
                 continue
             self.groups[name] = g
@@ -447,7 +459,7 @@ class _Net:
             if src in self.plan.frontier:
                 continue
             s = b.synapses(self.groups[src], tgt, A, on_pre, weighted, f"{b.name(src, 'to')}{b.ids[name]}")
-            b.sched(s.state_updater, s.pre)
+            b.sched(s.pre)
 
     def _timed(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
         b = self.builder
@@ -481,13 +493,15 @@ class _Net:
         v = np.array(self.out_mon.v[:], dtype=self.dtype).reshape(G, K, epochs, T)
         v = v.transpose(3, 2, 0, 1).reshape(T, epochs * G, K)[:, :real]
         sums, steps = {}, {}
-        for n, mon in self.spike_mons.items():
+        for n, mon in self.spike_mons.items():  # int32 (the flat indices stay below G * n * T < 2**31)
             size = int(np.prod(graph.shapes[n]))
-            i = np.asarray(mon.i[:], dtype=np.int64)
-            step = np.rint(np.asarray(mon.t_[:]) / float(self.builder.clock.dt_)).astype(np.int64)
-            keep = (step // T) * G + i // size < real  # the sample of each spike: epoch * G + i // size
-            hist = np.bincount((step[keep] % T) * size + i[keep] % size, minlength=T * size)
-            steps[n] = hist.reshape((T,) + graph.shapes[n])
+            i = np.asarray(mon.i[:], dtype=np.int32)
+            step = np.rint(np.asarray(mon.t_[:]) / float(self.builder.clock.dt_)).astype(np.int32)
+            bins = (step % T) * size + i % size
+            if real < epochs * G:  # padded samples: drop their spikes (sample = epoch * G + i // size)
+                bins = bins[(step // T) * G + i // size < real]
+            del i, step
+            steps[n] = np.bincount(bins, minlength=T * size).reshape((T,) + graph.shapes[n])
             sums[n] = steps[n].sum(0)
         if self.standalone is not None:
             b2.get_device().delete(code=False, data=False, run_args=True, directory=False)
