@@ -306,9 +306,11 @@ def _requirements(g: ir.Graph, lam: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return req
 
 
-def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -> ir.Graph:
+def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float,
+           neurons: dict[str, dict[str, Any]] | None = None) -> ir.Graph:
     """Build the SNN graph from a canonical ANN graph and per-activation scales (after
-    each :class:`Spike` rule's bound)."""
+    each :class:`Spike` rule's bound); ``neurons``: extra IF fields per activation
+    (``burst``, ``signed``)."""
     for name, node in g.nodes.items():
         if not isinstance(node, ir.Input):
             RULES.rule(node, name)
@@ -336,7 +338,7 @@ def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -
         rule = RULES[type(node)]
         if isinstance(rule, Spike):
             src = feed(ins[0], lam[name], name)
-            nodes[name] = ir.IF(threshold=1.0, reset=reset, v_init=v_init)
+            nodes[name] = ir.IF(threshold=1.0, reset=reset, v_init=v_init, **(neurons or {}).get(name, {}))
             edges.append((src, name))
             f[name] = lam[name]
             continue
@@ -354,6 +356,22 @@ def to_snn(g: ir.Graph, lam: dict[str, np.ndarray], reset: str, v_init: float) -
     nodes["readout"] = ir.Readout()
     edges.append((out, "readout"))
     return ir.Graph(nodes, edges, g.input, "readout")
+
+
+def _feeds_pool(g: ir.Graph, name: str) -> bool:
+    """Whether activation ``name`` reaches a max-pool through re-indexing nodes only (its
+    spikes would be pooled: such layers keep plain 0/1 spikes)."""
+    stack, seen = list(g.consumers_of(name)), set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if g.nodes[n].spike_route == "pool":
+            return True
+        if g.nodes[n].spike_route == "copy":
+            stack += g.consumers_of(n)
+    return False
 
 
 # --------------------------------------------------------------------------- layer-wise calibration
@@ -392,7 +410,8 @@ def layer_corrections(snn: ir.Graph, canon: ir.Graph, lam: dict[str, np.ndarray]
         for _ in range(iterations + 1):
             u = torch.full(shape, node.v_init * node.threshold, dtype=x.dtype)
             spikes = ir_torch.if_scan(cur + _chan_view(total, cur.ndim, 2), u, torch.zeros(shape, dtype=x.dtype),
-                                      node.threshold, node.reset == "subtract", False, timesteps)
+                                      node.threshold, node.reset == "subtract", False, timesteps, burst=node.burst,
+                                      count=torch.zeros(shape, dtype=x.dtype) if node.signed else None)
             total += target[name] - _channel_mean(spikes, 2)
         found[name] = total.double().numpy()
         return cur + _chan_view(total, cur.ndim, 2)
@@ -460,7 +479,8 @@ MIN_READOUT_STEPS = 4
 def convert(model: torch.nn.Module, calibration: Any, method: str | None = None, percentile: float = 99.99,
             channelwise: bool | None = None, reset: str = "subtract", v_init: float = 0.5,
             max_calibration: int | None = 2048, timesteps: int | None = None, calibrate: str | None = None,
-            calibrate_samples: int = 256, readout_delay: int | str = 0) -> SpikingNetwork:
+            calibrate_samples: int = 256, readout_delay: int | str = 0, burst: int = 1,
+            signed: bool = False) -> SpikingNetwork:
     """Convert a trained ANN into a :class:`SpikingNetwork` of IF neurons.
 
     ``calibration``: inputs (N, *sample shape) as a tensor/array, or a DataLoader of
@@ -487,6 +507,13 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
       ``"auto"`` (needs ``T``) is SpikingJelly 2.0's delay-start estimate.
     * ``v_init``: initial membrane as a fraction of the threshold (0.5 halves the rate
       quantisation error at small T; Bu et al. 2022); ``reset``: ``"subtract"`` or ``"zero"``.
+    * ``burst`` and ``signed``: the neuron-coding extension of :class:`snn.ir.IF`. ``burst =
+      B`` lets a neuron emit up to ``B`` spikes per step (Li & Zeng, IJCAI 2022): its layer
+      represents ``[0, lambda]`` with ``B * T`` levels (threshold ``lambda / B``; with
+      ``method="mse"`` the scale is chosen for ``B * T`` levels). ``signed`` adds negative
+      spikes with memory (Wang et al., IJCAI 2022), which undo spikes that early input made
+      too many. Each spike costs its synaptic events in the energy report. Layers whose
+      spikes are max-pooled stay plain.
 
     A QCFS activation (:class:`snn.trace.QCFS`, conversion-aware training) converts at its
     trained threshold, whatever the calibration says. The model is not modified (a copy
@@ -522,6 +549,12 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
         raise ConversionError(f"unknown reset {reset!r}; valid: {', '.join(ir.IF.RESETS)}")
     if not 0.0 <= v_init < 1.0:
         raise ConversionError(f"v_init must be in [0, 1) (a fraction of the threshold), got {v_init}")
+    if isinstance(burst, bool) or not isinstance(burst, (int, np.integer)) or burst < 1:
+        raise ConversionError(f"burst must be an integer >= 1 (spikes per step at most), got {burst!r}")
+    if not isinstance(signed, bool):
+        raise ConversionError(f"signed must be True or False, got {signed!r}")
+    if (burst > 1 or signed) and reset != "subtract":
+        raise ConversionError(f"burst/signed spikes need reset='subtract', got reset={reset!r}")
     x = _calibration_tensor(calibration, max_calibration)
     ann = trace(model, x)
     if x.shape[1:] != ann.shapes[ann.input]:  # pragma: no cover - trace already ran the model on x
@@ -529,7 +562,17 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     canon = _commute_maxpool_relu(ann)
     lam = {n: RULES[type(canon.nodes[n])].bound(canon.nodes[n], v)
            for n, v in _scales(canon, x, method, percentile, channelwise, timesteps, v_init).items()}
-    graph = to_snn(canon, lam, reset, v_init)
+    neurons: dict[str, dict[str, Any]] = {}
+    if burst > 1 or signed:
+        spiking = [n for n in lam if not _feeds_pool(canon, n)]
+        if burst > 1:  # each layer represents [0, lambda] with burst * T levels: threshold lambda / burst
+            wide = _scales(canon, x, method, percentile, channelwise, timesteps * burst if timesteps else None,
+                           v_init) if method == "mse" else None
+            for n in spiking:
+                node = canon.nodes[n]
+                lam[n] = RULES[type(node)].bound(node, wide[n] if wide else lam[n]) / burst
+        neurons = {n: {"burst": burst, "signed": signed} for n in spiking}
+    graph = to_snn(canon, lam, reset, v_init, neurons)
     corrections: dict[str, np.ndarray] = {}
     if calibrate != "none":
         corrections = layer_corrections(graph, canon, lam, x[:calibrate_samples], timesteps)
@@ -541,7 +584,7 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
                          graph.output)
     choices = {"method": method, "percentile": percentile if method == "percentile" else None,
                "channelwise": channelwise, "calibrate": calibrate, "readout_delay": delay, "v_init": v_init,
-               "reset": reset}
+               "reset": reset, "burst": burst, "signed": signed}
     meta = {
         "method": method, "percentile": percentile if method == "percentile" else 100.0,
         "channelwise": channelwise, "reset": reset, "v_init": v_init, "calibration_samples": len(x),

@@ -26,6 +26,20 @@ path at step ``t``), threshold ``theta`` and initial membrane ``v[0] = v_init * 
 This is exactly snntorch's ``Leaky(beta=1)`` with its default delayed reset, whose
 ``mem`` equals ``u`` above, so an exported snntorch model spikes identically.
 
+Burst and signed spikes (a neuron-coding extension for few timesteps; ``reset="subtract"``
+only). With ``burst = B`` a neuron emits up to ``B`` spikes in one step, and a ``signed``
+neuron also emits negative spikes, but never more than its net count ``C`` so far
+(Wang et al. 2022's signed neuron with memory), so that ``C`` tracks the rounded integral
+of its input whatever order the input comes in::
+
+    n_pos[t] = #{k in 1..B : u[t] > k theta}
+    n_neg[t] = min(#{k in 0..B-1 : u[t] < -k theta}, C[t-1])     # signed; else 0
+    s[t] = n_pos[t] - n_neg[t];  v[t] = u[t] - s[t] * theta;  C[t] = C[t-1] + s[t]
+
+``s[t]`` is a count of spikes (an event of ``|s[t]|`` spikes, each costing its synaptic
+events); downstream layers receive ``s[t]`` times their weights. ``B = 1`` without
+``signed`` is the plain neuron above.
+
 ``Readout`` integrates without spiking, ``v[t] = v[t-1] + I[t]``, and reports
 ``v[t] / t`` (the mean input current, in the ANN's units); the prediction after
 step ``t`` is ``argmax v[t]``. With a warm-up of ``delay = d`` steps (delayed evaluation)
@@ -263,19 +277,36 @@ class IF(Node):
 
     ``threshold`` is a scalar (the converter folds scales into weights, so it is 1.0
     and spikes are exactly 0/1); ``v_init`` is the initial membrane as a fraction of
-    the threshold.
+    the threshold. ``burst`` (spikes per step at most) and ``signed`` (negative spikes
+    with memory): the extension in the module docstring.
     """
 
     threshold: float = 1.0
     reset: str = "subtract"
     v_init: float = 0.0
+    burst: int = 1
+    signed: bool = False
     kind: ClassVar[str] = "if"
     spiking: ClassVar[bool] = True
     RESETS: ClassVar[tuple[str, ...]] = ("subtract", "zero")
 
+    @property
+    def plain(self) -> bool:
+        """One 0/1 spike per step (no burst, no negative spikes)."""
+        return self.burst == 1 and not self.signed
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "v_init", float(self.v_init))
+        if isinstance(self.burst, bool) or not isinstance(self.burst, (int, np.integer)) or self.burst < 1:
+            raise SnnError(f"IF burst must be an integer >= 1 (spikes per step at most), got {self.burst!r}")
+        object.__setattr__(self, "burst", int(self.burst))
+        if not isinstance(self.signed, (bool, np.bool_)):
+            raise SnnError(f"IF signed must be true or false, got {self.signed!r}")
+        object.__setattr__(self, "signed", bool(self.signed))
+        if not self.plain and self.reset != "subtract":
+            raise SnnError(f"IF burst/signed spikes need reset='subtract' (a reset to zero loses the "
+                           f"charge they carry), got reset={self.reset!r}")
         if self.reset not in self.RESETS:
             raise SnnError(f"unknown reset {self.reset!r}; valid: {', '.join(self.RESETS)}")
         if not self.threshold > 0:

@@ -158,7 +158,8 @@ def evaluate_ann(graph: ir.Graph, x: torch.Tensor, keep: Sequence[str] = (),
 
 # --------------------------------------------------------------------------- spiking, time-major
 def if_scan(current: torch.Tensor, u: torch.Tensor, prev: torch.Tensor, threshold: float, subtract: bool,
-            static: bool, k: int, out: torch.Tensor | None = None, block: int = 1 << 14) -> torch.Tensor:
+            static: bool, k: int, out: torch.Tensor | None = None, block: int = 1 << 14, burst: int = 1,
+            count: torch.Tensor | None = None) -> torch.Tensor:
     """``k`` steps of IF neurons (the equations of :mod:`snn.ir`) in place on the membrane
     ``u`` and last spikes ``prev`` (both (B, ...)); ``current`` is (k, B, ...), or (B, ...)
     when ``static``. Uses snntorch's association ``u[t] = (u[t-1] + I[t]) - theta * s[t-1]``
@@ -166,23 +167,45 @@ def if_scan(current: torch.Tensor, u: torch.Tensor, prev: torch.Tensor, threshol
     package does, so they give bit-identical spikes. Returns the (k, B, ...) spikes (into
     ``out`` if given); ``prev`` holds the last step's spikes on return. The samples are
     taken ``block`` neurons at a time, so that a block's membranes stay in cache over the
-    ``k`` steps."""
+    ``k`` steps. ``burst`` > 1: up to that many spikes per step; ``count`` (B, ...), for
+    signed neurons: their net spike count before the last step (updated in place), which
+    bounds their negative spikes (subtractive reset only)."""
     out = torch.empty((k,) + tuple(u.shape), device=u.device, dtype=u.dtype) if out is None else out
     per = max(1, int(np.prod(u.shape[1:])))
     rows = max(1, block // per)
+    plain = burst == 1 and count is None
     for r0 in range(0, max(1, len(u)), rows):
         r = slice(r0, r0 + rows)
         ub, last, ob = u[r], prev[r], out[:, r]
+        cb = None if count is None else count[r]
         for t in range(k):
             if not subtract:
                 ub.mul_(1.0 - last)
             ub.add_(current[r] if static else current[t, r])
             if subtract:
                 ub.sub_(last, alpha=threshold)
-            torch.gt(ub, threshold, out=ob[t])
+            if plain:
+                torch.gt(ub, threshold, out=ob[t])
+            else:
+                _extended_spikes(ub, last, cb, threshold, burst, ob[t])
             last = ob[t]
         prev[r] = last
     return out
+
+
+def _extended_spikes(u: torch.Tensor, last: torch.Tensor, count: torch.Tensor | None, threshold: float, burst: int,
+                     out: torch.Tensor) -> None:
+    """Burst/signed spikes of one step (:mod:`snn.ir`) from the membrane ``u`` into ``out``;
+    ``count`` (signed neurons) takes the last step's spikes ``last`` first."""
+    torch.gt(u, threshold, out=out)
+    for j in range(2, burst + 1):
+        out.add_(u > j * threshold)
+    if count is not None:
+        count.add_(last)
+        neg = (u < 0).to(u.dtype)
+        for j in range(1, burst):
+            neg.add_(u < -j * threshold)
+        out.sub_(torch.minimum(neg, count))
 
 
 def spike_pool(node: ir.Node, p: dict[str, torch.Tensor], s: torch.Tensor, cum0: torch.Tensor,
@@ -234,7 +257,8 @@ def simulate_steps(graph: ir.Graph, x: torch.Tensor, timesteps: int, adjust: Adj
             if adjust is not None:
                 cur, st = adjust(name, timed(cur, st)), False
             u = torch.full((n,) + graph.shapes[name], node.v_init * node.threshold, dtype=x.dtype, device=x.device)
-            val = (if_scan(cur, u, torch.zeros_like(u), node.threshold, node.reset == "subtract", st, T), False)
+            val = (if_scan(cur, u, torch.zeros_like(u), node.threshold, node.reset == "subtract", st, T,
+                           burst=node.burst, count=torch.zeros_like(u) if node.signed else None), False)
         elif isinstance(node, ir.Readout):
             cur, st = xs[0]
             sums = torch.cumsum(timed(cur, st).reshape(T, n, -1), dim=0)

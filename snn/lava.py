@@ -164,6 +164,9 @@ def to_lava(net: SpikingNetwork, path: str | Path) -> Path:
         elif kind == "neuron":
             if pending is None:
                 raise _refuse(name, node, "an IF layer must follow a dense or conv layer in netx")
+            if not node.plain:
+                raise _refuse(name, node, f"Loihi's neurons emit one 0/1 spike per step (burst={node.burst}, "
+                                          f"signed={node.signed}); convert with burst=1, signed=False")
             if node.reset != "zero":
                 raise _refuse(name, node, 'Lava\'s LIF resets to 0; it has no subtractive reset; convert with '
                                           'reset="zero"')

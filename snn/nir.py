@@ -182,6 +182,10 @@ def _x_affine(ctx: _Export, name: str, node: ir.Affine) -> None:
 @EXPORT.register(ir.IF)
 def _x_if(ctx: _Export, name: str, node: ir.IF) -> None:
     nir = _nir()
+    if not node.plain:
+        raise SnnError(ir.unsupported_message(name, node, INTERPRETER, EXPORT.kinds(),
+                                              f"NIR's IF emits one 0/1 spike per step (burst={node.burst}, "
+                                              f"signed={node.signed}); convert with burst=1, signed=False"))
     if node.reset != "zero":
         ctx.lossy(name, node, "NIR's IF resets to a potential (nir >= 1.0.5); it has no subtractive reset",
                   'convert with reset="zero" for an exact file', "written as reset to 0")

@@ -76,7 +76,8 @@ def test_timesteps_picks_and_records_the_options(digits, digits_resnet):
     net = snn.convert(digits_resnet, _img(digits[0]), timesteps=T)
     assert net.meta["timesteps"] == T and sorted(net.meta["auto"]) == ["calibrate", "channelwise", "method"]
     assert net.meta["choices"] == {"method": "mse", "percentile": None, "channelwise": True, "calibrate": "bias",
-                                   "readout_delay": 0, "v_init": 0.5, "reset": "subtract"}
+                                   "readout_delay": 0, "v_init": 0.5, "reset": "subtract", "burst": 1,
+                                   "signed": False}
     assert set(net.meta["corrections"]) == {n for n, v in net.graph.nodes.items() if isinstance(v, ir.IF)}
     named = snn.convert(digits_resnet, _img(digits[0]), timesteps=T, method="percentile", calibrate="none")
     assert named.meta["auto"] == ["channelwise"] and named.meta["method"] == "percentile"
@@ -191,7 +192,8 @@ def test_hdf5_keeps_the_warm_up(tmp_path, digits, digits_mlp):
 
 # --------------------------------------------------------------------------- every option on every backend
 OPTIONS = {"timesteps": dict(timesteps=6), "warm-up": dict(timesteps=6, readout_delay=2),
-           "qcfs": dict(timesteps=6)}
+           "qcfs": dict(timesteps=6), "burst": dict(timesteps=6, burst=2), "signed": dict(timesteps=6, signed=True),
+           "burst-signed": dict(timesteps=6, burst=3, signed=True)}
 
 
 def _qcfs_model(factory):
@@ -239,6 +241,10 @@ def test_backends_give_identical_spikes_with_every_option(opt, case, option_case
             np.testing.assert_array_equal(r.step_sums[k], ref.step_sums[k], err_msg=f"{v}: {k}")
         np.testing.assert_array_equal(r.predictions, ref.predictions, err_msg=v)
         np.testing.assert_allclose(r.outputs, ref.outputs, rtol=1e-12, atol=1e-14, err_msg=v)  # summation order
+    if not all(n.plain for n in net.graph.nodes.values() if isinstance(n, ir.IF)):
+        with pytest.raises(SnnError, match=r"\(if\) is not supported by the snntorch exporter.*burst="):
+            net.to_snntorch("float64")
+        return
     step = net.to_snntorch("float64")
     step.reset()
     d = net.graph.nodes[net.graph.output].delay
@@ -408,3 +414,74 @@ def test_qcfs_training_from_the_config(tmp_path, digits):
     assert net.meta["scales"]["2"] == [float(model[2].threshold)] * 32
     with pytest.raises(SnnError, match="unknown activation 'gelu'"):
         train.resolve_train_config({"epochs": 1, "activation": "gelu"})
+
+
+# --------------------------------------------------------------------------- burst and signed spikes
+def test_burst_signed_neuron_golden():
+    """IF(burst=2, signed=True, v_init=0.5), threshold 1, currents 2.2, -1.0, 0.2, -0.95:
+    u = 2.7 -> 2 spikes (C 2); u = -0.3 -> one negative spike (C 1); u = 0.9 -> none;
+    u = -0.05 -> one negative spike. Without memory no negative spike, without burst one."""
+    cur = torch.tensor([2.2, -1.0, 0.2, -0.95], dtype=torch.float64).reshape(4, 1, 1)
+
+    def run(burst, signed):
+        u = torch.full((1, 1), 0.5, dtype=torch.float64)
+        return ir_torch.if_scan(cur, u, torch.zeros_like(u), 1.0, True, False, 4, burst=burst,
+                                count=torch.zeros_like(u) if signed else None).reshape(-1).tolist()
+
+    assert run(2, True) == [2.0, -1.0, 0.0, -1.0]
+    assert run(2, False) == [2.0, 0.0, 0.0, 0.0]
+    assert run(1, True) == [1.0, 0.0, 0.0, -1.0]  # u: 2.7, 0.7, 0.9, -0.05 (C = 1)
+    assert run(1, False) == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(SnnError, match="burst/signed spikes need reset='subtract'"):
+        ir.IF(burst=2, reset="zero")
+    with pytest.raises(SnnError, match="IF burst must be an integer >= 1"):
+        ir.IF(burst=0)
+
+
+def test_burst_spikes_count_as_events_and_help_at_few_steps(digits, digits_resnet):
+    xtr, _, xte, yte = digits
+    plain = snn.convert(digits_resnet, _img(xtr), timesteps=4)
+    burst = snn.convert(digits_resnet, _img(xtr), timesteps=4, burst=2, signed=True)
+    assert burst.meta["choices"]["burst"] == 2 and burst.meta["choices"]["signed"]
+    assert all(n.burst == 2 and n.signed for n in burst.graph.nodes.values() if isinstance(n, ir.IF))
+    rp, rb = snn.simulate(plain, _img(xte), 4), snn.simulate(burst, _img(xte), 4)
+    assert rb.accuracy(yte)[-1] > rp.accuracy(yte)[-1]
+    # spike records count events: a neuron's count per step is at most burst, never negative
+    for k, v in rb.step_sums.items():
+        assert v.min() >= 0
+    rep = snn.energy_report(burst, rb, hardware=["45nm-fp32"])
+    assert rep.totals.synops > snn.energy_report(plain, rp, hardware=["45nm-fp32"]).totals.synops
+
+
+def test_layers_feeding_a_max_pool_stay_plain(digits, digits_cnn):
+    net = snn.convert(digits_cnn, _img(digits[0]), timesteps=4, burst=2, signed=True)
+    ifs = {n: v for n, v in net.graph.nodes.items() if isinstance(v, ir.IF)}
+    pooled = {net.graph.inputs_of(n)[0] for n, v in net.graph.nodes.items() if isinstance(v, ir.MaxPool2d)}
+    assert pooled and all(ifs[n].plain for n in pooled)
+    assert any(not v.plain for v in ifs.values())
+
+
+def test_max_pool_of_burst_spikes_runs_on_snntorch_and_is_refused_by_brian2():
+    g = ir.Graph({"input": ir.Input((1, 4, 4)), "conv": ir.Conv2d(np.full((2, 1, 1, 1), 1.7)),
+                  "if": ir.IF(burst=2, v_init=0.5), "pool": ir.MaxPool2d(2, 2), "flat": ir.Flatten(),
+                  "fc": ir.Linear(np.ones((3, 8))), "readout": ir.Readout()},
+                 [("input", "conv"), ("conv", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "fc"),
+                  ("fc", "readout")], "input", "readout")
+    x = np.random.default_rng(0).random((3, 1, 4, 4))
+    a = snn.simulate(g, x, 5, precision="float64", impl="torch")
+    b = snn.simulate(g, x, 5, precision="float64")
+    want = ir_torch.simulate_steps(g, torch.as_tensor(x), 5)["output"].numpy()
+    np.testing.assert_array_equal(a.outputs, want)
+    np.testing.assert_array_equal(b.outputs, want)
+    assert a.step_sums["pool"].max() > 3  # bursts pooled: more than one spike per step per window
+    with pytest.raises(SnnError, match=r"node 'pool' \(maxpool2d\) is not supported by backend 'brian2'.*burst"):
+        snn.simulate(g, x, 5, backend="brian2", target="numpy")
+
+
+def test_exports_refuse_burst_and_signed_spikes(tmp_path, digits, digits_mlp):
+    pytest.importorskip("nir")
+    net = snn.convert(digits_mlp, digits[0], reset="subtract", v_init=0.0, burst=2)
+    with pytest.raises(SnnError, match=r"\(if\) is not supported by .*burst=2"):
+        snn.to_nir(net, tmp_path / "n.nir", allow_lossy=True)
+    with pytest.raises(ConversionError, match="burst/signed spikes need reset='subtract'"):
+        snn.convert(digits_mlp, digits[0], reset="zero", signed=True)

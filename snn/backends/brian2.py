@@ -42,9 +42,9 @@ One network per simulation (:func:`session`): it is built at the first batch for
 samples (option ``group``) and simulates a run of ``E * G`` samples per ``Network.run``
 as ``E`` consecutive *epochs* of ``T`` steps (option ``run_samples``): at the start of each
 epoch every group resets its state and loads the epoch's constant currents (a
-``TimedArray`` with one row per epoch). Between runs the network is ``restore``\ d (runtime
+``TimedArray`` with one row per epoch). Between runs the network is ``restore``-d (runtime
 targets) or its compiled binary is run again with new ``run_args`` (cpp_standalone).
-Spikes of the recorded groups are read from ``SpikeMonitor``\ s (at most one run's worth)
+Spikes of the recorded groups are read from ``SpikeMonitor`` objects (at most one run's worth)
 and binned into per-neuron totals and per-step counts. Memory is the network of ``G``
 samples plus one run's records, whatever the batch size.
 
@@ -354,6 +354,8 @@ class _Builder:
             upd = g.run_regularly("Itot = I + Ib\nv = v + Itot\nI = 0", name=self.name(node, "update"))
             return g, [upd]
         th = self.lit(nd.threshold)
+        if not nd.plain:
+            return self._extended(node, nd, n, counting, set_ib)
         reset = "sp = 1\ncount += 1" if counting else "sp = 1"
         init = f"v = {self.lit(nd.v_init * nd.threshold)}\nsp = 0" + ("\ncount = 0" if counting else "") + set_ib
         model = "v : 1\nI : 1\nIb : 1\nItot : 1\nsp : 1" + ("\ncount : integer" if counting else "")
@@ -362,6 +364,28 @@ class _Builder:
             code = f"Itot = I + Ib\nv = v + Itot\nv = v - {th}*sp\nI = 0\nsp = 0"
         else:
             code = "Itot = I + Ib\nv = v*(1 - sp)\nv = v + Itot\nI = 0\nsp = 0"
+        upd = g.run_regularly(code, name=self.name(node, "update"))
+        return g, [upd, g.thresholder["spike"], g.resetter["spike"]]
+
+    def _extended(self, node: str, nd: ir.IF, n: int, counting: bool, set_ib: str):
+        """An IF group with burst and/or signed spikes (:mod:`snn.ir`): the update computes the
+        step's signed spike count ``sp`` (comparisons with ``k * theta`` as literals of the
+        working precision, as the torch ops compare), a neuron with ``sp != 0`` emits one
+        event, and its synapses add ``w * sp`` (``SYNAPSE_CODE_COUNT``); ``C`` is the net count
+        of the steps before (signed)."""
+        th = self.lit(nd.threshold)
+        pos = " + ".join(f"int(v > {self.lit(k * nd.threshold)})" for k in range(1, nd.burst + 1))
+        spikes = f"sp = {pos}"
+        if nd.signed:
+            neg = " + ".join(["int(v < 0)"] + [f"int(v < {self.lit(-k * nd.threshold)})" for k in range(1, nd.burst)])
+            spikes += f" - clip({neg}, 0, C)"
+        init = f"v = {self.lit(nd.v_init * nd.threshold)}\nsp = 0" + ("\nC = 0" if nd.signed else "") + \
+            ("\ncount = 0" if counting else "") + set_ib
+        model = "v : 1\nI : 1\nIb : 1\nItot : 1\nsp : 1" + ("\nC : 1" if nd.signed else "") + \
+            ("\ncount : integer" if counting else "")
+        g, _ = self.group(node, n, model, "sp != 0", "count += int(abs(sp))" if counting else "sp = sp", init)
+        code = f"Itot = I + Ib\nv = v + Itot\nv = v - {th}*sp\n" + ("C = C + sp\n" if nd.signed else "") + \
+            f"I = 0\n{spikes}"
         upd = g.run_regularly(code, name=self.name(node, "update"))
         return g, [upd, g.thresholder["spike"], g.resetter["spike"]]
 
@@ -441,7 +465,9 @@ class _Net:
                 continue
             self.groups[name] = g
             if name in plan.recorded:
-                mon = b2.SpikeMonitor(g, record=True, when="end", name=b.name(name, "spikes"))
+                extended = isinstance(node, ir.IF) and not node.plain  # events of |sp| spikes each
+                mon = b2.SpikeMonitor(g, variables=["sp"] if extended else [], record=True, when="end",
+                                      name=b.name(name, "spikes"))
                 b.objects.append(mon)
                 self.spike_mons[name] = mon
         self.net = b2.Network(b.objects, name="snn_network")
@@ -458,7 +484,15 @@ class _Net:
         for src, A in form.A.items():
             if src in self.plan.frontier:
                 continue
-            s = b.synapses(self.groups[src], tgt, A, on_pre, weighted, f"{b.name(src, 'to')}{b.ids[name]}")
+            node = self.plan.graph.nodes[src]
+            code = on_pre
+            if isinstance(node, ir.IF) and not node.plain:  # an event carries sp spikes (burst, signed)
+                if on_pre == POOL_CODE:
+                    raise SnnError(ir.unsupported_message(
+                        name, self.plan.graph.nodes[name], "backend 'brian2'", SUPPORTED,
+                        f"a max-pool of the burst/signed spikes of {src!r}: brian2 pools 0/1 events"))
+                code = "I_post += w * sp_pre"
+            s = b.synapses(self.groups[src], tgt, A, code, weighted, f"{b.name(src, 'to')}{b.ids[name]}")
             b.sched(s.pre)
 
     def _timed(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -498,10 +532,14 @@ class _Net:
             i = np.asarray(mon.i[:], dtype=np.int32)
             step = np.rint(np.asarray(mon.t_[:]) / float(self.builder.clock.dt_)).astype(np.int32)
             bins = (step % T) * size + i % size
+            weights = np.abs(np.asarray(mon.sp[:])) if "sp" in mon.record_variables else None
             if real < epochs * G:  # padded samples: drop their spikes (sample = epoch * G + i // size)
-                bins = bins[(step // T) * G + i // size < real]
+                keep = (step // T) * G + i // size < real
+                bins, weights = bins[keep], (weights[keep] if weights is not None else None)
             del i, step
-            steps[n] = np.bincount(bins, minlength=T * size).reshape((T,) + graph.shapes[n])
+            counts = np.bincount(bins, weights=weights, minlength=T * size)
+            steps[n] = (np.rint(counts).astype(np.int64) if weights is not None else counts).reshape(
+                (T,) + graph.shapes[n])
             sums[n] = steps[n].sum(0)
         if self.standalone is not None:
             b2.get_device().delete(code=False, data=False, run_args=True, directory=False)

@@ -60,7 +60,8 @@ class _IFState:
         self.node = node
         self.u = torch.full(shape, node.v_init * node.threshold, device=dev, dtype=dtype)
         self.prev = torch.zeros(shape, device=dev, dtype=dtype)  # spikes of the previous step
-        self.fused = fused
+        self.count = torch.zeros(shape, device=dev, dtype=dtype) if node.signed else None  # net spikes so far
+        self.fused = fused if node.plain else None  # burst/signed spikes: the torch ops
 
     def scan(self, current: torch.Tensor | _Sum, k: int, static: bool, rows: slice,
              steps: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,9 +76,10 @@ class _IFState:
                                       prev, th, subtract, False, k, steps)
         if self.fused is not None:
             return self.fused.if_scan(current.contiguous(), None, None, u, prev, th, subtract, static, k, steps)
-        out = torch_ops.if_scan(current, u, prev, th, subtract, static, k)  # u, prev: views, updated in place
-        if steps is not None:
-            per_step = out.sum(dim=1, dtype=torch.float64)
+        out = torch_ops.if_scan(current, u, prev, th, subtract, static, k, burst=self.node.burst,
+                                count=None if self.count is None else self.count[rows])  # views, updated in place
+        if steps is not None:  # events: a burst of n spikes is n, a negative spike one
+            per_step = (out.abs() if self.node.signed else out).sum(dim=1, dtype=torch.float64)
             steps += per_step.sum(dim=0, keepdim=True) if len(steps) == 1 else per_step
         return out
 
@@ -181,8 +183,9 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
 
     if_state = {n: _IFState(node, (B,) + graph.shapes[n], dev, dtype, fused)
                 for n, node in graph.nodes.items() if isinstance(node, ir.IF)}
+    plain = all(node.plain for node in graph.nodes.values() if isinstance(node, ir.IF))
     pool_state = {n: _PoolState(node, (B,) + graph.shapes[graph.inputs_of(n)[0]], (B,) + graph.shapes[n], dev,
-                                dtype, params.t[n], fused)
+                                dtype, params.t[n], fused if plain else None, signed=not plain)
                   for n, node in graph.nodes.items() if node.spike_route == "pool" and n in spiking}
     readout_acc = torch.zeros((B, n_out), dtype=dtype, device=dev)
     counted = set(if_state) | set(pool_state)
@@ -205,10 +208,12 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                        if (isinstance(node, ir.Linear) or (isinstance(node, ir.Conv2d) and node.groups == 1))
                        and _packs(graph.shapes[inputs_of[n][0]])}
         pending_sums = {n for n, node in graph.nodes.items() if isinstance(node, ir.Add) and len(inputs_of[n]) == 2
-                        and [type(graph.nodes[c]) for c in graph.consumers_of(n)] == [ir.IF]}
+                        and [type(graph.nodes[c]) for c in graph.consumers_of(n)] == [ir.IF]
+                        and graph.nodes[graph.consumers_of(n)[0]].plain}
         if_pools = {n: graph.consumers_of(n)[0] for n, node in graph.nodes.items()
-                    if isinstance(node, ir.IF) and len(graph.consumers_of(n)) == 1
-                    and graph.consumers_of(n)[0] in pool_state and inputs_of[n][0] not in pending_sums}
+                    if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
+                    and graph.consumers_of(n)[0] in pool_state and pool_state[graph.consumers_of(n)[0]].fused is not None
+                    and inputs_of[n][0] not in pending_sums}
     fused_pool: dict[str, torch.Tensor] = {}  # pooled spikes computed with their IF layer
     static_full: dict[str, torch.Tensor] = {graph.input: xt} if static_input else {}
     with torch.no_grad():
@@ -296,8 +301,9 @@ class _PoolState:
     """
 
     def __init__(self, node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                 dev: torch.device, dtype: torch.dtype, params: dict[str, torch.Tensor], fused: Any = None):
-        self.node, self.params, self.fused = node, params, fused
+                 dev: torch.device, dtype: torch.dtype, params: dict[str, torch.Tensor], fused: Any = None,
+                 signed: bool = False):
+        self.node, self.params, self.fused, self.signed = node, params, fused, signed
         self.flat = len(node.kernel) == 1
         self.cum = torch.zeros(in_shape, device=dev, dtype=dtype)
         self.pooled = torch.zeros(out_shape, device=dev, dtype=dtype)
@@ -311,20 +317,9 @@ class _PoolState:
             out = self.fused.spike_maxpool(self._2d(s.contiguous()), self._2d(cum0), self._2d(pooled0),
                                            *self._geometry(), self._2d(steps))
             return out.squeeze(-2) if self.flat else out
-        k, b = s.shape[:2]
-        cum = torch.empty_like(s)
-        acc = cum0
-        for t in range(k):
-            acc = cum[t].copy_(acc).add_(s[t])
-        pooled = torch_ops.forward(n, self.params, [cum.reshape((k * b,) + tuple(s.shape[2:]))])
-        pooled = pooled.reshape((k, b) + tuple(pooled.shape[1:]))
-        out = torch.empty_like(pooled)
-        out[0] = pooled[0] - pooled0
-        out[1:] = pooled[1:] - pooled[:-1]
-        cum0.copy_(cum[-1])
-        pooled0.copy_(pooled[-1])
+        out = torch_ops.spike_pool(n, self.params, s, cum0, pooled0)  # cum0, pooled0: views, updated
         if steps is not None:
-            per_step = out.sum(dim=1, dtype=torch.float64)
+            per_step = (out.abs() if self.signed else out).sum(dim=1, dtype=torch.float64)
             steps += per_step.sum(dim=0, keepdim=True) if len(steps) == 1 else per_step
         return out
 

@@ -102,6 +102,11 @@ class SnnTorchNetwork(nn.Module):
             key = f"n{i}"
             self._keys[name] = key
             if isinstance(node, ir.IF):
+                if not node.plain:
+                    raise SnnError(ir.unsupported_message(
+                        name, node, "the snntorch exporter", ("if (one 0/1 spike per step)",),
+                        f"snntorch's Leaky emits one 0/1 spike per step (burst={node.burst}, signed={node.signed}); "
+                        "convert with burst=1, signed=False to export, or simulate with snn.simulate"))
                 self.mods[key] = snntorch.Leaky(beta=1.0, threshold=node.threshold,
                                                 reset_mechanism=node.reset, init_hidden=False)
             elif node.spike_route == "pool" and name in spiking:
