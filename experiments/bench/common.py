@@ -44,6 +44,17 @@ def mnist_lenet() -> tuple[torch.nn.Module, dict]:
         torch.set_num_threads(threads)
 
 
+def mnist_lenet_snn() -> tuple[torch.nn.Module, dict, "snn.SpikingNetwork"]:  # noqa: F821
+    """The trained LeNet-5, its training info, and its SNN converted with the defaults on the
+    first 2,048 MNIST training images."""
+    import snn
+    from snn import data
+
+    model, info = mnist_lenet()
+    x_cal, _ = data.load_dataset("mnist", "train", limit=2048)
+    return model, info, snn.convert(model, x_cal)
+
+
 def matmul_rate(n: int = 1024, reps: int = 20, device: str = "cpu") -> float:
     """Measured float32 multiply-accumulates per second of an n x n matrix product on ``device``
     (4096 x 4096 on a GPU, where 1024 is too small to fill it)."""
