@@ -1,0 +1,277 @@
+"""Low-latency conversion on CIFAR-10 (JPEG q75 copy): snn against SpikingJelly's ann2snn
+recipes, on the same pretrained CIFAR ResNets, in the same run.
+
+Peers, each simulated on the same test images with constant input:
+
+* ``snn default``: ``snn.convert(model, calib)`` (percentile 99.99, one scale per layer,
+  half-charged membranes), one run of ``max(T)`` steps (its accuracy after every step);
+* ``snn timesteps=T``: ``snn.convert(model, calib, timesteps=T)``, tuned for each ``T``
+  (scales minimising the T-step quantisation error, channel-wise, layer-wise bias
+  correction on ``--calib-steps-samples`` simulated samples), simulated ``T`` steps;
+* ``SJ rate 99.9%``: ``FXConverter(RateCodingRecipe(mode="99.9%"))``;
+* ``SJ LTB``: ``FXConverter(LocalThresholdBalancingRecipe())`` (channel-wise thresholds,
+  half-threshold IF neurons; Bu et al. CVPR 2025), read out from step 1;
+* ``SJ LTB + delay``: the same network read out after SpikingJelly's delay-start estimate
+  ``estimate_delay_start(net, loader, T)`` for each ``T`` (delayed evaluation).
+
+SpikingJelly's networks run their own step loop (``functional.reset_net`` then ``T``
+calls); their outputs after every step are kept, so one run of ``max(T)`` steps gives the
+plain read-out at every ``T`` and the delayed one for every (T, delay). Calibration: 512
+training images (seed 0) for every peer. Results accumulate in
+``results/reference/low_latency.json`` (a rerun skips what is there for the same test
+size), with an accuracy-vs-T plot per model.
+
+    python experiments/bench/low_latency.py --models resnet20 --timesteps 4 8 16 32 64 [--n-test 10000]
+        [--peers ours default sj-rate sj-ltb] [--sj-n-test 2000] [--early-exit]
+
+Early exit (``--early-exit``, :mod:`snn.early_exit`): the network converted for T=32
+(``--ee-steps``), the trust factor ``beta`` picked on 2,000 training images (the smallest
+whose accuracy there is not below the full T steps'), then the test set; the energy saved
+from re-simulating each exit-step group of the first 2,000 test images, priced by
+``snn.energy_report``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import common
+
+RESULTS = "low_latency.json"
+
+
+def _load() -> dict:
+    path = common.REFERENCE / RESULTS
+    return json.loads(path.read_text()) if path.is_file() else {"benchmark": "low-latency conversion", "runs": {}}
+
+
+def _save(doc: dict) -> None:
+    common.write_json(RESULTS, doc)
+
+
+def sj_outputs(model: torch.nn.Module, recipe: str, calib: np.ndarray, x: np.ndarray, T: int, batch: int) -> tuple:
+    """SpikingJelly's converted network's output at every step (T, N, K), its delay-start
+    estimate for every T (LTB) and the seconds it took."""
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.ann2snn import (FXConverter, LocalThresholdBalancingRecipe,
+                                                       RateCodingRecipe, estimate_delay_start)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(calib)), batch_size=128)
+    rec = RateCodingRecipe(dataloader=loader, mode="99.9%") if recipe == "sj-rate" else \
+        LocalThresholdBalancingRecipe(dataloader=loader)
+    t0 = time.perf_counter()
+    net = FXConverter(rec, device="cpu").convert(copy.deepcopy(model)).eval()
+    delays = {}
+    if recipe == "sj-ltb":
+        for t in range(1, T + 1):
+            delays[t] = int(estimate_delay_start(net, loader, "cpu", t))  # its default: one calibration batch
+    outs = np.zeros((T, len(x), 10), np.float32)
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            functional.reset_net(net)
+            xb = torch.tensor(x[s:s + batch])
+            for t in range(T):
+                outs[t, s:s + batch] = net(xb).numpy()
+    functional.reset_net(net)
+    return outs, delays, time.perf_counter() - t0
+
+
+def run_model(name: str, args, doc: dict) -> None:
+    import snn
+    from snn import data, train, zoo
+
+    key = f"{name}-n{args.n_test}"
+    run = doc["runs"].setdefault(key, {"model": name, "n_test": args.n_test, "peers": {}})
+    model = zoo.load_pretrained(name)
+    xtr, _ = data.load_dataset("cifar10", "train")
+    x, y = data.load_dataset("cifar10", "test", limit=args.n_test)
+    calib = xtr[np.random.default_rng(0).permutation(len(xtr))[:512]]
+    if "ann_acc" not in run:
+        run["ann_acc"] = train.evaluate(model, x, y)
+        run["dataset"] = data.dataset_label("cifar10")
+        _save(doc)
+    print(f"\n## {name}: ANN {100 * run['ann_acc']:.2f} % on {args.n_test} test images ({run['dataset']})", flush=True)
+    Tmax = max(args.timesteps)
+    peers = run["peers"]
+    if "default" in args.peers and len(peers.get("default", {}).get("curve", [])) < Tmax:
+        t0 = time.perf_counter()
+        net = snn.convert(model, calib)
+        acc = snn.simulate(net, x, Tmax, record="none", batch_size=args.batch).accuracy(y)
+        peers["default"] = {"curve": acc.tolist(), "seconds": time.perf_counter() - t0,
+                            "settings": "snn.convert(model, calib): percentile 99.99, layer-wise, v_init 0.5"}
+        _save(doc)
+    if "ours" in args.peers:
+        ours = peers.setdefault("ours", {"at": {}, "seconds": {}, "choices": {}, "curve": {}})
+        for T in args.timesteps:
+            if str(T) in ours["at"]:
+                continue
+            t0 = time.perf_counter()
+            net = snn.convert(model, calib, timesteps=T, calibrate_samples=args.calib_steps_samples)
+            t1 = time.perf_counter()
+            res = snn.simulate(net, x, T, record="none", batch_size=args.batch)
+            acc = res.accuracy(y)
+            ours["at"][str(T)] = float(acc[-1])
+            ours["curve"][str(T)] = acc.tolist()
+            ours["seconds"][str(T)] = {"convert": t1 - t0, "simulate": res.wall_time_s}
+            ours["choices"][str(T)] = net.meta["choices"]
+            print(f"  snn timesteps={T}: {100 * acc[-1]:.2f} % (convert {t1 - t0:.0f} s, simulate "
+                  f"{res.wall_time_s:.0f} s)", flush=True)
+            _save(doc)
+    sj_x, sj_y = x[:args.sj_n_test], y[:args.sj_n_test]
+    for recipe in ("sj-rate", "sj-ltb"):
+        if recipe not in args.peers or len(peers.get(recipe, {}).get("curve", [])) >= Tmax:
+            continue
+        outs, delays, secs = sj_outputs(model, recipe, calib, sj_x, Tmax, args.batch)
+        cum = np.cumsum(outs, axis=0)
+        entry = {"n_test": len(sj_x), "seconds": secs,
+                 "curve": [float((cum[t].argmax(-1) == sj_y).mean()) for t in range(Tmax)]}
+        if recipe == "sj-ltb":
+            entry["delay"] = {str(t): d for t, d in delays.items()}
+            entry["delayed_curve"] = [float(((cum[t] - (cum[delays[t + 1] - 1] if delays[t + 1] else 0)).argmax(-1)
+                                             == sj_y).mean()) for t in range(Tmax)]
+        peers[recipe] = entry
+        print(f"  {recipe}: done in {secs:.0f} s on {len(sj_x)} images", flush=True)
+        _save(doc)
+    table(run, args.timesteps)
+    plot(run, name)
+
+
+BETAS = (1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01)
+
+
+def early_exit_run(name: str, args, doc: dict) -> None:
+    """Early exit on the network tuned for T = --ee-steps: the trust factor beta is picked on
+    training images (the smallest whose accuracy there is not below that of the full T
+    steps), then applied to the test images; energy from the per-group re-simulation."""
+    import snn
+    from snn import data, zoo
+    from snn import early_exit as ee
+
+    T = args.ee_steps
+    key = f"{name}-n{args.n_test}"
+    run = doc["runs"][key]
+    if run.get("early_exit", {}).get("steps") == T:
+        return
+    model = zoo.load_pretrained(name)
+    xtr, ytr = data.load_dataset("cifar10", "train")
+    x, y = data.load_dataset("cifar10", "test", limit=args.n_test)
+    perm = np.random.default_rng(0).permutation(len(xtr))
+    calib = xtr[perm[:512]]
+    xs, ys = xtr[perm[512:512 + args.ee_pick]], ytr[perm[512:512 + args.ee_pick]]
+    t0 = time.perf_counter()
+    net = snn.convert(model, calib, timesteps=T, calibrate_samples=args.calib_steps_samples)
+    bound = ee.readout_bound(net.graph)
+    delay = net.graph.nodes[net.graph.output].delay
+    pick_out = snn.simulate(net, xs, T, record="none", batch_size=args.batch).outputs
+    full_pick = float((pick_out[-1].argmax(-1) == ys).mean())
+    pick = {}
+    for b in BETAS:
+        t = ee.exit_steps(pick_out, bound, b, delay)
+        pick[b] = (float((pick_out[t - 1, np.arange(len(xs))].argmax(-1) == ys).mean()), float(t.mean()))
+    beta = min(b for b in BETAS if pick[b][0] >= full_pick)
+    out = snn.simulate(net, x, T, record="none", batch_size=args.batch).outputs
+    test = {}
+    for b in BETAS:
+        t = ee.exit_steps(out, bound, b, delay)
+        test[str(b)] = {"accuracy": float((out[t - 1, np.arange(len(x))].argmax(-1) == y).mean()),
+                        "mean_steps": float(t.mean())}
+    n_e = min(args.ee_energy_n, len(x))
+    res = ee.early_exit(net, x[:n_e], T, beta, y[:n_e], outputs=out[:, :n_e], hardware=["45nm-fp32", "loihi"],
+                        batch_size=args.batch)
+    t_all = ee.exit_steps(out, bound, beta, delay)
+    run["early_exit"] = {
+        "steps": T, "beta": beta, "pick_images": len(xs), "pick_full_accuracy": full_pick,
+        "pick": {str(b): {"accuracy": a, "mean_steps": m} for b, (a, m) in pick.items()},
+        "full_accuracy": float((out[-1].argmax(-1) == y).mean()), "test": test,
+        "accuracy": test[str(beta)]["accuracy"], "mean_steps": float(t_all.mean()),
+        "median_steps": float(np.median(t_all)),
+        "steps_histogram": {int(k): int(v) for k, v in zip(*np.unique(t_all, return_counts=True))},
+        "energy_images": n_e, "energy": res.energy, "energy_subset": res.to_dict(), "seconds": time.perf_counter() - t0}
+    e = run["early_exit"]
+    print(f"  early exit, T={T}, beta={beta} (picked on {len(xs)} training images): accuracy "
+          f"{100 * e['accuracy']:.2f} % (full T: {100 * e['full_accuracy']:.2f} %), mean steps {e['mean_steps']:.2f}, "
+          f"energy saved " + ", ".join(f"{p} {100 * v['saved_dynamic']:.1f} %" for p, v in res.energy.items()),
+          flush=True)
+    _save(doc)
+
+
+def table(run: dict, ts: list[int]) -> None:
+    p = run["peers"]
+    cols = [("snn default", lambda t: p["default"]["curve"][t - 1] if "default" in p else None),
+            ("snn timesteps=T", lambda t: p.get("ours", {}).get("at", {}).get(str(t))),
+            ("SJ rate 99.9%", lambda t: p["sj-rate"]["curve"][t - 1] if "sj-rate" in p else None),
+            ("SJ LTB", lambda t: p["sj-ltb"]["curve"][t - 1] if "sj-ltb" in p else None),
+            ("SJ LTB + delay", lambda t: p["sj-ltb"]["delayed_curve"][t - 1] if "sj-ltb" in p else None)]
+    print(f"| T | {' | '.join(c for c, _ in cols)} |")
+    print("|---|" + "---|" * len(cols))
+    for t in ts:
+        vals = [f(t) for _, f in cols]
+        print(f"| {t} | " + " | ".join("-" if v is None else f"{100 * v:.2f}" for v in vals) + " |")
+
+
+def plot(run: dict, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = run["peers"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if "default" in p:
+        c = p["default"]["curve"]
+        ax.plot(range(1, len(c) + 1), [100 * v for v in c], label="snn default (percentile 99.99)")
+    if "ours" in p:
+        ts = sorted(int(t) for t in p["ours"]["at"])
+        ax.plot(ts, [100 * p["ours"]["at"][str(t)] for t in ts], "o-", label="snn timesteps=T")
+    for k, lab in (("sj-rate", "SpikingJelly rate 99.9%"), ("sj-ltb", "SpikingJelly LTB")):
+        if k in p:
+            c = p[k]["curve"]
+            ax.plot(range(1, len(c) + 1), [100 * v for v in c], "--", label=f"{lab} (n={p[k]['n_test']})")
+    if "sj-ltb" in p:
+        c = p["sj-ltb"]["delayed_curve"]
+        ax.plot(range(1, len(c) + 1), [100 * v for v in c], ":", label="SpikingJelly LTB + delay-start")
+    ax.axhline(100 * run["ann_acc"], color="k", lw=0.8, label=f"ANN {100 * run['ann_acc']:.2f} %")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{name}, CIFAR-10 (JPEG q75 copy), {run['n_test']} test images")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    out = common.REFERENCE / f"low_latency_{name}.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    print(f"wrote {out.relative_to(common.ROOT)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["resnet20"])
+    ap.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    ap.add_argument("--n-test", type=int, default=10000)
+    ap.add_argument("--sj-n-test", type=int, default=None, help="test images for SpikingJelly (default: n-test)")
+    ap.add_argument("--peers", nargs="+", default=["ours", "default", "sj-rate", "sj-ltb"])
+    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--calib-steps-samples", type=int, default=256)
+    ap.add_argument("--early-exit", action="store_true", help="also run early exit (network tuned for --ee-steps)")
+    ap.add_argument("--ee-steps", type=int, default=32)
+    ap.add_argument("--ee-pick", type=int, default=2000, help="training images that pick beta")
+    ap.add_argument("--ee-energy-n", type=int, default=2000, help="test images re-simulated for the energy")
+    args = ap.parse_args()
+    args.sj_n_test = args.sj_n_test or args.n_test
+    common.setup()
+    doc = _load()
+    for name in args.models:
+        run_model(name, args, doc)
+        if args.early_exit:
+            early_exit_run(name, args, doc)
+
+
+if __name__ == "__main__":
+    main()
