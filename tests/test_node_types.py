@@ -219,10 +219,11 @@ def test_exported_snntorch_module_equals_the_backend(case, cases):
     np.testing.assert_allclose(np.stack(mems), res.outputs, rtol=1e-9, atol=1e-9)
 
 
-def _brute_fanouts(g: ir.Graph, src: str, stop: set[str]) -> dict[str, np.ndarray]:
+def _brute_fanouts(g: ir.Graph, src: str, stop: set[str], every_weight: bool = False) -> dict[str, np.ndarray]:
     """Distinct targets of each neuron of ``src`` in every first synaptic layer or neuron
     layer it reaches: one-hot inputs propagated through the float64 evaluator, weights
-    replaced by 1 where non-zero (biases dropped), other inputs zero."""
+    replaced by 1 where non-zero (``every_weight``: every weight and gain by 1, the
+    structural count), biases dropped, other inputs zero."""
     shape = g.shapes[src]
     n = int(np.prod(shape))
     vals = {src: np.eye(n).reshape((n,) + shape)}
@@ -240,11 +241,11 @@ def _brute_fanouts(g: ir.Graph, src: str, stop: set[str]) -> dict[str, np.ndarra
                     continue
                 x = vals[i]
                 if hasattr(node, "weight"):
-                    w = dict(ir.node_to_dict(node), weight=(node.weight != 0) * 1.0, bias=None)
-                    y = ir.eval_node(type(node)(**w), [x])
+                    ones = np.ones_like(node.weight) if every_weight else (node.weight != 0) * 1.0
+                    y = ir.eval_node(type(node)(**dict(ir.node_to_dict(node), weight=ones, bias=None)), [x])
                 elif isinstance(node, (ir.Affine, ir.Add)):
                     gain = node.scale if isinstance(node, ir.Affine) else node.gains[slot]
-                    y = x * (gain != 0).reshape((1, -1) + (1,) * (x.ndim - 2))
+                    y = x * (every_weight | (gain != 0)).reshape((1, -1) + (1,) * (x.ndim - 2))
                 else:
                     y = x
                 out[name] = out.get(name, 0) + (np.abs(y).reshape(n, -1) > 0).sum(axis=1).reshape(shape)
@@ -261,9 +262,11 @@ def test_energy_fanout_equals_brute_force(case, cases):
     for src in [g.input] + g.recorded_nodes():
         fan = source_fanout(g, src, stop)
         brute = _brute_fanouts(g, src, stop)
-        assert sorted(fan.maps) == sorted(brute), src
+        dense = _brute_fanouts(g, src, stop, every_weight=True)
+        assert sorted(fan.maps) == sorted(brute) == sorted(fan.dense), src
         for k in brute:
             np.testing.assert_array_equal(fan.maps[k], brute[k], err_msg=f"{src} -> {k}")
+            np.testing.assert_array_equal(fan.dense[k], dense[k], err_msg=f"{src} -> {k} (every weight)")
 
 
 @pytest.mark.parametrize("case", list(CASES))

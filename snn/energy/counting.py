@@ -23,7 +23,18 @@ gain); after an ``AvgPool2d`` the distinct targets of all pool windows covering 
 (a union, not a sum, when windows overlap; structural, zero weights included, except
 for a ``Linear`` after the pool). ``spike_connections`` is the structural count (every
 weight, as a dense GPU computes it). A ``MaxPool2d`` of spikes only routes spikes: 0 SynOps; its output spikes are
-recorded and are a source in their own right.
+recorded and are a source in their own right. When one spike reaches a layer by several
+paths (a residual block's two branches, a spike source concatenated twice), the fan-outs
+of the paths add.
+
+*How the maps are computed* (exact, per layer, never per pair of channels): a path from
+a source to a layer keeps, per axis, how the source's index moves: the channel axis by an
+offset (a concatenation), each spatial axis by a small boolean relation (image side x
+image side) that pooling, upsampling and padding compose. A convolution's map is the
+transposed convolution of ones in closed form, separable along the axes: the number of
+outputs whose window covers a position is a product of per-axis counts (cached per layer
+shape), and with zero weights a depthwise sum of each input channel's non-zero taps over
+the per-axis tap matrices.
 
 *Analog input* (``encoding="constant"``): the first synaptic layer sees the same analog
 input at every step; the backend computes it once, so it costs
@@ -54,6 +65,8 @@ intermediate output is not written twice; ``ann_io_elements`` and
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,83 +76,118 @@ from snn import ir
 from snn.energy.totals import LayerLoad, Totals
 from snn.errors import SnnError
 
+Shape = tuple[int, ...]
+
+
 # --------------------------------------------------------------------------- 1-D connectivity
+def tap_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
+    """Boolean (k, n_in): ``A[m, i]`` when kernel tap ``m`` of some output reads input ``i``,
+    i.e. ``o = (i + p - d m) / s`` is an integer in ``0..n_out-1`` (that ``o`` is unique, so
+    ``A.sum(axis=0)[i]`` is the number of outputs whose window covers ``i``: the transposed
+    convolution of ones along this axis)."""
+    q = np.arange(n_in)[None, :] + p - d * np.arange(k)[:, None]
+    return (q % s == 0) & (q >= 0) & (q // s < n_out)
+
+
 def window_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
     """Boolean (n_out, n_in): ``M[o, i]`` is True when input ``i`` lies in output ``o``'s
-    window ``{o*s - p + d*m : m = 0..k-1}`` (padding positions fall outside ``0..n_in-1``)."""
-    m = np.zeros((n_out, n_in), dtype=bool)
-    o = np.arange(n_out)[:, None]
-    idx = o * s - p + d * np.arange(k)[None, :]  # (n_out, k)
-    for col in range(k):
-        ok = (idx[:, col] >= 0) & (idx[:, col] < n_in)
-        m[np.nonzero(ok)[0], idx[ok, col]] = True
-    return m
+    window ``{o*s - p + d*m : m = 0..k-1}`` (padding positions fall outside ``0..n_in-1``).
+    One spatial axis only (sizes of an image side)."""
+    m = np.zeros((n_out, n_in + 1), dtype=bool)  # column n_in collects the padding positions
+    idx = np.arange(n_out)[:, None] * s - p + d * np.arange(k)[None, :]  # (n_out, k)
+    m[np.arange(n_out)[:, None], np.where((idx >= 0) & (idx < n_in), idx, n_in)] = True
+    return m[:, :n_in]
 
 
-def group_matrix(c_out: int, c_in: int, groups: int) -> np.ndarray:
-    """Boolean (c_out, c_in) channel connectivity of a grouped convolution."""
-    go = np.arange(c_out) // (c_out // groups)
-    gi = np.arange(c_in) // (c_in // groups)
-    return go[:, None] == gi[None, :]
+def _taps(node: ir.Node, in_shape: Shape, out_shape: Shape) -> list[np.ndarray]:
+    """One :func:`tap_matrix` per spatial axis of a convolution."""
+    g = ir.spatial(node)
+    return [tap_matrix(in_shape[1 + a], out_shape[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a],
+                       g["dilation"][a]) for a in range(len(g["kernel"]))]
 
 
-def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Boolean matrix product."""
-    return (a.astype(np.int64) @ b.astype(np.int64)) > 0
-
-
-def _windows(node: ir.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[np.ndarray]:
+def _windows(node: ir.Node, in_shape: Shape, out_shape: Shape) -> list[np.ndarray]:
     """One :func:`window_matrix` per spatial axis of a convolution or pooling node."""
     g = ir.spatial(node)
     return [window_matrix(in_shape[1 + a], out_shape[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a],
                           g["dilation"][a]) for a in range(len(g["kernel"]))]
 
 
+def _compose(m: np.ndarray, f: np.ndarray | None) -> np.ndarray:
+    """Boolean relation product along one spatial axis: ``(m o f)[o, j] = any_i m[o, i] f[i, j]``
+    (``f`` None: the identity). Exact in float32 (at most ``n_in`` < 2**24 terms)."""
+    return m if f is None else (m.astype(np.float32) @ f.astype(np.float32)) > 0
+
+
+def _outer(counts: list[np.ndarray]) -> np.ndarray:
+    """``out[i0, i1, ...] = prod_a counts[a][i_a]`` (int64)."""
+    out = np.ones((), dtype=np.int64)
+    for c in counts:
+        out = np.multiply.outer(out, np.asarray(c, dtype=np.int64))
+    return out
+
+
 # --------------------------------------------------------------------------- composite paths
-@dataclass
+@dataclass(frozen=True, eq=False)
 class _Path:
     """Structural connectivity from a spike source to a node's output.
 
-    One boolean factor per axis of the source, ``(node axis x source axis)``: output
-    element ``(a, b, ...)`` of the factors' row space is reached from source element
-    ``(a', b', ...)`` iff every ``factor[k][a_k, a'_k]``. ``shape`` is the node's own
-    shape, a C-order reshape of the factors' row space (a flatten or reshape changes the
-    shape, not the factors); ops that need the spatial layout (pooling, a convolution
-    after pooling, concatenation) need the two to agree (``aligned``).
+    Channel axis: source channel ``c`` reaches channel ``c + offset`` of ``channels`` (a
+    concatenation shifts it, no route mixes channels). Spatial axis ``a``: a boolean
+    ``(node axis x source axis)`` relation ``spatial[a]``, or None for the identity. Output
+    element ``(c', a', b', ...)`` of the row space ``rows`` is reached from source element
+    ``(c, a, b, ...)`` iff ``c' = c + offset`` and every ``spatial[k][a'_k, a_k]``.
+    ``shape`` is the node's own shape, a C-order reshape of ``rows`` (a flatten or reshape
+    changes the shape, not the relations); ops that need the spatial layout (pooling, a
+    convolution after pooling, concatenation) need the two to agree (``aligned``).
     """
 
-    factors: tuple[np.ndarray, ...]
-    shape: tuple[int, ...]
+    source: Shape
+    offset: int
+    channels: int
+    spatial: tuple[np.ndarray | None, ...]
+    shape: Shape
 
     @staticmethod
-    def identity(shape: tuple[int, ...]) -> "_Path":
-        return _Path(tuple(np.eye(n, dtype=bool) for n in shape), tuple(shape))
+    def identity(shape: Shape) -> "_Path":
+        return _Path(tuple(shape), 0, shape[0], (None,) * (len(shape) - 1), tuple(shape))
 
     @property
-    def rows(self) -> tuple[int, ...]:
-        return tuple(f.shape[0] for f in self.factors)
+    def rows(self) -> Shape:
+        return (self.channels,) + tuple(n if f is None else f.shape[0] for n, f in zip(self.source[1:], self.spatial))
 
     @property
     def aligned(self) -> bool:
         return self.rows == self.shape
 
+    @property
+    def is_identity(self) -> bool:
+        return self.offset == 0 and self.rows == self.source and all(f is None for f in self.spatial)
+
     def reached(self) -> np.ndarray:
         """Per source neuron (source shape): number of distinct node outputs reached."""
-        counts = [f.sum(axis=0) for f in self.factors]
-        out = counts[0]
-        for c in counts[1:]:
-            out = np.multiply.outer(out, c)
-        return out.astype(np.int64)
+        counts = [np.ones(self.source[0], dtype=np.int64)]
+        counts += [np.ones(n, dtype=np.int64) if f is None else f.sum(axis=0) for n, f in zip(self.source[1:],
+                                                                                           self.spatial)]
+        return _outer(counts)
 
     def selection(self) -> tuple[np.ndarray, ...] | None:
         """If the path is an index map (each source element reaches exactly one element,
-        no two the same): the row of each source index per factor; else None."""
-        sel = []
-        for m in self.factors:
-            if not (m.sum(axis=0) == 1).all() or (m.sum(axis=1) > 1).any():
+        no two the same): the row of each source index per axis; else None."""
+        sel = [self.offset + np.arange(self.source[0])]
+        for n, f in zip(self.source[1:], self.spatial):
+            if f is None:
+                sel.append(np.arange(n))
+            elif (f.sum(axis=0) == 1).all() and not (f.sum(axis=1) > 1).any():
+                sel.append(f.argmax(axis=0))
+            else:
                 return None
-            sel.append(m.argmax(axis=0))
         return tuple(sel)
+
+    def step(self, shape: Shape, maps: list[np.ndarray]) -> "_Path":
+        """Through a node that maps each spatial axis by a boolean (out, in) relation."""
+        return _Path(self.source, self.offset, self.channels,
+                     tuple(_compose(m, f) for m, f in zip(maps, self.spatial)), shape)
 
 
 class _Refused(Exception):
@@ -149,23 +197,11 @@ class _Refused(Exception):
 def _need_aligned(path: _Path, rank: int | None = None) -> None:
     if not path.aligned:
         raise _Refused(f"its input is a reshape ({path.shape}) of a spike source laid out as {path.rows}")
-    if rank is not None and len(path.factors) != rank + 1:
-        raise _Refused(f"a {rank}-D spatial op on a spike source with {len(path.factors)} axes")
-
-
-def _tap_matrix(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
-    """Boolean (k, n_in): ``A[m, i]`` when kernel tap ``m`` of some output reads input ``i``."""
-    a = np.zeros((k, n_in), dtype=bool)
-    for m in range(k):
-        i = np.arange(n_out) * s - p + d * m
-        a[m, i[(i >= 0) & (i < n_in)]] = True
-    return a
+    if rank is not None and len(path.spatial) != rank:
+        raise _Refused(f"a {rank}-D spatial op on a spike source with {len(path.spatial) + 1} axes")
 
 
 # --------------------------------------------------------------------------- the rules
-Shape = tuple[int, ...]
-
-
 @dataclass(frozen=True)
 class Synapse:
     """A node whose inputs reach its outputs through weights (a spike costs SynOps here).
@@ -212,7 +248,7 @@ def _linear_connections(node: ir.Linear, ins: list[Shape], shape: Shape) -> int:
 
 
 def _linear_nonzero(node: ir.Linear, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
-    return (node.weight != 0).sum(axis=0).reshape(in_shape).astype(np.int64)
+    return np.count_nonzero(node.weight, axis=0).reshape(in_shape).astype(np.int64)
 
 
 def _linear_structural(node: ir.Linear, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
@@ -223,50 +259,85 @@ def _linear_pooled(path: _Path, node: ir.Linear, in_shape: Shape, shape: Shape) 
     return np.where(path.reached() > 0, node.weight.shape[0], 0).astype(np.int64)
 
 
+def _linear_pooled_nonzero(path: _Path, node: ir.Linear, chunk: int = 1 << 22) -> np.ndarray:
+    """Per source neuron, the rows of ``node`` with a non-zero weight on any input the
+    pooled path reaches (a union, not a sum). Source positions with the same reached set
+    along an axis (every position, under a global pool) are computed once: the relation's
+    distinct columns; channels in chunks of about ``chunk`` weights."""
+    w = (node.weight != 0).reshape((-1,) + path.rows)[:, path.offset:path.offset + path.source[0]]
+    inverse = []
+    for a, f in enumerate(path.spatial):
+        if f is None:
+            inverse.append(np.arange(w.shape[2 + a]))
+            continue
+        pats, inv = np.unique(f, axis=1, return_inverse=True)
+        inverse.append(inv.reshape(-1))
+        per = max(1, chunk // (w[:, :1].size // w.shape[2 + a] * pats.shape[1]))  # channels per chunk
+        parts = [np.moveaxis(_compose(np.moveaxis(w[:, c:c + per], 2 + a, -1), pats), -1, 2 + a)
+                 for c in range(0, w.shape[1], per)]
+        w = np.concatenate(parts, axis=1)
+    counts = w.sum(axis=0, dtype=np.int64)
+    return counts[np.ix_(np.arange(counts.shape[0]), *inverse)]
+
+
 ENERGY[ir.Linear] = Synapse(_linear_connections, _linear_nonzero, _linear_structural, _linear_pooled,
                             ann_mac=True, current_mac=True)
 
 
 def _conv_connections(node: ir.Conv2d, ins: list[Shape], shape: Shape) -> int:
-    n = int(group_matrix(node.weight.shape[0], ins[0][0], node.groups).sum())
-    for m in _windows(node, ins[0], shape):
-        n *= int(m.sum())
+    """``c_out * c_in / groups * prod_axes (taps of outputs that fall inside the input)``."""
+    n = int(node.weight.shape[0]) * int(node.weight.shape[1])
+    for a in _taps(node, ins[0], shape):
+        n *= int(a.sum())
     return n
 
 
-def _conv_nonzero(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
-    """``sum_{co in group, taps} [w[co, ci, taps] != 0] * prod_axes A_tap[pos]``."""
-    g = ir.spatial(node)
-    r = len(g["kernel"])
-    co, cig = node.weight.shape[:2]
-    nz = (node.weight != 0).reshape((node.groups, co // node.groups, cig) + g["kernel"]).sum(axis=1)
-    out = nz.reshape((node.groups * cig,) + g["kernel"]).astype(np.int64)
-    for a in range(r):  # contract tap axis a (now axis 1) with its tap matrix; its positions go last
-        taps = _tap_matrix(in_shape[1 + a], shape[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a],
-                           g["dilation"][a]).astype(np.int64)
-        out = np.tensordot(out, taps, axes=([1], [0]))
-    return out.reshape(in_shape)
+@functools.lru_cache(maxsize=256)
+def _conv_structural_cached(c_out: int, groups: int, in_shape: Shape, shape: Shape,
+                            geometry: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    k, s, p, d = geometry
+    counts = [np.full(in_shape[0], c_out // groups)]
+    counts += [tap_matrix(in_shape[1 + a], shape[1 + a], k[a], s[a], p[a], d[a]).sum(axis=0) for a in range(len(k))]
+    out = _outer(counts)
+    out.flags.writeable = False
+    return out
 
 
 def _conv_structural(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
-    """The transposed convolution of ones: output channels of the group x, per spatial
-    axis, the outputs whose window covers the position."""
-    out = group_matrix(node.weight.shape[0], in_shape[0], node.groups).sum(axis=0).astype(np.int64)
-    for m in _windows(node, in_shape, shape):
-        out = np.multiply.outer(out, m.sum(axis=0).astype(np.int64))
-    return out
+    """The transposed convolution of ones, in closed form: output channels of the group x,
+    per spatial axis, the outputs whose window covers the position. Computed once per
+    layer shape (cached; read-only)."""
+    g = ir.spatial(node)
+    return _conv_structural_cached(int(node.weight.shape[0]), int(node.groups), tuple(in_shape), tuple(shape),
+                                   (g["kernel"], g["stride"], g["padding"], g["dilation"]))
+
+
+def _conv_nonzero(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
+    """The transposed convolution of ones through the non-zero weights: per input channel
+    ``ci``, ``F[ci, y, x] = sum_{ky, kx} NZ[ci, ky, kx] A_y[ky, y] A_x[kx, x]`` with
+    ``NZ[ci, taps] = sum_{co in ci's group} [w[co, ci, taps] != 0]`` and ``A`` the
+    :func:`tap_matrix` of each axis (a depthwise transposed convolution of ones with
+    kernel ``NZ``, separable along the axes). All weights non-zero: the structural map."""
+    if np.all(node.weight):
+        return _conv_structural(node, in_shape, shape, slot)
+    co, cig = node.weight.shape[:2]
+    kernel = node.weight.shape[2:]
+    nz = (node.weight != 0).reshape((node.groups, co // node.groups, cig) + kernel).sum(axis=1, dtype=np.int64)
+    out = nz.reshape((node.groups * cig,) + kernel)
+    for taps in _taps(node, in_shape, shape):  # contract the leading tap axis; its positions go last
+        out = np.moveaxis(out, 1, -1) @ taps.astype(np.int64)
+    return out.reshape(in_shape)
 
 
 def _conv_pooled(path: _Path, node: ir.Conv2d, in_shape: Shape, shape: Shape) -> np.ndarray:
     _need_aligned(path, len(shape) - 1)
-    gc = group_matrix(node.weight.shape[0], in_shape[0], node.groups)
-    factors = (_bmm(gc, path.factors[0]),) + tuple(_bmm(m, f) for m, f in zip(_windows(node, in_shape, shape),
-                                                                              path.factors[1:]))
-    return _Path(factors, shape).reached()
+    counts = [np.full(path.source[0], node.weight.shape[0] // node.groups)]
+    counts += [_compose(m, f).sum(axis=0) for m, f in zip(_windows(node, in_shape, shape), path.spatial)]
+    return _outer(counts)
 
 
 ENERGY[ir.Conv2d] = ENERGY[ir.Conv1d] = Synapse(_conv_connections, _conv_nonzero, _conv_structural, _conv_pooled,
-                            ann_mac=True, current_mac=True)
+                                                ann_mac=True, current_mac=True)
 
 
 def _elementwise_connections(node: ir.Node, ins: list[Shape], shape: Shape) -> int:
@@ -293,36 +364,32 @@ ENERGY[ir.Add] = Synapse(_elementwise_connections, _elementwise_nonzero, _elemen
 
 
 def _reshape_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
-    return _Path(path.factors, shape)
+    return dataclasses.replace(path, shape=shape)
 
 
 def _concat_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
     _need_aligned(path)
-    offset = sum(s[0] for s in ins[:slot])
-    first = path.factors[0]
-    rows = np.zeros((shape[0], first.shape[1]), dtype=bool)
-    rows[offset:offset + first.shape[0]] = first
-    return _Path((rows,) + path.factors[1:], shape)
+    return dataclasses.replace(path, offset=path.offset + sum(s[0] for s in ins[:slot]), channels=shape[0],
+                               shape=shape)
 
 
-def _axis_step(path: _Path, shape: Shape, maps: list[np.ndarray]) -> _Path:
-    """The path through a node that maps each spatial axis by a boolean (out, in) matrix."""
+def _spatial_step(path: _Path, shape: Shape, maps: list[np.ndarray]) -> _Path:
     _need_aligned(path, len(shape) - 1)
-    return _Path((path.factors[0],) + tuple(_bmm(m, f) for m, f in zip(maps, path.factors[1:])), shape)
+    return path.step(shape, maps)
 
 
 def _pool_step(path: _Path, node: ir.Node, ins: list[Shape], shape: Shape, slot: int) -> _Path:
-    return _axis_step(path, shape, _windows(node, ins[0], shape))
+    return _spatial_step(path, shape, _windows(node, ins[0], shape))
 
 
 def _upsample_step(path: _Path, node: ir.Upsample, ins: list[Shape], shape: Shape, slot: int) -> _Path:
-    return _axis_step(path, shape, [np.arange(o)[:, None] // k == np.arange(i)[None, :]
-                                    for o, i, k in zip(shape[1:], ins[0][1:], node.scale)])
+    return _spatial_step(path, shape, [np.arange(o)[:, None] // k == np.arange(i)[None, :]
+                                       for o, i, k in zip(shape[1:], ins[0][1:], node.scale)])
 
 
 def _pad_step(path: _Path, node: ir.Pad, ins: list[Shape], shape: Shape, slot: int) -> _Path:
-    return _axis_step(path, shape, [np.eye(o, i, k=-node.padding[2 * a], dtype=bool)
-                                    for a, (o, i) in enumerate(zip(shape[1:], ins[0][1:]))])
+    return _spatial_step(path, shape, [np.eye(o, i, k=-node.padding[2 * a], dtype=bool)
+                                       for a, (o, i) in enumerate(zip(shape[1:], ins[0][1:]))])
 
 
 ENERGY.register(ir.Flatten, ir.Reshape)(Route(_reshape_step, view=True))
@@ -344,18 +411,18 @@ def _fanout(path: _Path, node: ir.Node, name: str, graph: ir.Graph, slot: int) -
     in_shape = graph.shapes[graph.inputs_of(name)[slot]]
     shape = graph.shapes[name]
     rule = ENERGY[type(node)]
-    sel = path.selection()
     if isinstance(rule, Neuron):
         return path.reached(), path.reached()
+    if path.is_identity:  # the node reads the source as it is
+        return (rule.structural(node, in_shape, shape, slot).reshape(path.source),
+                rule.nonzero(node, in_shape, shape, slot).reshape(path.source))
+    sel = path.selection()
     if sel is not None:  # an index map: read the node's own maps back, in the path's row layout
         maps = [m(node, in_shape, shape, slot).reshape(path.rows) for m in (rule.structural, rule.nonzero)]
         return tuple(m[np.ix_(*sel)] for m in maps)
     structural = rule.pooled(path, node, in_shape, shape)
     if isinstance(node, ir.Linear):  # after pooling: union of the non-zero rows over reached inputs
-        w = (node.weight != 0).astype(np.int64).reshape((-1,) + path.rows)
-        for k, f in enumerate(path.factors):
-            w = np.moveaxis(np.tensordot(w, f.astype(np.int64), axes=([k + 1], [0])), -1, k + 1) > 0
-        return structural, w.sum(axis=0).astype(np.int64)
+        return structural, _linear_pooled_nonzero(path, node)
     return structural, structural  # pooled path into conv/affine/add: structural (documented)
 
 
@@ -599,7 +666,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
             syn[w] = syn.get(w, 0.0) + float((spike_sums[s] * m).sum()) / N
             conn_spk[w] = conn_spk.get(w, 0) + int(fan.dense[w].sum())
             if step_sums is not None:
-                st = np.tensordot(step_sums[s], m, axes=m.ndim).astype(np.float64) / N
+                st = (step_sums[s].reshape(-1, m.size) @ m.reshape(-1)).astype(np.float64) / N
                 syn_t[w] = syn_t.get(w, 0.0) + st
         for p in fan.routed_to:
             routed[p] = routed.get(p, 0.0) + float(spike_sums[s].sum()) / N
