@@ -341,11 +341,22 @@ def _file_profiles(path: str) -> list[str]:
 
 class OutputConfig(_Section):
     """What a run writes besides ``results.h5`` and ``summary.json``. ``dir``: the results
-    root (runs go to ``<dir>/<name>/<timestamp>-<hash>/``)."""
+    root (runs go to ``<dir>/<name>/<timestamp>-<hash>/``), a folder inside the working
+    directory; ``--results DIR`` (``results_dir=``) chooses any other root."""
 
     dir: str = "results"
     report: bool = True
     save_network: bool = True
+
+    @field_validator("dir")
+    @classmethod
+    def _inside_working_dir(cls, v: str) -> str:
+        """A config (often someone else's) cannot send results outside the working
+        directory; the person running it names another root with ``--results DIR``."""
+        if not v.strip() or Path(v).is_absolute() or v.startswith("~") or ".." in Path(v).parts or "\0" in v:
+            raise ValueError(f"must be a folder inside the working directory (relative, no '..' or '~'), got {v!r}; "
+                             "to write elsewhere, give the results root on the command line: --results DIR")
+        return v
 
 
 class ExperimentConfig(_Section):
@@ -355,7 +366,7 @@ class ExperimentConfig(_Section):
     Small networks run fastest on one thread: their layers are too small to split, and
     spare threads spin-wait when the cores are shared."""
 
-    name: str = Field(pattern=NAME_RE)
+    name: str = Field(pattern=NAME_RE, max_length=128)
     description: str = ""
     seed: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, ge=1)

@@ -12,17 +12,36 @@ Layout::
         report.md, report.html, *.png     (``output.report``; see :mod:`snn.report`)
         COMPLETE         written last
 
-A run is built in ``results/<experiment>/.partial-<timestamp>-<hash>-<host>-<pid>/``
+A run is built in ``results/<experiment>/.partial-<timestamp>-<hash>-<token>-<host>-<pid>/``
 and renamed into place only when everything (``COMPLETE`` included) is written, each
 file once and atomically, so a failed or killed run never leaves a directory that looks
 complete. Partial directories
-of dead processes are removed by :func:`clean_partials`.
+of dead processes are removed by :func:`clean_partials`. Readers count a directory as a
+run only if its name is not hidden and ``COMPLETE`` is in it (:func:`is_complete`).
+
+Where runs may go (checked by :func:`experiment_dir` before any data is loaded, and again
+when the run is published):
+
+- The results root (``output.dir``, or ``--results`` / ``results_dir``) is resolved once;
+  a root that is itself a symbolic link is followed (that is where the user keeps results).
+- The experiment name is one plain path component (no ``/``, ``..``, leading ``.``, NUL);
+  the run name is generated (``<timestamp>-<hash>``), never taken from input.
+- Below the root nothing is written through a symbolic link: an experiment directory or a
+  sweep's comparison folder that is a link is refused, with the error naming the link and
+  its target; readers skip links, so a link cannot make a sweep skip a point.
+- A name already taken (same config, same second, even by a concurrent process) gets the
+  next free ``-N`` suffix; a complete run is never replaced.
+- A disk that fills up, a read-only or unwritable root: one :class:`SnnError` naming the
+  place and the cause; the partial directory is removed and earlier runs are untouched.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import time
@@ -60,14 +79,63 @@ class RunDir:
     final: Path | None = None
 
 
+def safe_child(parent: Path, name: str, what: str) -> Path:
+    """``parent / name`` for a plain name (one path component, not hidden), refusing a
+    symbolic link there: :class:`SnnError` naming the link and its target."""
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0") or Path(name).is_absolute():
+        raise SnnError(f"{what} {name!r} is not a plain folder name (no '/', '..', leading '.')")
+    p = parent / name
+    if p.is_symlink():
+        raise SnnError(f"{p} is a symbolic link (to {os.readlink(p)}); nothing is written through a link below the "
+                       "results root: remove the link, or make the results root itself the link")
+    return p
+
+
+def experiment_dir(results_dir: str | Path, experiment: str) -> Path:
+    """``<results root>/<experiment>``, checked (see the module docstring): the root
+    resolved (a linked root followed), the name one plain component, no link at it, and
+    the deepest existing folder on the way a writable directory. Creates nothing, so a run
+    that fails later writes nothing; raises :class:`SnnError` before any work."""
+    root = Path(results_dir).expanduser().resolve()
+    exp = safe_child(root, experiment, "experiment")
+    probe = exp
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SnnError(f"cannot write results under {exp}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(probe) else "no write permission"
+        raise SnnError(f"cannot write results under {exp}: {probe} is not writable ({why})")
+    return exp
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def write_error(e: BaseException) -> int | None:
+    """The errno of a failed write (disk full, quota, file size limit, read-only, permission,
+    I/O) in ``e`` or the libraries' wrappers of it (h5py, safetensors: "os error 28"), or None."""
+    code = getattr(e, "errno", None)
+    if code in WRITE_ERRORS:
+        return code
+    m = re.search(r"(?:os error|errno =) (\d+)", str(e))
+    return int(m.group(1)) if m and int(m.group(1)) in WRITE_ERRORS else None
+
+
 @contextlib.contextmanager
 def new_run(results_dir: str | Path, experiment: str, config_hash: str) -> Iterator[RunDir]:
     """Yield a :class:`RunDir` with an empty temporary directory; on success write the
-    marker and rename it to ``<results_dir>/<experiment>/<UTC timestamp>-<hash>``; on any
-    exception (KeyboardInterrupt included) delete it."""
-    exp_dir = Path(results_dir) / experiment
+    marker and rename it to ``<results_dir>/<experiment>/<UTC timestamp>-<hash>`` (the first
+    free ``-N`` suffix if taken); on any exception (KeyboardInterrupt included) delete it.
+    A write that fails for want of space or permission becomes one :class:`SnnError`."""
+    exp_dir = experiment_dir(results_dir, experiment)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    run = RunDir(exp_dir / f"{PARTIAL}{stamp}-{config_hash}-{socket.gethostname()}-{os.getpid()}")
+    token = secrets.token_hex(3)  # runs of one process at once (threads) get folders of their own
+    run = RunDir(exp_dir / f"{PARTIAL}{stamp}-{config_hash}-{token}-{socket.gethostname()}-{os.getpid()}")
     try:
         run.path.mkdir(parents=True)
     except OSError as e:
@@ -76,29 +144,46 @@ def new_run(results_dir: str | Path, experiment: str, config_hash: str) -> Itera
         yield run
         atomic_write_text(run.path / MARKER, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                    time.gmtime())}))
-        final = exp_dir / f"{stamp}-{config_hash}"
-        n = 1
-        while final.exists():
-            final = exp_dir / f"{stamp}-{config_hash}-{n}"
-            n += 1
-        os.rename(run.path, final)
-        run.final = final
-    except BaseException:
+        run.final = _publish(run.path, exp_dir, f"{stamp}-{config_hash}")
+    except BaseException as e:
         shutil.rmtree(run.path, ignore_errors=True)
+        code = write_error(e) if isinstance(e, Exception) and not isinstance(e, SnnError) else None
+        if code is not None:
+            raise SnnError(f"cannot write the run into {exp_dir}: {os.strerror(code)}; the unfinished run was "
+                           "removed, earlier runs are untouched") from None
         raise
 
 
+def _publish(partial: Path, exp_dir: Path, name: str) -> Path:
+    """Rename ``partial`` to ``exp_dir/name``, or to the first free ``name-N``. A rename
+    onto a complete run fails (the target is not empty), so a concurrent process that
+    took the name between the check and the rename only moves this run to the next suffix."""
+    n = 0
+    while True:
+        final = exp_dir / (name if n == 0 else f"{name}-{n}")
+        n += 1
+        if final.exists() or final.is_symlink():
+            continue
+        try:
+            os.rename(partial, final)
+            return final
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+
+
 def is_complete(run_dir: str | Path) -> bool:
-    """True for a finished run directory (not partial, marker present)."""
+    """True for a finished run directory (not partial, not a link, marker present)."""
     p = Path(run_dir)
-    return p.is_dir() and not p.name.startswith(".") and (p / MARKER).is_file()
+    return p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and (p / MARKER).is_file()
 
 
 def list_runs(results_dir: str | Path, experiment: str | None = None) -> list[Path]:
-    """Complete run directories under ``results_dir`` (of one experiment, or all), oldest first."""
+    """Complete run directories under ``results_dir`` (of one experiment, or all), oldest
+    first; symbolic links below the root are skipped (see the module docstring)."""
     root = Path(results_dir)
     exps = [root / experiment] if experiment else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    runs = [r for e in exps if e.is_dir() for r in e.iterdir() if is_complete(r)]
+    runs = [r for e in exps if e.is_dir() and not e.is_symlink() for r in e.iterdir() if is_complete(r)]
     return sorted(runs, key=lambda r: (r.name, str(r)))
 
 

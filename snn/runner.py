@@ -27,7 +27,7 @@ import numpy as np
 from snn.config import ExperimentConfig, config_hash, load_config, to_dict, to_yaml, user_class
 from snn.energy.totals import Totals
 from snn.errors import ConfigError
-from snn.results import Run, RunData, environment, new_run, write_results
+from snn.results import Run, RunData, environment, experiment_dir, new_run, write_results
 from snn.util import atomic_write_text
 
 Log = Callable[[str], None]
@@ -205,6 +205,7 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
 
     h = config_hash(cfg)
     root = Path(results_dir if results_dir is not None else cfg.output.dir)
+    experiment_dir(root, cfg.name)  # where the run will go: checked before any work
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t_start = t0 = time.perf_counter()
     timings: dict[str, float] = {}

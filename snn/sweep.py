@@ -16,7 +16,11 @@ killing a sweep (even with SIGKILL) loses only the runs in flight.
 Runs execute in this process (``workers=1``), in local worker processes
 (``workers=N``), or as Ray tasks (``use_ray=True``) on the cluster at ``address`` or on a
 local cluster started for the sweep (on a remote cluster, the results directory and the
-data must be on a file system every node sees, at the same path). When all runs are done, a comparison of them is
+data must be on a file system every node sees, at the same path). A Ray worker that dies
+while running a point (killed, out of memory, its node lost) loses only that point: it is
+submitted again, up to :data:`LOST_RETRIES` times, unless the lost worker had already
+published its run. When all runs are done, partial directories of dead processes are
+removed and a comparison of the runs is
 written to ``<results>/<name>/sweep/`` (:func:`snn.report.compare_runs`).
 """
 from __future__ import annotations
@@ -31,9 +35,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from snn.config import ExperimentConfig, config_hash, expand_sweep, load_config, to_dict
 from snn.errors import SnnError
-from snn.results import clean_partials, find_run
+from snn.results import clean_partials, experiment_dir, find_run, safe_child
 
 Log = Callable[[str], None]
+LOST_RETRIES = 2
+"""Times a point is submitted again after the Ray worker running it died."""
 
 
 def _stderr(msg: str) -> None:
@@ -129,6 +135,9 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
     if workers < 1:
         raise SnnError(f"--workers must be >= 1, got {workers}")
     root = Path(results_dir if results_dir is not None else cfg.output.dir).resolve()
+    exp = experiment_dir(root, cfg.name)  # where the runs (and their comparison) will go: checked before any work
+    if compare:
+        safe_child(exp, "sweep", "comparison folder")
     for p in clean_partials(root, cfg.name):
         log(f"removed the unfinished run {p.name}")
     todo, done = plan(cfg, root)
@@ -149,7 +158,7 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
                 f"(ANN {100 * outcome[1]['ann_accuracy']:.2f}%) -> {outcome[0]} ({time.perf_counter() - t0:.0f} s)")
 
     if jobs and use_ray:
-        _run_ray(jobs, str(root), workers, address, finished)
+        _run_ray(jobs, str(root), workers, address, finished, log)
     elif jobs and workers > 1:
         _run_local(jobs, str(root), workers, finished)
     else:
@@ -159,10 +168,12 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
             except Exception as e:  # reported with the point; the other points still run
                 outcome = e
             finished(point, outcome)
+    clean_partials(root, cfg.name)  # those of workers that died during this sweep
     if compare and res.runs:
         from snn.report import compare_runs
 
-        res.compare_dir = compare_runs(res.runs, root / cfg.name / "sweep", title=f"Sweep {cfg.name}")
+        res.compare_dir = compare_runs(res.runs, safe_child(exp, "sweep", "comparison folder"),
+                                       title=f"Sweep {cfg.name}")
         log(f"sweep comparison: {res.compare_dir / 'compare.html'}")
     return res
 
@@ -180,10 +191,20 @@ def _run_local(jobs: list[tuple[dict, dict]], root: str, workers: int,
             finished(futures[fut], exc if exc is not None else fut.result())
 
 
+def _published(cfg_dict: dict[str, Any], root: str) -> tuple[str, dict[str, Any]] | None:
+    """(run dir, summary) of a point's complete run, if one exists (its worker published it
+    and died before reporting back), else None."""
+    import json
+
+    cfg = load_config(cfg_dict)
+    hit = find_run(root, cfg.name, config_hash(cfg))
+    return (str(hit), json.loads((hit / "summary.json").read_text())) if hit else None
+
+
 def _run_ray(jobs: list[tuple[dict, dict]], root: str, workers: int, address: str | None,
-             finished: Callable[[dict, Any], None]) -> None:
+             finished: Callable[[dict, Any], None], log: Log = _stderr) -> None:
     """Run the jobs as Ray tasks (1 CPU each); starts (and stops) a local cluster when
-    ``address`` is None."""
+    ``address`` is None. A task whose worker died is submitted again (:data:`LOST_RETRIES`)."""
     try:
         import ray
     except ImportError as e:
@@ -199,19 +220,27 @@ def _run_ray(jobs: list[tuple[dict, dict]], root: str, workers: int, address: st
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SnnError(f"cannot start or reach a Ray cluster at {address or 'a local cluster'}: {e}") from None
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_point)
-        refs = {task.remote(c, p, root, os.getcwd(), env): p for c, p in jobs}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            ref = ready[0]
+        task = ray.remote(num_cpus=1, max_retries=0)(run_point)  # retried here, after a look for its run
+        lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
+                ray.exceptions.LocalRayletDiedError)
+        refs = {task.remote(c, p, root, os.getcwd(), env): (c, p, 0) for c, p in jobs}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            c, p, retries = refs.pop(ready[0])
             try:
-                outcome: Any = ray.get(ref)
+                outcome: Any = ray.get(ready[0])
             except ray.exceptions.RayTaskError as e:
                 outcome = e.cause if isinstance(e.cause, BaseException) else e
+            except lost as e:
+                outcome = _published(c, root) or e
+                if outcome is e and retries < LOST_RETRIES:
+                    log(f"the Ray worker running {_label(p)} died ({type(e).__name__}); running it again "
+                        f"(retry {retries + 1}/{LOST_RETRIES})")
+                    refs[task.remote(c, p, root, os.getcwd(), env)] = (c, p, retries + 1)
+                    continue
             except ray.exceptions.RayError as e:
                 outcome = e
-            finished(refs[ref], outcome)
+            finished(p, outcome)
     finally:
         if started:
             ray.shutdown()
