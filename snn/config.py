@@ -32,7 +32,7 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Collection, Literal, Mapping, Sequence
+from typing import Any, Callable, Collection, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -68,15 +68,40 @@ def _check_device(v: str) -> str:
     return v
 
 
-def user_class(path: str) -> type:
-    """``package.module:Class`` -> the class; ValueError (a schema error) if it cannot be imported."""
+def _module_folder(module: str, search: Sequence[str | Path]) -> Path | None:
+    """The first of the working directory and ``search`` that holds the top-level package or
+    module of ``module`` (``mymodels.py`` or ``mymodels/__init__.py``), or None."""
+    top = module.split(".")[0]
+    for folder in (Path.cwd(), *map(Path, search)):
+        if (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file():
+            return folder.resolve()
+    return None
+
+
+def user_class(path: str, search: Sequence[str | Path] = ()) -> type:
+    """``package.module:Class`` -> the class; ValueError (a schema error) if it cannot be imported.
+
+    The module is imported from ``sys.path``, else from the working directory or a folder
+    of ``search`` (the config file's folder), as Python does for a script's own folder:
+    the folder that holds it is appended to ``sys.path``, so worker processes started
+    from this one find it too. No ``PYTHONPATH=.`` needed."""
     import importlib
+    import sys
 
     module, _, name = path.partition(":")
     try:
-        mod = importlib.import_module(module)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            folder = _module_folder(module, search)
+            if folder is None or e.name != module.split(".")[0]:
+                raise
+            if str(folder) not in sys.path:
+                sys.path.append(str(folder))
+            mod = importlib.import_module(module)
     except ImportError as e:
-        raise ValueError(f"cannot import module {module!r} ({e})") from None
+        where = ", ".join(dict.fromkeys(str(Path(f).resolve()) for f in (Path.cwd(), *search)))
+        raise ValueError(f"cannot import module {module!r} ({e}; looked on sys.path and in {where})") from None
     if not hasattr(mod, name):
         raise ValueError(f"module {module!r} has no attribute {name!r}")
     return getattr(mod, name)
@@ -91,10 +116,14 @@ class DataConfig(_Section):
     ``train_limit``/``test_limit`` use the first N samples of each split (training and
     calibration / evaluation and simulation)."""
 
-    name: str = "digits"
-    root: str | None = None
-    train_limit: int | None = Field(default=None, ge=1)
-    test_limit: int | None = Field(default=None, ge=1)
+    name: str = Field(default="digits",
+        description="dataset (its files under data.root; digits ships with scikit-learn)")
+    root: str | None = Field(default=None,
+        description="folder holding the datasets; null: $SNN_DATA, else ~/.cache/snn/data")
+    train_limit: int | None = Field(default=None, ge=1,
+        description="use the first N training samples (training and calibration); null: all")
+    test_limit: int | None = Field(default=None, ge=1,
+        description="use the first N test samples (evaluation and simulation); null: all")
 
     @field_validator("name")
     @classmethod
@@ -110,18 +139,23 @@ class ModelConfig(_Section):
     (a state dict: ``.safetensors`` or ``torch.save``, loaded with ``weights_only=True``),
     from the zoo's ``pretrained`` weights, or from training (section ``train``)."""
 
-    name: str = "mlp"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str | None = None
-    pretrained: bool = False
+    name: str = Field(default="mlp",
+        description=("zoo model, or package.module:Class of your own nn.Module (found in the working directory or the "
+                     "config's folder)"))
+    kwargs: dict[str, Any] = Field(default_factory=dict,
+        description="arguments of the model's constructor (zoo models: those the dataset fills in may be left out)")
+    checkpoint: str | None = Field(default=None,
+        description=("state dict to load (.safetensors, or torch.save loaded with weights_only=True); null: train or "
+                     "pretrained"))
+    pretrained: bool = Field(default=False, description="load the zoo's published weights instead of training")
 
     @field_validator("name")
     @classmethod
-    def _known_model(cls, v: str) -> str:
+    def _known_model(cls, v: str, info: ValidationInfo) -> str:
         if ":" in v:
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
                 raise ValueError(f"{v!r} is not of the form package.module:Class")
-            user_class(v)
+            user_class(v, (info.context or {}).get("search", ()))
             return v
         from snn.zoo import MODELS
 
@@ -141,7 +175,7 @@ class ModelConfig(_Section):
             return v
         if ":" in name:
             try:
-                inspect.signature(user_class(name)).bind(**v)
+                inspect.signature(user_class(name, (info.context or {}).get("search", ()))).bind(**v)
             except TypeError as e:
                 raise ValueError(f"{name} does not accept them ({e})") from None
             return v
@@ -170,16 +204,19 @@ class TrainConfig(_Section):
     :func:`snn.zoo.qcfs`); with ``model.pretrained`` it fine-tunes the published weights
     (zoo models with pretrained weights only)."""
 
-    epochs: int = Field(default=10, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=128, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
-    weight_decay: float = Field(default=0.0, ge=0)
-    device: str = "cpu"
-    cache_dir: str | None = None
-    activation: Literal["relu", "qcfs"] = "relu"
-    levels: int = Field(default=8, ge=1)
+    epochs: int = Field(default=10, ge=1, description="training epochs")
+    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    batch_size: int = Field(default=128, ge=1, description="training batch size")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(default="adam", description="optimiser")
+    schedule: Literal["constant", "cosine", "onecycle"] = Field(default="constant",
+        description="learning-rate schedule")
+    weight_decay: float = Field(default=0.0, ge=0, description="weight decay (L2)")
+    device: str = Field(default="cpu", description="training device: cpu, cuda or cuda:N")
+    cache_dir: str | None = Field(default=None,
+        description="cache of trained zoo models; null: $SNN_CACHE/models (~/.cache/snn/models)")
+    activation: Literal["relu", "qcfs"] = Field(default="relu",
+        description="ANN activation: relu, or qcfs (conversion-aware training, Bu et al. 2022)")
+    levels: int = Field(default=8, ge=1, description="quantisation levels of the QCFS activation")
 
     _device = field_validator("device")(lambda cls, v: _check_device(v))
 
@@ -197,16 +234,23 @@ class ConvertConfig(_Section):
     2021's layer-wise bias correction on ``calibrate_samples`` simulated samples),
     ``method: mse`` and ``readout_delay: auto`` need ``timesteps``."""
 
-    method: str | None = None
-    percentile: float = Field(default=99.99, gt=0, le=100)
-    channelwise: bool | None = None
-    reset: str = "subtract"
-    v_init: float = 0.5
-    calibration_samples: int = Field(default=2048, ge=1)
-    timesteps: int | None = Field(default=None, ge=1)
-    calibrate: str | None = None
-    calibrate_samples: int = Field(default=256, ge=1)
-    readout_delay: int | Literal["auto"] = Field(default=0)
+    method: str | None = Field(default=None,
+        description="normalisation method; null: percentile, or mse with convert.timesteps")
+    percentile: float = Field(default=99.99, gt=0, le=100,
+        description="percentile of the activations that sets each scale (method: percentile), in percent (0, 100]")
+    channelwise: bool | None = Field(default=None,
+        description="one scale per channel; null: false, or true with convert.timesteps")
+    reset: str = Field(default="subtract", description="IF reset after a spike")
+    v_init: float = Field(default=0.5, description="initial membrane potential, a fraction of the threshold, in [0, 1)")
+    calibration_samples: int = Field(default=2048, ge=1, description="training samples that set the activation scales")
+    timesteps: int | None = Field(default=None, ge=1,
+        description="tune the conversion for this many steps (low-latency conversion); null: untuned")
+    calibrate: str | None = Field(default=None,
+        description=("layer-wise calibration on simulated spikes (bias: Li et al. 2021); null: none, or bias with "
+                     "convert.timesteps"))
+    calibrate_samples: int = Field(default=256, ge=1, description="samples simulated for calibrate: bias")
+    readout_delay: int | Literal["auto"] = Field(default=0,
+        description="steps before the readout starts integrating, or auto (SpikingJelly's delay-start estimate)")
 
     @field_validator("reset")
     @classmethod
@@ -262,16 +306,21 @@ class SimConfig(_Section):
     ``cluster: ray`` shards the samples across a Ray cluster (``address``, else a local
     cluster of ``workers`` CPUs) with results identical to one process (:mod:`snn.shard`)."""
 
-    backend: str = "snntorch"
-    timesteps: int = Field(default=64, ge=1)
-    encoding: str = "constant"
-    batch_size: int = Field(default=256, ge=1)
-    device: str = "cpu"
-    precision: Literal["float32", "float64"] = "float32"
-    options: dict[str, Any] = Field(default_factory=dict)
-    cluster: Literal["none", "ray"] = "none"
-    address: str | None = None
-    workers: int | None = Field(default=None, ge=1)
+    backend: str = Field(default="snntorch", description="simulator")
+    timesteps: int = Field(default=64, ge=1,
+        description="simulation steps T (the accuracy is recorded after every step)")
+    encoding: str = Field(default="constant", description="input encoding")
+    batch_size: int = Field(default=256, ge=1, description="simulation batch size")
+    device: str = Field(default="cpu", description="simulation device: cpu, cuda or cuda:N")
+    precision: Literal["float32", "float64"] = Field(default="float32",
+        description="floating-point precision of the simulation")
+    options: dict[str, Any] = Field(default_factory=dict,
+        description="backend options, e.g. {target: cython} for brian2")
+    cluster: Literal["none", "ray"] = Field(default="none",
+        description="ray: shard the samples across a Ray cluster (needs snn[ray])")
+    address: str | None = Field(default=None, description="Ray cluster address; null: start a local cluster")
+    workers: int | None = Field(default=None, ge=1,
+        description="shards / CPUs of the local Ray cluster; null: the cluster's CPUs")
 
     @field_validator("backend")
     @classmethod
@@ -279,6 +328,15 @@ class SimConfig(_Section):
         from snn.backends import BACKENDS
 
         return _one_of(v, BACKENDS, "backend")
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_installed(cls, v: str) -> str:
+        if v == "ray":  # named before any work, with the extra that brings it
+            from snn.shard import require_ray
+
+            _package_check(require_ray, "cluster: ray")
+        return v
 
     @field_validator("encoding")
     @classmethod
@@ -301,12 +359,15 @@ class EnergyConfig(_Section):
     or malformed file, a value out of range, a key that no pricing tier uses are errors), and
     every name in ``hardware`` must be a built-in profile or one of the file's."""
 
-    enabled: bool = True
-    profiles_file: str | None = None
-    hardware: list[str] = Field(default_factory=lambda: ["45nm-fp32", "loihi", "gpu-h100"], min_length=1)
-    batch_size: int = Field(default=1, ge=1)
-    grid_g_per_kwh: float = Field(default=475.0, gt=0)
-    pue: float = Field(default=1.0, ge=1)
+    enabled: bool = Field(default=True, description="price the run on the hardware profiles")
+    profiles_file: str | None = Field(default=None,
+        description="YAML/JSON file of your own hardware profiles (see snn.energy.load_profiles)")
+    hardware: list[str] = Field(default_factory=lambda: ["45nm-fp32", "loihi", "gpu-h100"], min_length=1,
+        description="hardware profiles to price the run on (`snn hardware` lists them)")
+    batch_size: int = Field(default=1, ge=1,
+        description="inferences per call on GPUs and CPUs (event chips run one at a time)")
+    grid_g_per_kwh: float = Field(default=475.0, gt=0, description="carbon intensity of the electricity, gCO2e per kWh")
+    pue: float = Field(default=1.0, ge=1, description="data-centre power usage effectiveness (>= 1)")
 
     @field_validator("profiles_file")
     @classmethod
@@ -344,9 +405,9 @@ class OutputConfig(_Section):
     root (runs go to ``<dir>/<name>/<timestamp>-<hash>/``), a folder inside the working
     directory; ``--results DIR`` (``results_dir=``) chooses any other root."""
 
-    dir: str = "results"
-    report: bool = True
-    save_network: bool = True
+    dir: str = Field(default="results", description="results root: runs go to <dir>/<name>/<timestamp>-<hash>/")
+    report: bool = Field(default=True, description="write report.html")
+    save_network: bool = Field(default=True, description="write the converted network as network.h5")
 
     @field_validator("dir")
     @classmethod
@@ -366,18 +427,21 @@ class ExperimentConfig(_Section):
     Small networks run fastest on one thread: their layers are too small to split, and
     spare threads spin-wait when the cores are shared."""
 
-    name: str = Field(pattern=NAME_RE, max_length=128)
-    description: str = ""
-    seed: int = Field(default=0, ge=0)
-    threads: int | None = Field(default=None, ge=1)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    convert: ConvertConfig = Field(default_factory=ConvertConfig)
-    sim: SimConfig = Field(default_factory=SimConfig)
-    energy: EnergyConfig = Field(default_factory=EnergyConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    name: str = Field(pattern=NAME_RE, max_length=128,
+        description="experiment name (required): letters, digits, _ . -")
+    description: str = Field(default="", description="free text, shown in the report")
+    seed: int = Field(default=0, ge=0, description="seed of training, encoding and sampling")
+    threads: int | None = Field(default=None, ge=1,
+        description="torch CPU threads; null: torch's default (one per core)")
+    data: DataConfig = Field(default_factory=DataConfig, description="dataset")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the ANN")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="ANN training")
+    convert: ConvertConfig = Field(default_factory=ConvertConfig, description="ANN -> SNN conversion")
+    sim: SimConfig = Field(default_factory=SimConfig, description="simulation")
+    energy: EnergyConfig = Field(default_factory=EnergyConfig, description="energy estimate")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="what a run writes")
+    sweep: dict[str, list[Any]] = Field(default_factory=dict,
+        description="key.path: [values, ...]: run every combination (snn sweep)")
 
     @field_validator("sweep")
     @classmethod
@@ -417,12 +481,13 @@ def _format_error(e: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def validate(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a config dict; raise :class:`ConfigError` (one line naming each key path)."""
+def validate(raw: Mapping[str, Any], source: str = "config", search: Sequence[str | Path] = ()) -> ExperimentConfig:
+    """Validate a config dict; raise :class:`ConfigError` (one line naming each key path).
+    ``search``: folders where a user's ``model.name: module:Class`` may be (see :func:`user_class`)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(raw).__name__}")
     try:
-        cfg = ExperimentConfig.model_validate(dict(raw))
+        cfg = ExperimentConfig.model_validate(dict(raw), context={"search": tuple(search)})
     except ValidationError as e:
         raise ConfigError(_format_error(e, source)) from None
     for key, values in cfg.sweep.items():
@@ -503,18 +568,20 @@ def load_config(config: str | Path | Mapping[str, Any] | ExperimentConfig,
     ``overrides``: ``["key.path=value", ...]`` (as on the command line) or a mapping
     ``{"key.path": value}``.
     """
+    search: tuple[Path, ...] = ()
     if isinstance(config, ExperimentConfig):
         raw, source = config.model_dump(), "config"
     elif isinstance(config, Mapping):
         raw, source = dict(config), "config"
     elif isinstance(config, (str, Path)):
         raw, source = read_yaml(config), str(config)
+        search = (Path(config).resolve().parent,)
     else:
         raise ConfigError(f"a config must be a path, a mapping or an ExperimentConfig, got {type(config).__name__}")
     ov = dict(overrides) if isinstance(overrides, Mapping) else parse_set(overrides)
     if ov:
         raw = apply_overrides(raw, ov)
-    return validate(raw, source + (" (with --set)" if ov else ""))
+    return validate(raw, source + (" (with --set)" if ov else ""), search)
 
 
 def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -542,3 +609,117 @@ def expand_sweep(cfg: ExperimentConfig) -> list[tuple[dict[str, Any], Experiment
         point = dict(zip(keys, values))
         runs.append((point, validate(apply_overrides(base, point), f"sweep point {point}")))
     return runs
+
+
+# --------------------------------------------------------------------------- self-documentation
+def _registry(module: str, name: str) -> Callable[[], list[str]]:
+    def names() -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(module), name))
+    return names
+
+
+VALID: dict[str, Callable[[], list[str]]] = {
+    "data.name": _registry("snn.data", "DATASETS"),
+    "model.name": lambda: [*_registry("snn.zoo", "MODELS")(), "package.module:Class"],
+    "convert.method": _registry("snn.conversion", "METHODS"),
+    "convert.calibrate": _registry("snn.conversion", "CALIBRATIONS"),
+    "convert.reset": lambda: list(__import__("snn.ir", fromlist=["IF"]).IF.RESETS),
+    "sim.backend": _registry("snn.backends", "BACKENDS"),
+    "sim.encoding": _registry("snn.encode", "ENCODINGS"),
+    "energy.hardware": _registry("snn.energy", "PROFILES"),
+}
+"""Key path -> its valid values, read from the registry that the validator checks against
+(``Literal`` fields list theirs from their type)."""
+
+
+def schema_keys(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[tuple[str, Any, bool]]:
+    """Every key of the schema, depth first: ``(key.path, pydantic field, is_section)``."""
+    out: list[tuple[str, Any, bool]] = []
+    for name, f in model.model_fields.items():
+        path = f"{prefix}{name}"
+        section = isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+        out.append((path, f, section))
+        if section:
+            out += schema_keys(f.annotation, path + ".")
+    return out
+
+
+def valid_values(path: str, field: Any) -> list[str]:
+    """The valid values of the key at ``path`` (empty where any value of its type goes)."""
+    import typing
+
+    if path in VALID:
+        return [str(v) for v in VALID[path]()]
+    ann = field.annotation
+    args = [ann] if typing.get_origin(ann) is Literal else [a for a in typing.get_args(ann) if a is not type(None)]
+    if not args or not all(typing.get_origin(a) is Literal for a in args):
+        return []  # e.g. ``int | Literal["auto"]``: its description says it
+    return [str(v) for a in args for v in typing.get_args(a)]
+
+
+def describe_key(path: str, field: Any) -> str:
+    """The key's one-line description, with its valid values."""
+    valid = valid_values(path, field)
+    return (field.description or "") + (f" (one of: {', '.join(valid)})" if valid else "")
+
+
+def _flow(v: Any) -> str:
+    """``v`` as one line of YAML (flow style)."""
+    text = yaml.safe_dump(v, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def describe(cfg: ExperimentConfig | None = None, width: int = 44) -> str:
+    """The resolved config ``cfg`` (default: every default, ``name`` left to fill in) as
+    YAML, each key followed by a comment with its description and valid values."""
+    data = to_dict(cfg if cfg is not None else ExperimentConfig(name="x"))
+    if cfg is None:
+        data["name"] = None
+    lines = []
+    for path, f, section in schema_keys():
+        parts = path.split(".")
+        value: Any = data
+        for p in parts:
+            value = value[p]
+        indent = "  " * (len(parts) - 1)
+        if section:
+            lines.append(f"{indent}{parts[-1]}:{' ' * max(1, width - len(indent) - len(parts[-1]) - 1)}"
+                         f"# {describe_key(path, f)}")
+            continue
+        text = f"{indent}{parts[-1]}: {_flow(value)}"
+        lines.append(f"{text.ljust(width - 1)} # {describe_key(path, f)}")
+    return "\n".join(lines) + "\n"
+
+
+def _rst_to_md(text: str) -> str:
+    """A docstring paragraph as one Markdown line (``x`` and :role:`x` -> `x`)."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", " ".join(text.split()))
+    return text.replace("``", "`")
+
+
+def docs_markdown() -> str:
+    """``docs/config.md``: every key of the schema with its default and description
+    (generated from the schema; ``snn config docs`` writes it, a test keeps it in sync)."""
+    defaults = to_dict(ExperimentConfig(name="x"))
+    head = ["| key | default | description |", "|---|---|---|"]
+
+    def row(path: str, f: Any, default: str) -> str:
+        return f"| `{path}` | {default} | {describe_key(path, f).replace('|', '/')} |"
+
+    top = [row(path, f, "required" if path == "name" else f"`{_flow(defaults[path])}`")
+           for path, f, section in schema_keys() if "." not in path and not section]
+    out = ["# Experiment config reference", "",
+           "Generated from the schema in `snn/config.py` by `snn config docs --out docs/config.md`; "
+           "a test keeps it in sync. `snn config show FILE` prints a config resolved with every default, "
+           "each key with its description. Unknown keys are errors; override any key on the command line "
+           "with `--set key.path=value`.", "", "## Top-level keys", "", *head, *top, ""]
+    for path, f, section in schema_keys():
+        if section and "." not in path:
+            doc = [_rst_to_md(par) for par in re.split(r"\n\s*\n", f.annotation.__doc__ or "") if par.strip()]
+            out += [f"## `{path}`: {f.description}", "", "\n\n".join(doc), "", *head]
+            out += [row(sub, sf, f"`{_flow(defaults[path][sub.split('.')[-1]])}`")
+                    for sub, sf, _ in schema_keys(f.annotation, path + ".")]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"

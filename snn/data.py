@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from snn.errors import DataError
-from snn.util import atomic_path
+from snn.util import activity, atomic_path
 
 SPLITS = ("train", "test")
 _CACHE_VERSION = 1
@@ -506,7 +506,8 @@ def _load_cached(ds: DatasetInfo, src: Source, folder: Path, split: str) -> tupl
                 return z["x"], z["y"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # a damaged cache entry is rebuilt below
-    x, y = _DECODERS[src.kind](src, folder, split)
+    with activity(f"snn: decoding {ds.name} {split} from {folder} (once; cached as arrays in {path.parent})"):
+        x, y = _DECODERS[src.kind](src, folder, split)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, x=x, y=y)

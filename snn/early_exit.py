@@ -25,7 +25,9 @@ simulates the batch once for ``T`` steps to find each sample's exit step ``t_i``
 energy it then simulates each group of samples that exit at the same step for exactly
 that many steps, which gives the spikes, neuron updates and per-step costs an
 early-exiting run spends (each sample is independent of the others in a batch), and
-prices each group with :func:`snn.energy_report`.
+prices each group with :func:`snn.energy_report`. The energy report of the full run
+carries the outcome (``EarlyExitResult.report.early_exit``) and renders it as its
+"Early exit" section: accuracy, mean and distribution of exit steps, energy saved.
 """
 from __future__ import annotations
 
@@ -104,8 +106,9 @@ class EarlyExitResult:
     prediction then; ``accuracy`` (with labels) and ``full_accuracy`` (after all
     ``max_steps``); ``energy``: per hardware profile, the mean dynamic (and, where the
     profile has platform terms, total) SNN energy per inference with early exit and with
-    the full ``max_steps``, and the fraction saved;
-    ``groups``: {exit step: samples}."""
+    the full ``max_steps``, and the fraction saved; ``report``: the
+    :class:`snn.energy.EnergyReport` of the full ``max_steps`` run with this outcome as its
+    ``early_exit`` section (None without energy); ``groups``: {exit step: samples}."""
 
     beta: float
     max_steps: int
@@ -115,6 +118,7 @@ class EarlyExitResult:
     full_accuracy: float | None
     energy: dict[str, dict[str, float]] = field(default_factory=dict)
     groups: dict[int, int] = field(default_factory=dict)
+    report: Any = None
 
     @property
     def mean_steps(self) -> float:
@@ -171,27 +175,32 @@ def early_exit(net: Any, x: Any, max_steps: int, beta: float = 1.0, labels: Any 
                           full_accuracy=None if y is None else float((outputs[-1].argmax(-1) == y).mean()),
                           groups={int(t): int((t_exit == t).sum()) for t in np.unique(t_exit)})
     if energy:
-        res.energy = _energy(net, x, t_exit, max_steps, hardware, sim_kwargs)
+        res.energy, res.report = _energy(net, x, t_exit, max_steps, hardware, sim_kwargs, labels=y)
+        res.report.early_exit = res.to_dict()
     return res
 
 
 def _energy(net: Any, x: np.ndarray, t_exit: np.ndarray, max_steps: int, hardware: Any,
-            sim_kwargs: dict[str, Any]) -> dict[str, dict[str, float]]:
+            sim_kwargs: dict[str, Any], labels: np.ndarray | None = None) -> tuple[dict[str, dict[str, float]], Any]:
     """Mean SNN energy per inference with early exit (each exit-step group simulated for
-    exactly its steps and priced) and with all ``max_steps`` steps, per profile."""
+    exactly its steps and priced) and with all ``max_steps`` steps, per profile; and the
+    energy report of the full run."""
     from snn.energy import energy_report
     from snn.simulate import simulate
 
-    def priced(idx: np.ndarray, steps: int) -> dict[str, dict[str, float]]:
+    def priced(idx: np.ndarray, steps: int, full: bool = False) -> Any:
         r = simulate(net, x[idx], steps, record="steps", **sim_kwargs)
-        rep = energy_report(net, r, hardware=hardware)
+        return energy_report(net, r, hardware=hardware, **({"x": x, "labels": labels} if full else {}))
+
+    def joules(rep: Any) -> dict[str, dict[str, float]]:
         return {p: {k: e[k] for k in ("snn_dynamic_j", "snn_total_j")} for p, e in rep.energy.items()}
 
-    full = priced(np.arange(len(x)), max_steps)
+    report = priced(np.arange(len(x)), max_steps, full=True)
+    full = joules(report)
     acc = {p: {k: 0.0 for k, v in e.items() if v is not None} for p, e in full.items()}
     for t in np.unique(t_exit):
         idx = np.nonzero(t_exit == t)[0]
-        part = priced(idx, int(t))
+        part = joules(priced(idx, int(t)))
         for p in acc:
             for k in acc[p]:
                 acc[p][k] += part[p][k] * len(idx) / len(x)
@@ -201,4 +210,4 @@ def _energy(net: Any, x: np.ndarray, t_exit: np.ndarray, max_steps: int, hardwar
             if k in acc[p]:
                 out.setdefault(p, {}).update({f"early_exit_{short}_j": acc[p][k], f"full_{short}_j": full[p][k],
                                               f"saved_{short}": 1 - acc[p][k] / full[p][k]})
-    return out
+    return out, report

@@ -15,3 +15,13 @@ class ConfigError(SnnError):
 
 class DataError(SnnError):
     """A dataset is missing, corrupt, or fails its checksum."""
+
+
+class MissingExtra(SnnError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (``pip install 'snn[ray]'``; in a clone: ``pip install -e '.[ray]'``)."""
+
+    def __init__(self, what: str, extra: str, package: str) -> None:
+        super().__init__(f"{what} needs {package}, which is not installed: pip install 'snn[{extra}]' "
+                         f"(in a clone: pip install -e '.[{extra}]')")
+        self.extra = extra

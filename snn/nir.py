@@ -63,7 +63,7 @@ from typing import Any, Callable
 import numpy as np
 
 from snn import ir
-from snn.errors import SnnError
+from snn.errors import MissingExtra, SnnError
 from snn.network import SpikingNetwork
 from snn.util import atomic_path
 
@@ -75,7 +75,7 @@ def _nir():
     try:
         import nir
     except ImportError as e:  # pragma: no cover - the test extra installs it
-        raise SnnError("NIR export/import needs the 'nir' package: pip install 'snn[nir]'") from e
+        raise MissingExtra("NIR export/import", "nir", "the 'nir' package") from e
     return nir
 
 

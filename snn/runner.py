@@ -141,6 +141,59 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
     return model.to("cpu").eval(), {"source": "trained", "metrics": metrics}
 
 
+# --------------------------------------------------------------------------- the ANN in the run folder
+MODEL_FILE = "model.safetensors"
+"""The run's ANN: its state dict (safetensors), with :func:`model_spec` in the header's
+``snn_meta`` (also in ``config.yaml``), so it can be rebuilt without the run's cache."""
+
+
+def model_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What rebuilds the run's ANN around its state dict: ``{"model", "kwargs", "dataset",
+    "activation", "levels"}``: ``model`` a zoo name or ``module:Class``, built with ``kwargs``
+    (for zoo models the arguments the dataset fills in included), its ReLUs swapped for QCFS
+    of ``levels`` levels when ``activation`` is ``qcfs`` (:func:`snn.zoo.qcfs`)."""
+    from snn import data as dmod
+    from snn import zoo
+
+    m, t = cfg.model, cfg.train
+    if ":" in m.name:
+        kwargs = dict(m.kwargs)
+    elif m.pretrained and t.activation != "qcfs":
+        kwargs = {}  # snn.zoo.load_pretrained builds the zoo's defaults
+    else:
+        ds = dmod.info(cfg.data.name)
+        kwargs = {**zoo.dataset_kwargs(m.name, ds.shape, ds.num_classes), **m.kwargs}
+    return {"model": m.name, "kwargs": kwargs, "dataset": cfg.data.name, "activation": t.activation,
+            "levels": t.levels}
+
+
+def load_run_model(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The ANN a run saved (``<run_dir>/model.safetensors``), rebuilt from the spec in its
+    header (:func:`model_spec`) and loaded safely, in eval mode; returns (model, spec)."""
+    from snn import train as tr
+    from snn import zoo
+    from snn.errors import SnnError
+
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise SnnError(f"{run_dir} holds no {MODEL_FILE} (runs written before it was saved: convert their "
+                       "checkpoint with --arch)")
+    spec = tr._read_checkpoint(path)[1]
+    if not {"model", "kwargs", "activation", "levels"} <= set(spec):
+        raise SnnError(f"{path}: its header holds no model spec (snn_meta); not written by `snn run`")
+    if ":" in spec["model"]:
+        try:
+            model = user_class(spec["model"], (Path(run_dir),))(**spec["kwargs"])
+        except ValueError as e:
+            raise SnnError(f"{path}: cannot rebuild model {spec['model']}: {e}") from None
+    else:
+        model = zoo.create_model(spec["model"], **spec["kwargs"])
+    if spec["activation"] == "qcfs":
+        model = zoo.qcfs(model, spec["levels"])
+    tr.load_checkpoint(model, path)
+    return model.eval(), spec
+
+
 # --------------------------------------------------------------------------- simulation helpers
 def curve_points(T: int, n: int = 8) -> list[int]:
     """About ``n`` timesteps spread geometrically over 1..T, always including T."""
@@ -232,18 +285,27 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
                       calibrate_samples=c.calibrate_samples, readout_delay=c.readout_delay)
     stage("convert")
 
+    from snn.backends import get_backend
+
+    backend = get_backend(s.backend)
+    if hasattr(backend, "prepare") and s.cluster != "ray":  # compiled once per environment, timed apart
+        backend.prepare(device=s.device, **s.options)
+    stage("build")
+
     res = snn.simulate(net, x_te, timesteps=s.timesteps, backend=s.backend, encoding=s.encoding,
                        batch_size=s.batch_size, device=s.device, precision=s.precision, seed=cfg.seed,
                        record="steps", progress=progress, cluster=s.cluster,
-                       address=s.address, workers=s.workers, **s.options)
+                       address=s.address, workers=s.workers, ray_logs=str(root / cfg.name / "ray-logs"),
+                       **s.options)
     acc = res.accuracy(y_te)
     log(f"[{cfg.name}] SNN {s.backend}, T={s.timesteps}: test accuracy {100 * acc[-1]:.2f}% "
-        f"(simulated in {res.wall_time_s:.1f} s)")
+        f"(simulated in {res.wall_time_s:.2f} s)")
     stage("simulate")
 
     energy = None
     if cfg.energy.enabled:
         e = cfg.energy
+        log(f"[{cfg.name}] energy: counting operations and pricing on {', '.join(e.hardware)}")
         energy = snn.energy_report(net, res, hardware=e.hardware, x=x_te, labels=y_te, profiles_file=e.profiles_file,
                                    batch_size=e.batch_size, grid_g_per_kwh=e.grid_g_per_kwh, pue=e.pue, name=cfg.name)
         stage("energy")
@@ -265,12 +327,13 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
         "firing_rates": run_data.firing_rates(),
         **ops,
         "energy": {p: {k: v.get(k) for k in SUMMARY_ENERGY} for p, v in energy.energy.items()} if energy else None,
-        "sweep_point": dict(sweep_point or {}), "timings_s": timings,
+        "model_file": MODEL_FILE, "sweep_point": dict(sweep_point or {}), "timings_s": timings,
     }
 
     with new_run(root, cfg.name, h) as rd:
         atomic_write_text(rd.path / "config.yaml", f"# config hash: {h}\n" + to_yaml(cfg))
         write_results(rd.path / "results.h5", run_data)
+        tr.save_checkpoint(model, rd.path / MODEL_FILE, meta=model_spec(cfg))
         if cfg.output.save_network:
             net.save(rd.path / "network.h5")
         if energy:

@@ -9,22 +9,26 @@ the result is identical to simulating in one process with the same ``batch_size`
 
 The cluster is the one at ``address`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``),
 the one this process is already connected to, or a local cluster of ``workers`` CPUs
-started for the call and stopped after it. Ray's own logs stay in its session directory
-(``/tmp/ray/session_latest/logs``); workers' output is not forwarded to this process. The
+started for the call and stopped after it (:func:`ray_session`: quietly, its logs moved to
+``logs``, nothing left in ``/tmp``); workers' output is not forwarded to this process. The
 graph and the inputs travel through Ray's object store, so the workers need ``snn`` (and the
 backend's simulator) installed, but no shared file system.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
 from snn import ir
-from snn.errors import SnnError
+from snn.errors import MissingExtra, SnnError
 
 ENV = ("SNN_CACHE",)
 """Environment variables the driver passes to its workers (where compiled code is cached)."""
@@ -53,37 +57,75 @@ def _shard(graph: ir.Graph, xs: np.ndarray, offset: int, backend: str, batch_siz
             "node": os.uname().nodename, "pid": os.getpid()}
 
 
-def _ray():
+def require_ray(what: str = "cluster='ray'") -> Any:
+    """The ``ray`` module; :class:`MissingExtra` naming ``snn[ray]`` if it is not installed."""
     try:
         import ray
     except ImportError as e:
-        raise SnnError("cluster='ray' needs Ray: pip install 'ray[default]'") from e
+        raise MissingExtra(what, "ray", "Ray") from e
     return ray
 
 
-def run_ray(graph: ir.Graph, xs: np.ndarray, backend: str, batch_size: int, settings: dict[str, Any],
-            options: dict[str, Any], address: str | None = None, workers: int | None = None
-            ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    """Simulate ``xs`` in shards on Ray; returns (outputs, spike sums, step sums, info).
+def default_logs() -> Path:
+    """Where the logs of a local cluster go when no folder is given: ``$SNN_CACHE/ray-logs``
+    (default ``~/.cache/snn/ray-logs``)."""
+    base = os.environ.get("SNN_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "snn") / "ray-logs"
 
-    ``workers``: the shards (default: the cluster's CPUs), and the CPUs of a local cluster
-    started here when ``address`` is None and this process is not connected to one."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
-                                or workers < 1):
-        raise SnnError(f"workers must be a positive integer, got {workers!r}")
-    ray = _ray()
-    t0 = time.perf_counter()
+
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int | None, logs: str | Path | None,
+                what: str = "cluster='ray'", forward: bool = False) -> Iterator[tuple[Any, bool]]:
+    """Ray, connected for the block: yields ``(ray, started)``. Unless this process is already
+    connected, it connects to ``address`` or starts a local cluster of ``workers`` CPUs
+    (``started``), quietly (no dashboard, Ray's own messages at ERROR level; ``forward``:
+    print the workers' output here). A local cluster keeps its session in a private
+    temporary folder (short: Ray's socket paths are limited to 107 characters); when it
+    stops, its ``logs`` folder is moved to ``logs/<session>/`` (default :func:`default_logs`)
+    and the rest removed, so nothing is left in ``/tmp``."""
+    ray = require_ray(what)
     started = not ray.is_initialized()
+    tmp = None
     if started:
-        kw: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR, include_dashboard=False)
+        kw: dict[str, Any] = dict(log_to_driver=forward, logging_level=logging.ERROR, include_dashboard=False)
         try:
             if address:
                 ray.init(address=address, **kw)
             else:
-                ray.init(num_cpus=workers, **kw)
+                tmp = tempfile.mkdtemp(prefix="snn-ray-")
+                ray.init(num_cpus=workers, _temp_dir=tmp, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise SnnError(f"cannot start or reach a Ray cluster at {address or 'a local cluster'}: {e}") from None
     try:
+        yield ray, started
+    finally:
+        if started:
+            ray.shutdown()
+        if tmp:
+            dest = Path(logs) if logs is not None else default_logs()
+            for session in Path(tmp).glob("session_2*"):
+                if (session / "logs").is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(session / "logs"), str(dest / session.name))
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_ray(graph: ir.Graph, xs: np.ndarray, backend: str, batch_size: int, settings: dict[str, Any],
+            options: dict[str, Any], address: str | None = None, workers: int | None = None,
+            logs: str | Path | None = None
+            ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    """Simulate ``xs`` in shards on Ray; returns (outputs, spike sums, step sums, info).
+
+    ``workers``: the shards (default: the cluster's CPUs), and the CPUs of a local cluster
+    started here when ``address`` is None and this process is not connected to one;
+    ``logs``: where that local cluster's logs are kept (:func:`ray_session`)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 1):
+        raise SnnError(f"workers must be a positive integer, got {workers!r}")
+    t0 = time.perf_counter()
+    with ray_session(address, workers, logs) as (ray, started):
         t_up = time.perf_counter() - t0
         cpus = int(ray.cluster_resources().get("CPU", 1))
         parts = shards(len(xs), batch_size, workers or cpus)
@@ -111,6 +153,3 @@ def run_ray(graph: ir.Graph, xs: np.ndarray, backend: str, batch_size: int, sett
                 "shards": [{"start": a, "stop": b, "wall_s": d["wall_s"], "node": d["node"], "pid": d["pid"]}
                            for (a, b), d in zip(parts, done)]}
         return outputs, sums, steps, info
-    finally:
-        if started:
-            ray.shutdown()

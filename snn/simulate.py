@@ -90,7 +90,8 @@ def _to_numpy(x: Any) -> np.ndarray:
 def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encoding: str = "constant",
              batch_size: int = 256, device: str = "cpu", precision: str = "float32", seed: int = 0,
              record: str = "steps", progress: bool = False, cluster: str | None = None,
-             address: str | None = None, workers: int | None = None, **options: Any) -> SimulationResult:
+             address: str | None = None, workers: int | None = None, ray_logs: str | None = None,
+             **options: Any) -> SimulationResult:
     """Simulate ``net`` on ``x`` for ``timesteps`` steps with a named backend.
 
     Every IF layer follows the equations of :mod:`snn.ir` (all layers advance in the same
@@ -118,6 +119,8 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
         address, workers: with ``cluster="ray"``, the cluster's address (default: the one this
             process is connected to, else a local cluster started for the call) and the number
             of shards (default: the cluster's CPUs; also the CPUs of a local cluster).
+        ray_logs: the folder a local Ray cluster's logs are moved to when it stops (default
+            ``$SNN_CACHE/ray-logs``; :func:`snn.shard.ray_session`).
         **options: backend options: ``target=``, ``group=``, ``run_samples=`` for brian2;
             ``impl=``, ``event=``, ``chunk=`` for snntorch (see :func:`snn.backends.snntorch.run`).
 
@@ -171,6 +174,8 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
         raise SnnError("inputs contain NaN or inf")
     enc.check_encoding(encoding, xs)
 
+    if hasattr(mod, "prepare") and cluster != "ray":  # a build, not timed as simulation
+        mod.prepare(device=device, **options)
     t0 = time.perf_counter()
     settings = dict(timesteps=int(timesteps), encoding=encoding, seed=int(seed), precision=precision,
                     device=device, record=record)
@@ -179,7 +184,7 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
         from snn.shard import run_ray
 
         outs, sums, steps, info["cluster"] = run_ray(graph, xs, backend, int(batch_size), settings, options,
-                                                     address=address, workers=workers)
+                                                     address=address, workers=workers, logs=ray_logs)
     else:
         outs, sums, steps = run_batches(mod, graph, xs, 0, int(batch_size), settings, options, progress, backend)
     return SimulationResult(
@@ -207,11 +212,11 @@ def run_batches(mod: Any, graph: ir.Graph, xs: np.ndarray, offset: int, batch_si
 
         ctx = contextlib.nullcontext(one)
     outs, sums, steps = [], {}, {}
-    starts = range(0, len(xs), batch_size)
+    starts: Any = range(0, len(xs), batch_size)
     if progress:
-        from tqdm import tqdm
+        from snn.util import progress as bar
 
-        starts = tqdm(starts, desc=f"simulate ({label})", unit="batch")
+        starts = bar(starts, f"simulate ({label})", "batch")
     with ctx as run_batch:
         for s in starts:
             rec = run_batch(xs[s:s + batch_size], offset + s)

@@ -134,6 +134,10 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
     cfg = load_config(config, overrides)
     if workers < 1:
         raise SnnError(f"--workers must be >= 1, got {workers}")
+    if use_ray:  # before any work
+        from snn.shard import require_ray
+
+        require_ray("`--ray`")
     root = Path(results_dir if results_dir is not None else cfg.output.dir).resolve()
     exp = experiment_dir(root, cfg.name)  # where the runs (and their comparison) will go: checked before any work
     if compare:
@@ -158,7 +162,7 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
                 f"(ANN {100 * outcome[1]['ann_accuracy']:.2f}%) -> {outcome[0]} ({time.perf_counter() - t0:.0f} s)")
 
     if jobs and use_ray:
-        _run_ray(jobs, str(root), workers, address, finished, log)
+        _run_ray(jobs, str(root), cfg.name, workers, address, finished, log)
     elif jobs and workers > 1:
         _run_local(jobs, str(root), workers, finished)
     else:
@@ -201,25 +205,16 @@ def _published(cfg_dict: dict[str, Any], root: str) -> tuple[str, dict[str, Any]
     return (str(hit), json.loads((hit / "summary.json").read_text())) if hit else None
 
 
-def _run_ray(jobs: list[tuple[dict, dict]], root: str, workers: int, address: str | None,
+def _run_ray(jobs: list[tuple[dict, dict]], root: str, name: str, workers: int, address: str | None,
              finished: Callable[[dict, Any], None], log: Log = _stderr) -> None:
     """Run the jobs as Ray tasks (1 CPU each); starts (and stops) a local cluster when
-    ``address`` is None. A task whose worker died is submitted again (:data:`LOST_RETRIES`)."""
-    try:
-        import ray
-    except ImportError as e:
-        raise SnnError("`--ray` needs Ray: pip install 'ray[default]'") from e
+    ``address`` is None, its logs kept in ``<root>/<name>/ray-logs/`` (:func:`snn.shard.ray_session`).
+    A task whose worker died is submitted again (:data:`LOST_RETRIES`)."""
+    from snn.shard import ray_session
+
     env = {k: os.environ[k] for k in ("SNN_DATA", "SNN_CACHE") if k in os.environ}
-    started = not ray.is_initialized()
-    if started:
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=True)
-            else:
-                ray.init(num_cpus=workers if workers > 1 else None, include_dashboard=False, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise SnnError(f"cannot start or reach a Ray cluster at {address or 'a local cluster'}: {e}") from None
-    try:
+    with ray_session(address, workers if workers > 1 else None, Path(root) / name / "ray-logs", what="`--ray`") \
+            as (ray, _):
         task = ray.remote(num_cpus=1, max_retries=0)(run_point)  # retried here, after a look for its run
         lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
                 ray.exceptions.LocalRayletDiedError)
@@ -241,6 +236,3 @@ def _run_ray(jobs: list[tuple[dict, dict]], root: str, workers: int, address: st
             except ray.exceptions.RayError as e:
                 outcome = e
             finished(p, outcome)
-    finally:
-        if started:
-            ray.shutdown()

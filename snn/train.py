@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from snn.errors import SnnError
-from snn.util import atomic_path
+from snn.util import atomic_path, interactive
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -113,8 +113,8 @@ def train(model: nn.Module, x: Any, y: Any, *, epochs: int, lr: float = 1e-3, ba
             model.train()
             perm = torch.randperm(len(xt), generator=shuffle)
             loss_sum, correct = 0.0, 0
-            bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
-                       unit="batch")
+            bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not (progress and interactive()),
+                       leave=False, unit="batch")  # in a log file: only the line per epoch below
             for s in bar:
                 idx = perm[s * batch_size:(s + 1) * batch_size]
                 xb, yb = xt[idx].to(dev, non_blocking=True), yt[idx].to(dev, non_blocking=True)

@@ -32,7 +32,8 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "snn.onnx": ({"snn.ir", "snn.errors"}, {"torch", "brian2", "snntorch"}),
     "snn.conversion": ({"snn.ir", "snn.ir_torch", "snn.trace", "snn.network", "snn.errors"}, {"brian2", "snntorch"}),
     "snn.network": ({"snn.ir", "snn.errors", "snn.util", "snn.backends"}, {"brian2"}),
-    "snn.simulate": ({"snn.ir", "snn.encode", "snn.errors", "snn.backends", "snn.shard"}, {"brian2", "snntorch"}),
+    "snn.simulate": ({"snn.ir", "snn.encode", "snn.errors", "snn.backends", "snn.shard", "snn.util"},
+                     {"brian2", "snntorch"}),
     "snn.shard": ({"snn.ir", "snn.errors", "snn.backends", "snn.simulate"}, {"torch", "brian2", "snntorch"}),
     "snn.backends": ({"snn.backends", "snn.ir", "snn.encode", "snn.ir_torch", "snn.errors", "snn.util"},
                      {"snntorch", "brian2"}),
@@ -52,7 +53,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "snn.lava": ({"snn.ir", "snn.errors", "snn.network", "snn.util"}, {"torch", "brian2", "snntorch"}),
     "snn.quantization": ({"snn.ir", "snn.errors", "snn.network"}, {"torch", "brian2", "snntorch"}),
 }
-TOP = ("snn", "snn.config", "snn.runner", "snn.results", "snn.report", "snn.cli", "snn.sweep")
+TOP = ("snn", "snn.config", "snn.runner", "snn.results", "snn.report", "snn.cli", "snn.sweep", "snn.doctor")
 ROOT = Path(__file__).resolve().parents[1] / "snn"
 
 

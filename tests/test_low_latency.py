@@ -4,6 +4,8 @@ used for calibration, and QCFS conversion-aware training. Every new option runs 
 backend with identical spikes (the catalogue of tests/test_node_types.py, converted with it)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ import snn
 from snn import conversion as cv
 from snn import early_exit as ee
 from snn import ir, ir_torch, zoo
+from snn.energy.report import fmt
 from snn.errors import ConversionError, SnnError
 from snn.trace import QCFS
 from tests.test_node_types import CASES, VARIANTS, _randomise_bn
@@ -351,6 +354,14 @@ def test_guaranteed_early_exit_keeps_every_prediction(digits, digits_resnet):
     assert r.accuracy == r.full_accuracy and r.mean_steps < 24
     e = r.energy["45nm-fp32"]
     assert 0 < e["saved_dynamic"] < 1 and e["early_exit_dynamic_j"] < e["full_dynamic_j"]
+    # the energy report of the full run carries the outcome and renders it, also after a JSON round trip
+    assert r.report.early_exit == r.to_dict() and r.report.totals.timesteps == 24
+    back = snn.energy.EnergyReport.from_dict(json.loads(json.dumps(r.report.to_dict())))
+    for text in (r.report.markdown(), back.markdown(), r.report.table()):
+        assert f"Early exit (beta = 1, at most 24 steps, 120 samples): accuracy {fmt(r.accuracy)}" in text
+        assert f"45nm-fp32 {100 * e['saved_dynamic']:.1f} % (dynamic)" in text
+    md = back.markdown()
+    assert "| exit step | samples |" in md and f"| {r.steps.max()} | {r.groups[int(r.steps.max())]} |" in md
     loose = ee.early_exit(net, x, 24, beta=0.1, labels=y, energy=False, outputs=full.outputs)
     assert loose.mean_steps < r.mean_steps and sum(loose.groups.values()) == 120
     assert loose.to_dict()["steps_histogram"] == loose.groups

@@ -11,7 +11,10 @@ A backend is a module with
 * optionally ``session(graph, *, timesteps, encoding, seed, precision, device, record, **options)``:
   a context manager yielding ``run_batch(x, start) -> BatchRecord``, for a backend that sets
   up once per simulation rather than per batch (brian2 builds its ``Network`` once);
-  :func:`snn.simulate` uses it when present.
+  :func:`snn.simulate` uses it when present;
+* optionally ``prepare(*, device, **options)``: builds what the backend compiles once per
+  environment (the snntorch backend's fused CPU kernels); :func:`snn.simulate` calls it
+  before it starts timing, so a first run's build is not counted as simulation time.
 
 The registry maps a name to its module, imported lazily so that a backend's simulator is
 loaded only when it is used. :func:`check_graph` is what :func:`snn.simulate` runs before

@@ -220,6 +220,35 @@ def load_profiles(path: str | Path) -> dict[str, Profile]:
         raise SnnError(f"{path}: {e}") from None
 
 
+UNITS = {"peak_flops": "FLOP/s", "mem_bw": "B/s", "bytes_per_value": "B", "board_power_w": "W",
+         "flops_per_neuron_update": "FLOP", "neurons_per_core": "neurons", "cores_per_chip": "cores",
+         "embodied_kg": "kg CO2e", "service_life_years": "years", "efficiency": "", "event_driven": ""}
+"""Unit of each constant that its name does not give (``e_*``: J, ``*_w``: W, ``*_s``: s)."""
+
+
+def unit(key: str) -> str:
+    """The SI unit of constant ``key``."""
+    if key in UNITS:
+        return UNITS[key]
+    return "J" if key.startswith("e_") else "W" if key.endswith("_w") else "s" if key.endswith("_s") else ""
+
+
+def constants(profile: Profile) -> list[dict[str, Any]]:
+    """Every constant the profile's tiers use, in tier order: ``{tier, key, value, unit,
+    source, range, calibrated}``; an optional constant the profile leaves out is listed
+    with its default (source ``"default"``); a tier the profile does not give is left out."""
+    rows = []
+    for tier, spec in TIERS[profile.kind].items():
+        if tier != "compute" and not profile.has(tier):
+            continue
+        for key in spec.required + spec.optional:
+            given = key in profile.values
+            rows.append({"tier": tier, "key": key, "value": profile.get(key), "unit": unit(key),
+                         "source": profile.sources[key] if given else "default (not given by the profile)",
+                         "range": profile.ranges.get(key), "calibrated": profile.calibrated.get(key)})
+    return rows
+
+
 def resolve(hardware: Any, extra: dict[str, Profile] | None = None) -> list[Profile]:
     """Profiles named in ``hardware`` (names, :class:`Profile` objects, or one name);
     an unknown name lists the known ones."""

@@ -73,7 +73,11 @@ class EnergyReport:
     ``ratio = ANN J / SNN J`` (above 1 the SNN is cheaper) and ``basis`` says which energy
     the headline figures use (total where the profile has a platform tier, else dynamic).
     ``per_step``: SNN energy (dynamic and total) after each timestep per profile, next to
-    accuracy when labels were given.
+    accuracy when labels were given. ``early_exit``: what early exit per sample gave on
+    this network (:meth:`snn.early_exit.EarlyExitResult.to_dict`: the rule's ``beta``,
+    accuracy with and without it, the distribution of exit steps and, per profile, the
+    energy per inference with early exit, with all ``T`` steps and the fraction saved), or
+    None.
     """
 
     totals: Totals
@@ -85,6 +89,7 @@ class EnergyReport:
     meta: dict[str, Any] = field(default_factory=dict)
     per_step: dict[str, Any] | None = None
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    early_exit: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ queries
     def cheapest_timesteps(self, accuracy: float, profile: str) -> dict[str, Any] | None:
@@ -116,7 +121,7 @@ class EnergyReport:
         return jsonable({"format": "snn.EnergyReport", "version": 2, "meta": self.meta, "totals": self.totals.to_dict(),
                          "layers": self.layers, "energy": self.energy, "per_step": self.per_step,
                          "assumptions": self.assumptions, "profiles": self.profiles, "carbon": self.carbon,
-                         "measurements": self.measurements})
+                         "measurements": self.measurements, "early_exit": self.early_exit})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EnergyReport":
@@ -127,7 +132,7 @@ class EnergyReport:
                            "dynamic and total energy); re-run the energy report")
         return cls(totals=Totals.from_dict(d["totals"]), layers=d["layers"], energy=d["energy"], assumptions=d["assumptions"],
                    profiles=d["profiles"], carbon=d["carbon"], meta=d.get("meta", {}), per_step=d.get("per_step"),
-                   measurements=d.get("measurements", []))
+                   measurements=d.get("measurements", []), early_exit=d.get("early_exit"))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "EnergyReport":
@@ -273,7 +278,7 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
                       f"{rep.meta.get('batch_size', 1)} on GPUs/CPUs; dynamic = compute + runtime power, total = "
                       f"dynamic + idle/static power ('-': the profile has no platform tier); memory accesses SNN "
                       f"{fmt(t.memory_accesses)}, ANN {fmt(t.ann_memory_accesses)}; measured firing rate "
-                      f"{fmt(t.firing_rate)} spikes/neuron/step")]
+                      f"{fmt(t.firing_rate)} spikes/neuron/step")] + _early_exit_blocks(rep, h, brief=True)
     blocks: list[Block] = [
         ("p", f"T = {t.timesteps} steps, {t.encoding} encoding, {t.n_samples} samples, backend "
               f"{rep.meta.get('backend', '?')}, batch {rep.meta.get('batch_size', 1)} on GPUs/CPUs. All figures per "
@@ -305,6 +310,7 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
                        ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, "
                                            f"{fmt(c['energy_j'])} J ({c['basis']})"
                                            if c else "not reached") for p, c in ps["cheapest"].items()])]
+    blocks += _early_exit_blocks(rep, h)
     if rep.measurements:
         blocks += [h("Measurements"), ("table", list(rep.measurements[0]),
                                        [[fmt(v) for v in r.values()] for r in rep.measurements])]
@@ -321,6 +327,35 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
                                                  if k in d["ranges"] else "") + f": {d['sources'][k]}"
                            + (f" [CALIBRATED on {cal[k]}]" if k in cal else "") for k, v in d["values"].items()])]
     return blocks
+
+
+def _early_exit_blocks(rep: EnergyReport, h: Any, brief: bool = False) -> list[Block]:
+    """The early-exit section (:mod:`snn.early_exit`): accuracy, exit steps, energy saved."""
+    ee = rep.early_exit
+    if not ee:
+        return []
+    acc = f"accuracy {fmt(ee['accuracy'])} (all {ee['max_steps']} steps: {fmt(ee['full_accuracy'])})" \
+        if ee.get("accuracy") is not None else "no labels"
+    line = (f"Early exit (beta = {fmt(ee['beta'])}, at most {ee['max_steps']} steps, {ee['n_samples']} samples): "
+            f"{acc}; mean {fmt(ee['mean_steps'])} steps, median {fmt(ee['median_steps'])}; energy saved "
+            + (", ".join(f"{p} {100 * e.get('saved_total', e['saved_dynamic']):.1f} % "
+                         f"({'total' if 'saved_total' in e else 'dynamic'})" for p, e in ee["energy"].items())
+               or "not priced"))
+    if brief:
+        return [("p", line)]
+    rows = [[p] + [fmt(e.get(f"{k}_{b}_j")) for b in ("dynamic", "total") for k in ("early_exit", "full")]
+            + [f"{100 * e['saved_dynamic']:.1f} %", f"{100 * e['saved_total']:.1f} %" if "saved_total" in e else "-"]
+            for p, e in ee["energy"].items()]
+    hist = ee["steps_histogram"]
+    return [h("Early exit"),
+            ("p", line + ". Rule (snn.early_exit): a sample stops after step t once its leading output a beats "
+                  "every other class c by more than beta x (steps left) x D[a, c], D being the largest change of "
+                  "the readout gap one step of spikes can bring; beta = 1 keeps every prediction of the full run. "
+                  "Energy: each group of samples exiting at the same step re-simulated for its steps and priced "
+                  "like the rest of this report."),
+            ("table", ["profile", "early-exit dyn J", "full dyn J", "early-exit total J", "full total J",
+                       "saved dyn", "saved total"], rows),
+            ("table", ["exit step", "samples"], [[k, v] for k, v in sorted(hist.items(), key=lambda kv: int(kv[0]))])]
 
 
 # --------------------------------------------------------------------------- compare

@@ -14,9 +14,9 @@ Its rooms:
 * :mod:`~snn.backends.snntorch.kernels`: build, cache and load of the fused C++ CPU
   kernels, whose source is ``csrc/fused.cpp``.
 """
-from snn.backends.snntorch.engine import DTYPES, OPTIONS, STATEFUL, SUPPORTED, run
+from snn.backends.snntorch.engine import DTYPES, OPTIONS, STATEFUL, SUPPORTED, prepare, run
 from snn.backends.snntorch.event_cost import EVENT_COST, event_wins
 from snn.backends.snntorch.export import SnnTorchNetwork, to_snntorch
 
-__all__ = ["DTYPES", "EVENT_COST", "OPTIONS", "STATEFUL", "SUPPORTED", "SnnTorchNetwork", "event_wins", "run",
-           "to_snntorch"]
+__all__ = ["DTYPES", "EVENT_COST", "OPTIONS", "STATEFUL", "SUPPORTED", "SnnTorchNetwork", "event_wins", "prepare",
+           "run", "to_snntorch"]

@@ -2,6 +2,7 @@
 
 The C++ source is ``csrc/fused.cpp`` in this package (a complete torch extension). It is
 compiled for this CPU (``-march=native``, OpenMP) with ``torch.utils.cpp_extension``
+(a one-line message and a seconds counter on stderr while it compiles, then its time)
 into ``$SNN_CACHE/torch_extensions/<key>`` (default ``~/.cache/snn/torch_extensions``),
 where ``key`` is a hash of everything the compile command depends on (:func:`key_parts`:
 the source text, the flags, torch's version and install directory, the Python prefix and
@@ -179,9 +180,13 @@ def _load() -> ModuleType:
             pass  # an unreadable build: made again below
     from torch.utils.cpp_extension import load_inline
 
+    from snn.util import activity
+
     d.mkdir(parents=True, exist_ok=True)
-    module = load_inline(name=name, cpp_sources=[text], build_directory=str(d), extra_cflags=list(CFLAGS),
-                         extra_ldflags=list(LDFLAGS), verbose=False)
+    with activity("snn: compiling the snntorch backend's fused CPU kernels (once per environment, about a minute; "
+                  f"cached in {d})", done="built"):
+        module = load_inline(name=name, cpp_sources=[text], build_directory=str(d), extra_cflags=list(CFLAGS),
+                             extra_ldflags=list(LDFLAGS), verbose=False)
     tmp = d / f"key.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"parts": parts, "library": Path(module.__file__).name}, indent=1))
     os.replace(tmp, done)
