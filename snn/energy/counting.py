@@ -488,7 +488,7 @@ def _zero_weights(node: ir.Node) -> tuple[int, int]:
         w = getattr(node, "scale", None)
     if w is None:
         return 0, 0
-    return int((w == 0).sum()), int(w.size)
+    return int(w.size - np.count_nonzero(w)), int(w.size)
 
 
 # --------------------------------------------------------------------------- GPU kernels
