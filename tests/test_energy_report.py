@@ -166,7 +166,7 @@ def test_counts_and_table_are_consistent(cnn_report):
     assert sum(ld.synops for ld in t.loads) == pytest.approx(t.synops + t.current_macs)
     assert sum(ld.macs for ld in t.loads) == t.macs_dense and sum(ld.neurons for ld in t.loads) == t.neurons
     text = rep.table()
-    assert "TOTAL" in text and "loihi" in text and "estimated" in text
+    assert "all layers" in text and "loihi" in text and "estimated" in text
     assert any("once per inference" in a for a in rep.assumptions)
 
 

@@ -25,6 +25,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "snn.errors": (set(), {"torch", "brian2", "snntorch"}),
     "snn.util": ({"snn.errors"}, {"torch", "brian2", "snntorch"}),
     "snn.render": ({"snn.errors", "snn.util"}, {"torch", "brian2", "snntorch"}),
+    "snn.browser": ({"snn.errors"}, {"torch", "brian2", "snntorch"}),
     "snn.ir": ({"snn.errors"}, {"torch", "brian2", "snntorch"}),
     "snn.ir_torch": ({"snn.ir", "snn.errors"}, {"brian2", "snntorch"}),
     "snn.encode": ({"snn.errors"}, {"torch", "brian2", "snntorch"}),

@@ -122,18 +122,19 @@ class LifecycleReport:
                   f"{fmt(d['inferences'])} inferences ({'dedicated device' if d['dedicated'] else 'shared device'}). "
                   f"Carbon: {fmt(self.carbon['grid_g_per_kwh'])} gCO2e/kWh, PUE {fmt(self.carbon['pue'])}."),
             h("(a) Training and (b) conversion", 1),
-            ("table", ["phase", "J", "gCO2e", "how"],
-             [[r["phase"], fmt(r["j"]), fmt(r["g"]), r["how"]] for r in self.phases])]
+            ("table", ["phase", "energy", "CO2e", "how"], [[r["phase"], r["j"], r["g"], r["how"]] for r in self.phases],
+             ["text", "J", "g", "text"])]
+        rows = [(p, who, r) for p, e in self.per_profile.items() for who, r in (("SNN", e["snn"]), ("ANN", e["ann"]))
+                if r is not None]
         out += [h("(c) Inference and (d) embodied carbon, per deployment profile", 1),
-                ("table", ["profile", "network", "J/inference", "basis", "inference J", "inference gCO2e",
-                           "embodied gCO2e", "embodied range", "life-cycle gCO2e", "inf/J", "accuracy/J",
-                           "inf/gCO2e"],
-                 [[p, who, fmt(r["j_per_inference"]), r["basis"], fmt(r["inference_j"]), fmt(r["inference_g"]),
-                   fmt(r["embodied_g"]), "-" if r["embodied_range_g"] is None else
-                   f"{fmt(r['embodied_range_g'][0])} - {fmt(r['embodied_range_g'][1])}", fmt(r["lifecycle_g"]),
-                   fmt(r["inferences_per_j"]), fmt(r["accuracy_per_j"]), fmt(r["inferences_per_g"])]
-                  for p, e in self.per_profile.items() for who, r in (("SNN", e["snn"]), ("ANN", e["ann"]))
-                  if r is not None]),
+                ("table", ["profile", "network", "energy per inference", "basis", "inference energy",
+                           "inference CO2e", "embodied CO2e", "embodied range", "life-cycle CO2e"],
+                 [[p, who, r["j_per_inference"], r["basis"], r["inference_j"], r["inference_g"], r["embodied_g"],
+                   None if r["embodied_range_g"] is None else tuple(r["embodied_range_g"]), r["lifecycle_g"]]
+                  for p, who, r in rows], ["text", "text", "J", "text", "J", "g", "g", "g", "g"]),
+                ("table", ["profile", "network", "inferences per joule", "accuracy per joule", "inferences per gCO2e"],
+                 [[p, who, r["inferences_per_j"], r["accuracy_per_j"], r["inferences_per_g"]] for p, who, r in rows],
+                 ["text", "text", "number", "number", "number"]),
                 h("Payback of the SNN's extra cost", 1),
                 ("ul", [f"{p}: " + (f"after {fmt(e['payback_inferences'])} inferences "
                                     f"({fmt(e['payback_days'])} days at this volume)"

@@ -22,15 +22,35 @@ from snn.errors import SnnError
 from snn.render import Block
 from snn.util import atomic_write_text
 
-LAYER_COLUMNS = (("node", "node"), ("kind", "kind"), ("synops", "SynOps"), ("input_macs", "input MACs"),
-                 ("macs_dense", "ANN MACs"), ("macs_effective", "ANN eff. MACs"), ("neuron_updates", "neuron upd."),
-                 ("spikes", "spikes"), ("firing_rate", "rate/step"))
+LAYER_COLUMNS = (("node", "node", "text"), ("kind", "kind", "text"), ("synops", "SynOps", "count"),
+                 ("input_macs", "input MACs", "count"), ("macs_dense", "ANN MACs", "count"),
+                 ("macs_effective", "ANN effective MACs", "count"), ("neuron_updates", "neuron updates", "count"),
+                 ("spikes", "spikes", "count"), ("firing_rate", "spikes per neuron per step", "number"))
+"""The per-layer counts table: (key of a layer row and of :class:`Totals`, heading, column format)."""
+
+COUNT_LABELS = {
+    "synops": "SynOps (spikes x fan-out)", "input_macs": "input MACs (first layer on analog input)",
+    "input_macs_effective": "input MACs on non-zero inputs", "current_macs": "MACs of current-fed layers",
+    "current_macs_static": "of which computed once", "neurons": "neurons (IF and readout)", "if_neurons": "IF neurons",
+    "neuron_updates": "neuron updates", "active_updates": "neuron updates that spike", "spikes": "spikes",
+    "routed_spikes": "spikes routed by max-pools", "spike_connections": "connections of spiking inputs",
+    "macs_dense": "ANN MACs (dense)", "macs_effective": "ANN MACs on non-zero inputs", "ann_neurons": "ANN neurons",
+    "ann_activation_writes": "ANN activation writes", "ann_io_elements": "ANN input/output elements",
+    "ann_kernels": "ANN kernels (fused)", "snn_io_elements_per_step": "SNN input/output elements per step",
+    "snn_io_elements_static": "SNN input/output elements, once", "snn_kernels_per_step": "SNN kernels per step (fused)",
+    "snn_kernels_static": "SNN kernels, once", "params": "parameters", "memory_accesses": "SNN memory accesses",
+    "ann_memory_accesses": "ANN memory accesses"}
+"""Human names of the :class:`Totals` counts (any other count: its key with spaces)."""
+RATE_LABELS = {"activation_sparsity": "ANN activation sparsity (zero activations)",
+               "connection_sparsity": "connection sparsity (zero weights)"}
+"""The :class:`Totals` fields that are shares, not counts (shown in percent; the firing
+rate, also not a count, is written under the table)."""
 
 
 def fmt(v: Any) -> str:
-    """Three significant digits; '-' for None."""
+    """Three significant digits; '–' for None (prose; tables format by column, :mod:`snn.render`)."""
     if v is None:
-        return "-"
+        return render.NONE
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, (int, np.integer)):
@@ -164,8 +184,8 @@ class EnergyReport:
 
     # ------------------------------------------------------------------ HTML
     def figures(self) -> dict[str, bytes]:
-        """Plots as PNG bytes, keyed by caption: per-layer SynOps, firing rates, energy vs
-        accuracy (or vs T)."""
+        """Plots as PNG bytes, keyed by caption: per-layer synaptic operations, firing rates
+        of the neuron layers, energy vs accuracy (or vs T)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -174,43 +194,39 @@ class EnergyReport:
         out: dict[str, bytes] = {}
         syn = [r for r in self.layers if r["synops"] or r["input_macs"]]
         if syn:
-            fig, ax = plt.subplots(figsize=(7, 3.2))
-            names = [r["node"] for r in syn]
-            ax.bar(names, [r["synops"] for r in syn], label="SynOps")
-            ax.bar(names, [r["input_macs"] for r in syn], bottom=[r["synops"] for r in syn], label="input MACs")
-            ax.set_ylabel("per inference")
-            ax.set_title("Synaptic operations per layer")
-            ax.legend()
-            ax.tick_params(axis="x", rotation=45)
+            fig, ax = layer_bars(plt, [r["node"] for r in syn], [r["synops"] for r in syn],
+                                 "operations per inference", "Synaptic operations per layer", label="SynOps")
+            ax.barh(np.arange(len(syn)), [r["input_macs"] for r in syn], left=[r["synops"] for r in syn],
+                    label="input MACs", color="tab:green")
+            legend_outside(ax)
             out["Synaptic operations per layer"] = _png(fig)
-        fr = [r for r in self.layers if r.get("firing_rate") is not None]
+        fr = [r for r in self.layers if r.get("firing_rate") is not None and r.get("neurons")]
         if fr:
-            fig, ax = plt.subplots(figsize=(7, 3.2))
-            ax.bar([r["node"] for r in fr], [r["firing_rate"] for r in fr], color="tab:orange")
-            ax.set_ylabel("spikes / neuron / step")
-            ax.set_title("Firing rates")
-            ax.tick_params(axis="x", rotation=45)
-            out["Firing rates per layer"] = _png(fig)
+            fig, _ = layer_bars(plt, [r["node"] for r in fr], [r["firing_rate"] for r in fr],
+                                "spikes per neuron per step", "Firing rates of the neuron layers", color="tab:orange",
+                                values_shown=True)
+            out["Firing rates of the neuron layers"] = _png(fig)
         ps = self.per_step
         if ps is not None:
-            fig, ax = plt.subplots(figsize=(7, 3.6))
+            fig, ax = plt.subplots(figsize=(6.4, 3.6))
             for p in ps["snn_dynamic_j"]:
                 basis = self.energy[p]["basis"]
                 ys = ps[f"snn_{basis}_j"][p]
                 if ps.get("accuracy"):
-                    ax.plot(ys, ps["accuracy"], label=f"{p} ({basis})")
+                    ax.plot(ys, 100 * np.asarray(ps["accuracy"]), label=f"{p} ({basis})")
                 else:
                     ax.plot(ps["timesteps"], ys, label=f"{p} ({basis})")
             ax.set_xscale("log")
             if ps.get("accuracy"):
-                ax.set_xlabel("SNN energy per inference up to step T (J; total or dynamic, as labelled)")
-                ax.set_ylabel("accuracy at step T")
+                ax.set_xlabel("SNN energy per inference up to step T (J)")
+                ax.set_ylabel("accuracy at step T (%)")
                 ax.set_title("Accuracy vs energy (one point per timestep)")
             else:
                 ax.set_yscale("log")
                 ax.set_xlabel("timesteps")
-                ax.set_ylabel("J per inference (total or dynamic, as labelled)")
-            ax.legend(fontsize=7)
+                ax.set_ylabel("energy per inference (J)")
+            ax.grid(alpha=.3)
+            legend_outside(ax, title="profile (basis)")
             out["Energy per inference up to each timestep"] = _png(fig)
         return out
 
@@ -225,38 +241,119 @@ def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
+def legend_outside(ax: Any, **kwargs: Any) -> None:
+    """The legend of ``ax`` to the right of its plot area, where it never covers a curve
+    (save with ``bbox_inches="tight"`` to keep it in the image)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False, **kwargs)
+
+
+def layer_bars(plt: Any, names: Sequence[str], values: Sequence[float], xlabel: str, title: str,
+               values_shown: bool = False, **bar: Any) -> tuple[Any, Any]:
+    """One horizontal bar per layer, the layers' names in full and readable on the y axis
+    (first layer on top); ``values_shown``: each bar's value written at its end. Returns (fig, ax)."""
+    fig, ax = plt.subplots(figsize=(6.4, 1.3 + 0.34 * len(names)))
+    y = np.arange(len(names))
+    ax.barh(y, values, **bar)
+    ax.set_yticks(y, list(names), fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(alpha=.3, axis="x")
+    if values_shown:
+        for yi, v in zip(y, values):
+            ax.annotate(f"{v:.3g}", (v, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        ax.margins(x=0.15)
+    return fig, ax
+
+
 # --------------------------------------------------------------------------- the energy section
-def _layer_table(rep: EnergyReport) -> Block:
-    """Counts and SNN joules per inference of every layer, and the totals."""
+def _layer_tables(rep: EnergyReport) -> list[Block]:
+    """The counts of every layer with the network's totals, then the compute-tier SNN
+    energy per inference of every layer on every estimated profile."""
+    t = rep.totals
+    counts = ("table", [h for _, h, _ in LAYER_COLUMNS],
+              [[r.get(k) for k, _, _ in LAYER_COLUMNS] for r in rep.layers]
+              + [["all layers", ""] + [getattr(t, k) for k, _, _ in LAYER_COLUMNS[2:]]],
+              [f for _, _, f in LAYER_COLUMNS])
     profs = [p for p, e in rep.energy.items() if e.get("estimated", True)]
-    rows = [[fmt(r.get(k)) for k, _ in LAYER_COLUMNS] + [fmt(r.get("energy_j", {}).get(p)) for p in profs]
-            for r in rep.layers]
-    rows.append(["TOTAL", ""] + [fmt(getattr(rep.totals, k)) for k, _ in LAYER_COLUMNS[2:]]
-                + [fmt(rep.energy[p]["snn_dynamic_j"]) for p in profs])
-    return ("table", [h for _, h in LAYER_COLUMNS] + [f"compute J {p}" for p in profs], rows)
+    rows = [[r["node"]] + [r.get("energy_j", {}).get(p) for p in profs] for r in rep.layers]
+    rows.append(["all layers"] + [sum(r.get("energy_j", {}).get(p) or 0.0 for r in rep.layers) for p in profs])
+    energy = ("table", ["node"] + [f"compute energy, {p}" for p in profs], rows, ["text"] + ["J"] * len(profs))
+    return [counts, energy]
 
 
-def _profile_table(rep: EnergyReport) -> Block:
-    """ANN vs SNN energy per inference on every profile."""
+def _status(e: dict[str, Any]) -> str:
+    return "estimated" if e.get("estimated", True) else f"measured ({e.get('device', '?')})"
+
+
+def _profile_tables(rep: EnergyReport) -> list[Block]:
+    """ANN vs SNN energy per inference on every profile; then their ratios, the break-even
+    rate, latency and carbon (two tables, so that each fits the page)."""
     carbon = rep.carbon.get("per_profile", {})
-    rows = []
-    for p, e in rep.energy.items():
-        rng = e.get(f"snn_{e['basis']}_range")
-        rows.append([p, fmt(e.get("ann_dynamic_j")), fmt(e.get("ann_total_j")), fmt(e.get("snn_dynamic_j")),
-                     fmt(e.get("snn_total_j")), f"{fmt(rng[0])} - {fmt(rng[1])}" if rng else "-",
-                     fmt(e.get("snn_latency_s")), fmt(e.get("ratio_dynamic")), fmt(e.get("ratio_total")),
-                     fmt(e.get("break_even_rate")), fmt(carbon.get(p, {}).get("snn_g")),
-                     fmt(carbon.get(p, {}).get("ann_g")), e["basis"],
-                     "estimated" if e.get("estimated", True) else f"measured ({e.get('device', '?')})"])
-    return ("table", ["profile", "ANN dyn J", "ANN total J", "SNN dyn J", "SNN total J", "SNN range J (basis)",
-                      "SNN latency s", "ANN/SNN dyn", "ANN/SNN total", "break-even rate", "SNN gCO2e",
-                      "ANN gCO2e", "basis", "status"], rows)
+    energy = [[p, e["basis"], e.get("ann_dynamic_j"), e.get("ann_total_j"), e.get("snn_dynamic_j"),
+               e.get("snn_total_j"), tuple(e[f"snn_{e['basis']}_range"]) if e.get(f"snn_{e['basis']}_range") else None,
+               _status(e)] for p, e in rep.energy.items()]
+    ratios = [[p, e.get("ratio_dynamic"), e.get("ratio_total"), e.get("break_even_rate"), e.get("snn_latency_s"),
+               carbon.get(p, {}).get("snn_g"), carbon.get(p, {}).get("ann_g")] for p, e in rep.energy.items()]
+    return [("table", ["profile", "basis", "ANN dynamic", "ANN total", "SNN dynamic", "SNN total",
+                       "SNN range (basis)", "status"], energy, ["text", "text"] + ["J"] * 5 + ["text"]),
+            ("table", ["profile", "ANN/SNN dynamic", "ANN/SNN total", "break-even rate", "SNN latency",
+                       "SNN CO2e", "ANN CO2e"], ratios, ["text", "number", "number", "number", "s", "g", "g"])]
+
+
+CONSTANT_UNITS = {"peak_flops": (1.0, "FLOP/s"), "mem_bw": (1.0, "B/s"), "bytes_per_value": (1.0, "B")}
+
+
+def _constant_unit(key: str) -> tuple[float, str] | None:
+    """(scale, SI unit) of a profile constant, from its name (``e_*`` joules, ``*_w`` watts,
+    ``*_s`` seconds, ``*_kg`` grams x 1000); None for plain numbers."""
+    if key in CONSTANT_UNITS:
+        return CONSTANT_UNITS[key]
+    for test, unit in ((key.startswith("e_"), (1.0, "J")), (key.endswith("_w"), (1.0, "W")),
+                       (key.endswith("_s"), (1.0, "s")), (key.endswith("_kg"), (1e3, "g"))):
+        if test:
+            return unit
+    return None
+
+
+def _constant(key: str, v: float, hi: float | None = None) -> str:
+    """A profile constant (or, with ``hi``, the range ``v`` to ``hi``) in its unit."""
+    u = _constant_unit(key)
+    if u is not None:
+        return render.si(u[0] * v, u[1]) if hi is None else render.si_range(u[0] * v, u[0] * hi, u[1])
+    one = lambda x: f"{x:,.0f}" if float(x).is_integer() else f"{x:.3g}"  # noqa: E731
+    return one(v) if hi is None else f"{one(v)} to {one(hi)}"
+
+
+def _profile_blocks(rep: EnergyReport, h: Any) -> list[Block]:
+    """Every profile's constants with their values, ranges and sources."""
+    blocks: list[Block] = []
+    for p, d in rep.profiles.items():
+        cal = d.get("calibrated", {})
+        rng = d.get("ranges", {})
+        blocks += [h(f"{p} ({d['kind']}; tiers: {', '.join(d.get('tiers', ['compute']))})", 1), ("p", d["description"]),
+                   ("table", ["constant", "value", "range", "source"],
+                    [[f"`{k}`", _constant(k, v), _constant(k, *rng[k]) if k in rng else None,
+                      d["sources"][k] + (f" (calibrated on {cal[k]})" if k in cal else "")]
+                     for k, v in d["values"].items()], ["text", "value", "value", "text"])]
+    return blocks
+
+
+def _totals_blocks(t: Totals) -> list[Block]:
+    """The network's counts per inference (human names), its shares and its firing rate."""
+    d = t.to_dict()
+    counts = [[COUNT_LABELS.get(k, k.replace("_", " ")), v] for k, v in d.items()
+              if k not in RATE_LABELS and k not in ("timesteps", "encoding", "n_samples", "firing_rate")
+              and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    shares = [[label, d[k]] for k, label in RATE_LABELS.items() if d.get(k) is not None]
+    return [("table", ["count", "per inference"], counts, ["text", "count"]),
+            ("table", ["share", "value"], shares, ["text", "percent"]),
+            ("p", f"Mean firing rate of the IF neurons: {fmt(t.firing_rate)} spikes per neuron per step.")]
 
 
 def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = (),
@@ -266,34 +363,34 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
     :meth:`EnergyReport.markdown`/:meth:`EnergyReport.to_html` and by ``snn energy``.
 
     ``level``: the heading level of its subsections (a run report nests them under its
-    "Energy" heading); ``figures``: ``img`` blocks shown after the ANN vs SNN table.
-    ``brief``: only the per-layer table (with totals), the ANN vs SNN table and one line
+    "Energy" heading); ``figures``: ``img`` blocks shown after the ANN vs SNN tables.
+    ``brief``: only the per-layer tables (with totals), the ANN vs SNN tables and one line
     of context (what :meth:`EnergyReport.table` prints).
     """
     t = rep.totals
     h = lambda text, extra=0: render.heading(level + extra, text)  # noqa: E731
     if brief:
-        return [_layer_table(rep), _profile_table(rep),
+        return [*_layer_tables(rep), *_profile_tables(rep),
                 ("p", f"per inference, T={t.timesteps}, {t.encoding} encoding, {t.n_samples} samples, batch "
                       f"{rep.meta.get('batch_size', 1)} on GPUs/CPUs; dynamic = compute + runtime power, total = "
-                      f"dynamic + idle/static power ('-': the profile has no platform tier); memory accesses SNN "
-                      f"{fmt(t.memory_accesses)}, ANN {fmt(t.ann_memory_accesses)}; measured firing rate "
-                      f"{fmt(t.firing_rate)} spikes/neuron/step")] + _early_exit_blocks(rep, h, brief=True)
+                      f"dynamic + idle/static power ('{render.NONE}': the profile has no platform tier); memory "
+                      f"accesses SNN {t.memory_accesses:,.0f}, ANN {t.ann_memory_accesses:,.0f}; measured firing "
+                      f"rate {fmt(t.firing_rate)} spikes/neuron/step")] + _early_exit_blocks(rep, h, brief=True)
     blocks: list[Block] = [
         ("p", f"T = {t.timesteps} steps, {t.encoding} encoding, {t.n_samples} samples, backend "
               f"{rep.meta.get('backend', '?')}, batch {rep.meta.get('batch_size', 1)} on GPUs/CPUs. All figures per "
               "inference, estimated from operation counts x the profiles' constants unless marked measured."),
         h("ANN vs SNN per profile"),
-        ("p", "Dynamic J = compute + runtime/management power over the run; total J adds the idle/static power "
-              "over the same wall time ('-': no platform tier in the profile). ANN/SNN = ANN J / SNN J (above 1 "
-              "the SNN is cheaper); break-even rate = the mean IF firing rate (spikes/neuron/step) at which SNN J "
-              "= ANN J on the basis column's energy; gCO2e on the same basis; latency = one inference (event "
-              "chips) or one call of the batch (GPUs/CPUs)."),
-        _profile_table(rep), *figures,
-        h("Totals"),
-        ("table", ["count", "value"], [[k, fmt(v)] for k, v in t.to_dict().items()
-                                       if not isinstance(v, (dict, list, tuple))]),
-        h("Per layer"), _layer_table(rep),
+        ("p", "Dynamic energy = compute + runtime/management power over the run; total energy adds the idle/static "
+              f"power over the same wall time ('{render.NONE}': no platform tier in the profile). The range is the "
+              "SNN's energy on the basis column's energy with every constant at the ends of its published range."),
+        *_profile_tables(rep)[:1],
+        ("p", "ANN/SNN = ANN energy / SNN energy (above 1 the SNN is cheaper); break-even rate = the mean IF firing "
+              "rate (spikes per neuron per step) at which the SNN's energy equals the ANN's on the basis energy; "
+              "CO2e on the same basis; latency = one inference (event chips) or one call of the batch (GPUs/CPUs)."),
+        *_profile_tables(rep)[1:], *figures,
+        h("Totals"), *_totals_blocks(t),
+        h("Per layer"), *_layer_tables(rep),
     ]
     ps = rep.per_step
     if ps is not None:
@@ -302,30 +399,24 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
                                                     if 2**k <= len(ps["timesteps"])})
         basis = {p: rep.energy[p]["basis"] for p in ps["snn_dynamic_j"]}
         blocks += [h("Energy and accuracy per timestep"),
-                   ("table", ["T", "accuracy"] + [f"SNN {b} J {p}" for p, b in basis.items()],
-                    [[ps["timesteps"][i], fmt(acc[i]) if acc else "-"]
-                     + [fmt(ps[f"snn_{b}_j"][p][i]) for p, b in basis.items()] for i in idx])]
+                   ("table", ["T", "accuracy"] + [f"SNN energy, {p} ({b})" for p, b in basis.items()],
+                    [[ps["timesteps"][i], acc[i] if acc else None] + [ps[f"snn_{b}_j"][p][i] for p, b in basis.items()]
+                     for i in idx], ["count", "percent"] + ["J"] * len(basis))]
         if ps.get("cheapest"):
-            blocks += [("p", f"Cheapest T reaching accuracy {fmt(ps['target_accuracy'])}:"),
-                       ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {fmt(c['accuracy'])}, "
-                                           f"{fmt(c['energy_j'])} J ({c['basis']})"
+            blocks += [("p", f"Cheapest T reaching accuracy {100 * ps['target_accuracy']:.2f}%:"),
+                       ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {100 * c['accuracy']:.2f}%, "
+                                           f"{render.si(c['energy_j'], 'J')} ({c['basis']})"
                                            if c else "not reached") for p, c in ps["cheapest"].items()])]
     blocks += _early_exit_blocks(rep, h)
     if rep.measurements:
-        blocks += [h("Measurements"), ("table", list(rep.measurements[0]),
+        blocks += [h("Measurements"), ("table", [k.replace("_", " ") for k in rep.measurements[0]],
                                        [[fmt(v) for v in r.values()] for r in rep.measurements])]
     c = rep.carbon
     blocks += [h("Carbon"),
                ("p", f"grid {fmt(c['grid_g_per_kwh'])} gCO2e/kWh ({c['sources']['grid_g_per_kwh']}), PUE "
-                     f"{fmt(c['pue'])} ({c['sources']['pue']}); gCO2e of each profile's basis energy."),
+                     f"{fmt(c['pue'])} ({c['sources']['pue']}); CO2e of each profile's basis energy."),
                h("Assumptions"), ("ul", list(rep.assumptions)),
-               h("Profiles and sources")]
-    for p, d in rep.profiles.items():
-        cal = d.get("calibrated", {})
-        blocks += [h(f"{p} ({d['kind']}; tiers: {', '.join(d.get('tiers', ['compute']))})", 1), ("p", d["description"]),
-                   ("ul", [f"`{k}` = {fmt(v)}" + (f" (range {fmt(d['ranges'][k][0])} - {fmt(d['ranges'][k][1])})"
-                                                 if k in d["ranges"] else "") + f": {d['sources'][k]}"
-                           + (f" [CALIBRATED on {cal[k]}]" if k in cal else "") for k, v in d["values"].items()])]
+               h("Profiles and sources"), *_profile_blocks(rep, h)]
     return blocks
 
 
@@ -366,22 +457,41 @@ class Comparison:
     names: list[str]
     rows: list[dict[str, Any]]
 
-    COLUMNS = ("report", "T", "accuracy", "synops", "input_macs", "macs_dense", "firing_rate", "profile",
-               "ann_dynamic_j", "ann_total_j", "snn_dynamic_j", "snn_total_j", "ratio_dynamic", "ratio_total",
-               "break_even_rate", "estimated")
+    NETWORK_COLUMNS = (("report", "report", "text"), ("T", "T", "count"), ("accuracy", "accuracy", "percent"),
+                       ("synops", "SynOps", "count"), ("input_macs", "input MACs", "count"),
+                       ("macs_dense", "ANN MACs", "count"), ("firing_rate", "spikes per neuron per step", "number"))
+    """The per-report table: (row key, heading, column format)."""
+    ENERGY_COLUMNS = (("report", "report", "text"), ("profile", "profile", "text"),
+                      ("ann_dynamic_j", "ANN dynamic", "J"), ("ann_total_j", "ANN total", "J"),
+                      ("snn_dynamic_j", "SNN dynamic", "J"), ("snn_total_j", "SNN total", "J"),
+                      ("ratio_dynamic", "ANN/SNN dynamic", "number"), ("ratio_total", "ANN/SNN total", "number"),
+                      ("break_even_rate", "break-even rate", "number"))
+    """The per-(report, profile) table; a last column says which figures were measured, if any."""
 
-    def table_block(self) -> Block:
-        """The comparison as one table block (:mod:`snn.render`)."""
-        return ("table", list(self.COLUMNS), [[fmt(r.get(c)) for c in self.COLUMNS] for r in self.rows])
+    def table_blocks(self) -> list[Block]:
+        """The comparison as table blocks (:mod:`snn.render`): one row per report (its
+        network and counts), then one per report and profile (energy per inference)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for r in self.rows:
+            seen.setdefault(r["report"], r)
+        cols = list(self.ENERGY_COLUMNS)
+        measured = any(not r["estimated"] for r in self.rows)
+        energy = [[r.get(k) for k, _, _ in cols] + (["estimated" if r["estimated"] else "measured"] if measured else [])
+                  for r in self.rows]
+        return [("table", [h for _, h, _ in self.NETWORK_COLUMNS],
+                 [[r.get(k) for k, _, _ in self.NETWORK_COLUMNS] for r in seen.values()],
+                 [f for _, _, f in self.NETWORK_COLUMNS]),
+                ("table", [h for _, h, _ in cols] + (["status"] if measured else []), energy,
+                 [f for _, _, f in cols] + (["text"] if measured else []))]
 
     def table(self) -> str:
-        return render.text([self.table_block()])
+        return render.text(self.table_blocks())
 
     def __str__(self) -> str:
         return self.table()
 
     def markdown(self) -> str:
-        return render.markdown([("h1", "Energy reports compared"), self.table_block()])
+        return render.markdown([("h1", "Energy reports compared"), *self.table_blocks()])
 
     def to_markdown(self, path: str | Path) -> Path:
         atomic_write_text(path, self.markdown())
@@ -405,17 +515,21 @@ def _load_report(item: Any) -> tuple[str, EnergyReport]:
     return rep.meta.get("name") or p.stem, rep
 
 
-def compare(paths_or_reports: Iterable[Any]) -> Comparison:
+def compare(paths_or_reports: Iterable[Any], names: Sequence[str] | None = None) -> Comparison:
     """Put several reports (EnergyReport objects, report JSON files, or run directories
-    holding ``energy*.json``) side by side."""
+    holding ``energy*.json``) side by side; ``names``: one label per report (default: the
+    name each report carries)."""
     items = list(paths_or_reports) if not isinstance(paths_or_reports, (str, Path, EnergyReport)) \
         else [paths_or_reports]
     if not items:
         raise SnnError("compare needs at least one report")
-    names, rows = [], []
-    for it in items:
+    if names is not None and len(names) != len(items):
+        raise SnnError(f"compare: {len(names)} names for {len(items)} reports")
+    labels, rows = [], []
+    for i, it in enumerate(items):
         name, rep = _load_report(it)
-        names.append(name)
+        name = names[i] if names is not None else name
+        labels.append(name)
         acc = rep.meta.get("accuracy")
         t = rep.totals
         for p, e in rep.energy.items():
@@ -425,4 +539,4 @@ def compare(paths_or_reports: Iterable[Any]) -> Comparison:
                                                                 "snn_total_j", "ratio_dynamic", "ratio_total",
                                                                 "break_even_rate")},
                          "estimated": e["estimated"]})
-    return Comparison(names, rows)
+    return Comparison(labels, rows)
