@@ -129,21 +129,22 @@ def lenet5(in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
 
 class VGG(nn.Module):
     """Small VGG: for each entry of ``cfg``, an int ``c`` adds ``conv3x3(pad 1)-BN-ReLU`` with
-    ``c`` channels and ``"M"`` a 2x2 max-pool; then ``Flatten``, ``(Linear-ReLU)`` per entry
-    of ``hidden`` and ``Linear``."""
+    ``c`` channels, ``"M"`` a 2x2 max-pool and ``"A"`` a 2x2 average pool; then ``Flatten``,
+    ``(Linear-ReLU)`` per entry of ``hidden`` and ``Linear``."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, input_size: int = 32,
                  cfg: Sequence[int | str] = (32, 32, "M", 64, 64, "M", 128, 128, "M"),
                  hidden: Sequence[int] = (256,)):
         super().__init__()
         if not isinstance(cfg, (list, tuple)) or not cfg or \
-                not all(c == "M" or (isinstance(c, int) and not isinstance(c, bool) and c > 0) for c in cfg):
-            raise SnnError(f"vgg cfg must be a list of positive channel counts and 'M' (max-pool), got {cfg!r}")
+                not all(c in ("M", "A") or (isinstance(c, int) and not isinstance(c, bool) and c > 0) for c in cfg):
+            raise SnnError(f"vgg cfg must be a list of positive channel counts, 'M' (max-pool) and 'A' (average "
+                           f"pool), got {cfg!r}")
         layers: list[nn.Module] = []
         c, s = _positive("in_channels", in_channels), _positive("input_size", input_size)
         for v in cfg:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2))
+            if v in ("M", "A"):
+                layers.append(nn.MaxPool2d(2) if v == "M" else nn.AvgPool2d(2))
                 s //= 2
             else:
                 layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU()]

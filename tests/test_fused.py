@@ -122,10 +122,12 @@ def test_unknown_event_mode(mlp_net, digits):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("stride,padding,dilation,kernel", [(1, 1, 1, (3, 3)), (2, 1, 1, (3, 3)), (1, 0, 1, (5, 5)),
-                                                            (2, 2, 2, (3, 2)), (1, 0, 1, (1, 1))])
+                                                            (2, 2, 2, (3, 2)), (1, 0, 1, (1, 1)), (2, 3, 1, (6, 6)),
+                                                            (3, 1, 1, (4, 7)), (3, 0, 1, (2, 2))])
 def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
     """The event kernel computes F.conv2d for binary and for graded sparse inputs (an average
-    pool of spikes), any stride, padding, dilation, kernel shape and output channels."""
+    pool of spikes), any stride, padding, dilation, kernel shape and output channels (a
+    strided kernel with dilation 1 is stored phase by phase: ceil(kw / stride) columns each)."""
     from snn import ir
     from snn.backends.snntorch.event_cost import _event_weights
 
@@ -136,7 +138,7 @@ def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
     node = ir.Conv2d(weight=w.numpy(), bias=b.numpy(), stride=(stride,) * 2, padding=(padding,) * 2,
                      dilation=(dilation,) * 2)
     wt = _event_weights(node, {"weight": w, "bias": b})
-    assert wt.shape == (kernel[0], 5, kernel[1], 16)
+    assert wt.shape == (kernel[0], 5, kernel[1] if dilation > 1 else stride * -(-kernel[1] // stride), 16)
     spikes = (torch.rand((6, 5, 11, 11), generator=g) < 0.15).to(dtype)
     graded = spikes * torch.randint(1, 5, spikes.shape, generator=g).to(dtype) / 4
     for x in (spikes, graded, torch.zeros_like(spikes)):

@@ -11,8 +11,11 @@ Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
   stateless node that depends only on it, i.e. the first layer) are computed once;
 * on the CPU with the fused kernels (:mod:`snn.backends.snntorch.kernels`), a synaptic
   layer whose input is sparse enough runs event-driven (work in proportion to the nonzero
-  inputs; the choice is :mod:`snn.backends.snntorch.event_cost`'s), and a residual ``Add``
-  is summed inside the IF kernel that consumes it;
+  inputs; the choice is :mod:`snn.backends.snntorch.event_cost`'s), an average pool of
+  spikes read only by a convolution (or, through a flatten, a Linear layer) is folded into
+  that layer, which then runs event-driven on the binary pre-pool spikes (same spikes; the
+  pooled map is never made), and a residual ``Add`` is summed inside the IF kernel that
+  consumes it;
 * only tile-sized tensors exist at any time, so peak memory does not grow with T
   (per-step spike counts, which are per neuron and summed over the batch, do).
 
@@ -34,7 +37,7 @@ from snn import encode as enc
 from snn import ir
 from snn import ir_torch as torch_ops
 from snn.backends import BatchRecord
-from snn.backends.snntorch.event_cost import _event_forward, _packs
+from snn.backends.snntorch.event_cost import _event_forward, _packs, _pooled_event_forward, foldable
 from snn.errors import SnnError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -91,6 +94,35 @@ class _Sum:
 
     def __init__(self, xs: list[torch.Tensor], gains: torch.Tensor):
         self.xs, self.gains = xs, gains
+
+
+class _Pooled:
+    """An average pool of the spikes ``spikes`` (k, b, ...) left unevaluated for the
+    convolution or Linear layer that alone reads it (through a flatten, for a Linear layer),
+    which takes the spikes themselves with the pool folded into its weights."""
+
+    def __init__(self, spikes: torch.Tensor):
+        self.spikes = spikes
+
+
+def _avgpool_folds(graph: ir.Graph, spiking: set[str]) -> dict[str, tuple[str, str | None]]:
+    """{layer: (average pool, flatten between them or None)} for each average pool of a spike
+    train whose only reader is a convolution, or a flatten whose only reader is a Linear
+    layer, that can take the pool's input with the pool folded in
+    (:func:`~snn.backends.snntorch.event_cost.foldable`)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for n, node in graph.nodes.items():
+        ins = graph.inputs_of(n)
+        if not isinstance(node, (ir.AvgPool1d, ir.AvgPool2d)) or ins[0] not in spiking:
+            continue
+        (c, *more) = graph.consumers_of(n) or [None]
+        via = None
+        if not more and isinstance(graph.nodes.get(c), ir.Flatten) and len(graph.consumers_of(c)) == 1:
+            via, c = c, graph.consumers_of(c)[0]
+        if c is not None and not more and isinstance(graph.nodes[c], ir.Linear if via else (ir.Conv1d, ir.Conv2d)) \
+                and foldable(node, graph.nodes[c], graph.shapes[ins[0]]):
+            out[c] = (n, via)
+    return out
 
 
 TILE_ROWS = 2048
@@ -157,9 +189,10 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     Linear/Conv2d layer whose input changes over time runs event-driven ("always"),
     densely ("never"), or as the measured cost model
     :func:`~snn.backends.snntorch.event_cost.event_wins` expects to be faster for each
-    tile's input density ("auto"). The fused kernels also sum a two-input ``Add`` inside
-    the IF layer that consumes it, and run an IF layer and the spiking max-pool that alone
-    reads it as one kernel.
+    tile's input density ("auto"); a layer after an average pool of spikes then takes the
+    pre-pool spikes with the pool folded in. The fused kernels also sum a two-input ``Add``
+    inside the IF layer that consumes it, and run an IF layer and the spiking max-pool that
+    alone reads it as one kernel.
     """
     if options:
         raise SnnError(f"unknown option(s) for backend 'snntorch': {', '.join(options)}; "
@@ -224,6 +257,26 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                     if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
                     and graph.consumers_of(n)[0] in pool_state and pool_state[graph.consumers_of(n)[0]].fused is not None
                     and inputs_of[n][0] not in pending_sums}
+    folds = _avgpool_folds(graph, spiking) if fused is not None and event != "never" else {}
+    deferred = {n for pool, via in folds.values() for n in (pool, via) if n}
+    fold_of = {pool: layer for layer, (pool, _) in folds.items()}
+
+    def synaptic(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
+        """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""
+        y = _event_forward(fused, node, params.t[name], v, graph.shapes[name], event) \
+            if name in event_nodes and event != "never" else None
+        return torch_ops.forward(node, params.t[name], [v]) if y is None else y
+
+    def folded(name: str, node: ir.Node, s: torch.Tensor) -> torch.Tensor:
+        """``name`` after its average pool (and flatten) of the spikes ``s`` (k * b, ...): event-driven
+        on the pre-pool spikes with the pool folded in, or (the cost model's choice) pool and layer."""
+        pool = folds[name][0]
+        y = _pooled_event_forward(fused, graph.nodes[pool], node, params.t[name], s, graph.shapes[name], event)
+        if y is None:
+            y = torch_ops.forward(graph.nodes[pool], params.t[pool], [s])
+            y = synaptic(name, node, y.reshape(len(y), -1) if folds[name][1] else y)
+        return y
+
     fused_pool: dict[str, torch.Tensor] = {}  # pooled spikes computed with their IF layer
     static_full: dict[str, torch.Tensor] = {graph.input: xt} if static_input else {}
     with torch.no_grad():
@@ -267,11 +320,14 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         vals[name] = (pool_state[name].step(ins[0][0], sl, rec_buffer(name, c0, k)), False)
                     elif name in pending_sums and not any(st for _, st in ins):
                         vals[name] = (_Sum([v for v, _ in ins], params.t[name]["gains"]), False)
+                    elif name in deferred and not ins[0][1]:  # an average pool (or its flatten) left to its layer
+                        vals[name] = (ins[0][0] if name not in fold_of else _Pooled(ins[0][0]), False)
+                    elif name in folds and isinstance(ins[0][0], _Pooled):
+                        s = ins[0][0].spikes
+                        y = folded(name, node, s.reshape((k * b,) + tuple(s.shape[2:])))
+                        vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)
                     elif name in event_nodes and event != "never" and not ins[0][1]:
-                        v = ins[0][0].reshape((k * b,) + tuple(ins[0][0].shape[2:]))
-                        y = _event_forward(fused, node, params.t[name], v, graph.shapes[name], event)
-                        if y is None:
-                            y = torch_ops.forward(node, params.t[name], [v])
+                        y = synaptic(name, node, ins[0][0].reshape((k * b,) + tuple(ins[0][0].shape[2:])))
                         vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)
                     elif all(st for _, st in ins):  # constant over time: computed once, for the whole batch
                         if name not in static_full:

@@ -9,6 +9,12 @@ op's ``inputs * kh * kw * Co`` MACs. Which of the two is faster depends on the l
 the input's density; :func:`event_wins` decides with the per-sample costs
 :data:`EVENT_COST` measured on this project's reference machine.
 
+An average pool of spikes followed by a convolution (or by a flatten and a Linear layer)
+runs as one event-driven layer on the binary pre-pool spikes
+(:func:`_pooled_event_forward`): the pool is folded into the layer's weights
+(:func:`snn.ir_torch.avgpool_conv`, :func:`snn.ir_torch.avgpool_linear`), so the work
+follows the spikes and the graded pooled map is never made.
+
 >>> event_wins(4096, 4096, 204.8, 9 * 64, 64 * 9 * 64 * 64, linear=False)  # 5 % of a ResNet block's input
 True
 """
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 
 from snn import ir
+from snn import ir_torch as torch_ops
 
 EVENT_COST = {"linear": {"F": 80.0, "IO": 2.5, "ADD": 0.125, "MAC": 0.036},
               "conv": {"F": 0.0, "IO": 0.55, "ADD": 0.11, "MAC": 0.038}}
@@ -44,16 +51,32 @@ def _packs(in_shape: tuple[int, ...]) -> bool:
 
 
 def _event_weights(node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The weights as (kh, Cin, kw reversed, Co rounded up to 8) for the event kernel (an
-    event's contributions along one kernel row are then one contiguous block), made once
-    (cached in ``p``)."""
+    """The weights in the event kernel's layout (:func:`_event_layout`), made once (cached in ``p``)."""
     if "event_wt" not in p:
-        w = p["weight"] if isinstance(node, ir.Conv2d) else p["weight"][:, :, None, None]
-        co, ci, kh, kw = w.shape
-        wt = torch.zeros((kh, ci, kw, -(-co // 8) * 8), dtype=w.dtype, device=w.device)
-        wt[..., :co] = w.flip(3).permute(2, 1, 3, 0)
-        p["event_wt"] = wt
+        conv = isinstance(node, ir.Conv2d)
+        p["event_wt"] = _event_layout(p["weight"] if conv else p["weight"][:, :, None, None],
+                                      node.stride[1] if conv else 1, node.dilation[1] if conv else 1)
     return p["event_wt"]
+
+
+def _event_layout(w: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
+    """A (Co, Cin, kh, kw) weight with column stride and dilation as the event kernel's
+    (kh, Cin, kwl, Co rounded up to 8): with dilation 1, for each phase ``r < stride`` the
+    ``nj = ceil(kw / stride)`` columns ``r + j * stride`` in reverse order, zeros past ``kw``
+    (``kwl = stride * nj``; stride 1: the row reversed), so an event's contributions along one
+    kernel row are one contiguous block; with dilation > 1 the row reversed."""
+    co, ci, kh, kw = w.shape
+    cop = -(-co // 8) * 8
+    if dilation != 1:
+        wt = torch.zeros((kh, ci, kw, cop), dtype=w.dtype, device=w.device)
+        wt[..., :co] = w.flip(3).permute(2, 1, 3, 0)
+        return wt
+    nj = -(-kw // stride)
+    wt = torch.zeros((kh, ci, stride, nj, cop), dtype=w.dtype, device=w.device)
+    for r in range(min(stride, kw)):
+        taps = w[..., r::stride]  # (Co, Cin, kh, n <= nj): columns r, r + stride, ...
+        wt[:, :, r, nj - taps.shape[3]:, :co] = taps.flip(3).permute(2, 1, 3, 0)
+    return wt.reshape(kh, ci, stride * nj, cop)
 
 
 def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
@@ -66,7 +89,8 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
     x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()
     if mode == "auto":
         inputs, outputs = int(np.prod(x.shape[1:])), int(np.prod(out_shape))
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), wt.shape[0] * wt.shape[2] * wt.shape[3],
+        kk_cop = int(np.prod(node.weight.shape[2:])) * wt.shape[3]
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), kk_cop,
                           int(np.prod(node.weight.shape[1:])) * outputs, linear):
             return None
     if linear:
@@ -74,3 +98,62 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
             len(x), out_shape[0])
     return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], out_shape[1], out_shape[2],
                               list(node.stride), list(node.padding), list(node.dilation))
+
+
+def foldable(pool: ir.Node, node: ir.Node, in_shape: tuple[int, ...]) -> bool:
+    """Whether ``node`` (a Conv1d/Conv2d, or a Linear after a flatten) can take the average
+    pool ``pool``'s input ``in_shape`` through the event kernel with the pool folded in (a
+    convolution needs groups 1 and a non-overlapping pool; see :func:`snn.ir_torch.avgpool_conv`)."""
+    if isinstance(node, ir.Linear):
+        return _packs((int(np.prod(in_shape)),))
+    if not isinstance(node, (ir.Conv1d, ir.Conv2d)) or node.groups != 1:
+        return False
+    g = ir.spatial(pool)
+    return all(k <= s for k, s in zip(g["kernel"], g["stride"])) and _packs(in_shape if len(in_shape) == 3
+                                                                            else (in_shape[0], 1, in_shape[1]))
+
+
+def _pooled_event_weights(pool: ir.Node, node: ir.Node, p: dict[str, torch.Tensor],
+                          in_shape: tuple[int, ...]) -> tuple[torch.Tensor, list[int], list[int], tuple[int, int]]:
+    """The folded weights of ``node`` after the average pool ``pool`` in the event kernel's
+    layout, with the 2-D stride, padding and the input's crop (H, W) (a 1-D layer is a 2-D one
+    of height 1; a Linear layer a 1x1 convolution of a (features, 1, 1) input), made once
+    (cached in ``p``)."""
+    if "pool_event" not in p:
+        if isinstance(node, ir.Linear):
+            w = torch_ops.avgpool_linear(pool, p["weight"], in_shape)
+            p["pool_event"] = (_event_layout(w[:, :, None, None], 1, 1), [1, 1], [0, 0], (1, 1))
+        else:
+            w, stride, padding, crop = torch_ops.avgpool_conv(pool, node, p["weight"], in_shape)
+            if len(crop) == 1:
+                w, stride, padding, crop = w[:, :, None], (1,) + stride, (0,) + padding, (1,) + crop
+            p["pool_event"] = (_event_layout(w, stride[1], 1), list(stride), list(padding), crop)
+    return p["pool_event"]
+
+
+def _pooled_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d | ir.Conv2d,
+                          p: dict[str, torch.Tensor], x: torch.Tensor, out_shape: tuple[int, ...],
+                          mode: str) -> torch.Tensor | None:
+    """``node(avgpool(x))`` (a Linear layer: of the flattened pooled map) of the pool's input
+    ``x`` (M, *pool input shape) by the event kernel with the pool folded into the weights
+    (:func:`_pooled_event_weights`): work in proportion to the nonzeros of ``x``, the pre-pool
+    spikes. None if ``mode`` is "auto" and :func:`event_wins` expects the dense pool and layer
+    to be faster. Returns (M, *out_shape)."""
+    in_shape = tuple(x.shape[1:])
+    wt, stride, padding, crop = _pooled_event_weights(pool, node, p, in_shape)
+    linear = isinstance(node, ir.Linear)
+    x = x.reshape(len(x), -1, 1, 1) if linear else x.reshape((len(x), in_shape[0], -1, in_shape[-1]))
+    if tuple(x.shape[2:]) != crop:  # rows/columns past the last pooling window: never read
+        x = x[:, :, :crop[0], :crop[1]]
+    x = x.contiguous()
+    out2 = (out_shape[0], 1, 1) if linear else (out_shape[0],) + ((1,) + out_shape[1:] if len(out_shape) == 2
+                                                                  else out_shape[1:])
+    if mode == "auto":
+        inputs, outputs = int(np.prod(in_shape)), int(np.prod(out_shape))
+        reach = [-(-k // s) for k, s in zip((wt.shape[0], wt.shape[2]), stride)]  # outputs an event reaches per axis
+        macs = int(np.prod(node.weight.shape[1:])) * outputs + inputs  # the layer on the pooled map, and the pool
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), reach[0] * reach[1] * wt.shape[3], macs,
+                          linear):
+            return None
+    y = fused.event_conv2d(x, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, [1, 1])
+    return y.reshape((len(x),) + tuple(out_shape))

@@ -279,41 +279,55 @@ static inline int bit_width(int64_t v) { return v > 0 ? 64 - __builtin_clzll((un
 
 // Per sample: list the nonzero inputs (events), then add each event's weights (times its
 // value, unless all events are 1) to the channel-last accumulators (Ho, Wo, CoP) of the
-// outputs it reaches; finally write (Co, Ho, Wo) plus the bias.
+// outputs it reaches; finally write (Co, Ho, Wo) plus the bias. wr is (kh, Cin, kwl, CoP):
+// with column dilation 1, kwl = sw * nj holds, for each phase r < sw, the nj = ceil(kw / sw)
+// kernel columns e = r + j * sw in reverse order (zeros past kw): an event at column ix
+// reaches the nj adjacent outputs of its phase (ix + pw) % sw, one contiguous add (stride 1:
+// the kernel row reversed). With dilation > 1, kwl = kw (the row reversed), tap by tap.
 template <typename T, bool BIN>
 static void econv_scatter(const int32_t* __restrict ev, const T* __restrict xm, int64_t n, const T* __restrict wr,
                           T* __restrict acc, int64_t Cin, int64_t H, int64_t W, int64_t CoP, int64_t Ho, int64_t Wo,
-                          int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                          int64_t kh, int64_t kwl, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                           int64_t dw) {
-  const int64_t row = kw * CoP;  // wr is (kh, Cin, kw reversed, CoP): one event's weights for one kernel row
+  const int64_t row = kwl * CoP;  // one event's weights for one kernel row
+  const int64_t nj = kwl / sw;
   const int hb = bit_width(H - 1), wb = bit_width(W - 1);
   for (int64_t q = 0; q < n; ++q) {
     const int64_t c = ev[q] >> (hb + wb), iy = (ev[q] >> wb) & ((1 << hb) - 1), ix = ev[q] & ((1 << wb) - 1);
     const T v = BIN ? T(1) : xm[(c * H + iy) * W + ix];
-    for (int64_t a = 0; a < kh; ++a) {
-      int64_t oy = iy + ph - a * dh;
-      if (oy < 0) break;
-      if (sh != 1) { if (oy % sh) continue; oy /= sh; }
-      if (oy >= Ho) continue;
+    auto add_row = [&](int64_t a, int64_t oy) {
       const T* __restrict w = wr + (a * Cin + c) * row;
-      if (sw == 1 && dw == 1) {  // the kernel row reaches kw adjacent outputs: one contiguous add
-        const int64_t ox0 = ix + pw - (kw - 1);
-        const int64_t i0 = std::max<int64_t>(0, -ox0) * CoP, i1 = std::min<int64_t>(kw, Wo - ox0) * CoP;
+      if (dw == 1) {  // the row's taps of this event's phase reach nj adjacent outputs: one contiguous add
+        const int64_t rx = (ix + pw) % sw, ox0 = (ix + pw - rx) / sw - (nj - 1);
+        const int64_t i0 = std::max<int64_t>(0, -ox0) * CoP, i1 = std::min<int64_t>(nj, Wo - ox0) * CoP;
+        const T* __restrict wp = w + rx * nj * CoP;
         T* __restrict o = acc + (oy * Wo + ox0) * CoP;
-        if (BIN) for (int64_t i = i0; i < i1; ++i) o[i] += w[i];
-        else for (int64_t i = i0; i < i1; ++i) o[i] += v * w[i];
-        continue;
+        if (BIN) for (int64_t i = i0; i < i1; ++i) o[i] += wp[i];
+        else for (int64_t i = i0; i < i1; ++i) o[i] += v * wp[i];
+        return;
       }
-      for (int64_t e = 0; e < kw; ++e) {
+      for (int64_t e = 0; e < kwl; ++e) {
         int64_t ox = ix + pw - e * dw;
         if (ox < 0) break;
         if (sw != 1) { if (ox % sw) continue; ox /= sw; }
         if (ox >= Wo) continue;
         T* __restrict o = acc + (oy * Wo + ox) * CoP;
-        const T* __restrict we = w + (kw - 1 - e) * CoP;
+        const T* __restrict we = w + (kwl - 1 - e) * CoP;
         if (BIN) for (int64_t j = 0; j < CoP; ++j) o[j] += we[j];
         else for (int64_t j = 0; j < CoP; ++j) o[j] += v * we[j];
       }
+    };
+    if (dh == 1) {  // rows a = ry, ry + sh, ... of this event's phase reach outputs oy, oy - 1, ...
+      const int64_t ry = (iy + ph) % sh;
+      for (int64_t a = ry, oy = (iy + ph - ry) / sh; a < kh && oy >= 0; a += sh, --oy)
+        if (oy < Ho) add_row(a, oy);
+      continue;
+    }
+    for (int64_t a = 0; a < kh; ++a) {
+      int64_t oy = iy + ph - a * dh;
+      if (oy < 0) break;
+      if (sh != 1) { if (oy % sh) continue; oy /= sh; }
+      if (oy < Ho) add_row(a, oy);
     }
   }
 }
@@ -400,7 +414,8 @@ torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torc
   TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), "event_conv2d: layout");
   int64_t M = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   int64_t kh = wt.size(0), kw = wt.size(2), CoP = wt.size(3);
-  TORCH_CHECK(wt.size(1) == Cin && CoP >= Co, "event_conv2d: weight shape");
+  TORCH_CHECK(wt.size(1) == Cin && CoP >= Co && (dilation[1] != 1 || kw % stride[1] == 0),
+              "event_conv2d: weight shape");
   TORCH_CHECK(bit_width(Cin - 1) + bit_width(H - 1) + bit_width(W - 1) <= 31,
               "event_conv2d: an input event (channel, y, x) must pack into 31 bits");
   auto y = torch::empty({M, Co, Ho, Wo}, x.options());
