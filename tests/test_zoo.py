@@ -97,6 +97,12 @@ def test_lenet_shapes_and_sizes():
     assert sum(isinstance(x, nn.Linear) for x in m.modules()) == 3
 
 
+def test_vgg_with_average_pools():
+    m = zoo.create_model("vgg", in_channels=1, input_size=28, cfg=[8, "A", 16, "A"], hidden=[32])
+    assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sum(isinstance(x, nn.AvgPool2d) for x in m.modules()) == 2 and m.classifier[1].in_features == 16 * 7 * 7
+
+
 def test_mlp_starts_with_flatten():
     m = zoo.create_model("mlp", in_shape=[1, 8, 8], hidden=[32])
     assert isinstance(m[0], nn.Flatten) and m[1].in_features == 64 and m[-1].out_features == 10
