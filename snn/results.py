@@ -356,3 +356,17 @@ def read_run(run_dir: str | Path, require_complete: bool = True) -> Run:
     if not isinstance(config, dict) or not isinstance(summary, dict):
         raise SnnError(f"{p}: config.yaml or summary.json does not hold a mapping")
     return Run(path=p, config=config, summary=summary, data=read_results(p / "results.h5"))
+
+
+# --------------------------------------------------------------------------- determinism
+VOLATILE = ("started", "timings_s")
+"""The keys of ``summary.json`` that differ between two runs of one config and seed: when
+the run started and how long its stages took. ``model_source`` also says whether the
+weights were trained now or loaded from the model cache (the same weights either way)."""
+
+
+def stable_summary(summary: dict[str, Any]) -> str:
+    """``summary.json`` without :data:`VOLATILE`, as written (``json.dumps(indent=2)``):
+    byte for byte the same for every run of one config and seed, whether run alone, in a
+    sweep with one or more workers, or on Ray (tests/test_determinism.py)."""
+    return json.dumps({k: v for k, v in summary.items() if k not in VOLATILE}, indent=2)

@@ -27,7 +27,7 @@ import numpy as np
 from snn.config import ExperimentConfig, config_hash, load_config, to_dict, to_yaml, user_class
 from snn.energy.totals import Totals
 from snn.errors import ConfigError
-from snn.results import Run, RunData, environment, experiment_dir, new_run, write_results
+from snn.results import Run, RunData, clean_partials, environment, experiment_dir, new_run, write_results
 from snn.util import atomic_write_text
 
 Log = Callable[[str], None]
@@ -115,7 +115,7 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
                                       data=(data.x_train, data.y_train, data.x_test_split, data.y_test_split))
         log(f"[{cfg.name}] {m.name}: " + (f"trained weights loaded from the cache ({info['path']})" if info["cached"]
                                           else f"trained in {info['train_seconds']:.1f} s, cached in {info['path']}"))
-        return model.eval(), {"source": "trained (cached)" if info["cached"] else "trained",
+        return model.eval(), {"source": "trained",  # cached or not: the same weights, the same summary
                               "metrics": info.get("metrics") or [], "checkpoint": info["path"]}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -259,6 +259,7 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
     h = config_hash(cfg)
     root = Path(results_dir if results_dir is not None else cfg.output.dir)
     experiment_dir(root, cfg.name)  # where the run will go: checked before any work
+    clean_partials(root, cfg.name)  # folders of runs killed earlier on this host
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t_start = t0 = time.perf_counter()
     timings: dict[str, float] = {}
