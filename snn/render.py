@@ -179,6 +179,20 @@ def _table(b: Block) -> tuple[list[str], list[list[Any]], list[bool]]:
     return headers, [list(r) for r in zip(*cols)] if rows else [], [f != "text" for f in fmts]
 
 
+def split_table(b: Block, keep: int = 1, columns: int = 6) -> list[Block]:
+    """A table with many columns as several tables that fit a page: each repeats the first
+    ``keep`` columns (the row names) and holds at most ``columns`` of the others."""
+    head, rows = list(b[1]), [list(r) for r in b[2]]
+    fmts = list(b[3]) if len(b) > 3 and b[3] is not None else ["text"] * len(head)
+    if len(head) <= keep + columns:
+        return [b]
+    out = []
+    for i in range(keep, len(head), columns):
+        sl = slice(i, i + columns)
+        out.append(("table", head[:keep] + head[sl], [r[:keep] + r[sl] for r in rows], fmts[:keep] + fmts[sl]))
+    return out
+
+
 # --------------------------------------------------------------------------- Markdown
 def _md(c: Any) -> str:
     if isinstance(c, list):

@@ -153,6 +153,14 @@ def test_formats_one_per_column():
     assert render.format_column("J", [(1.14e-5, 2.1e-5)]) == ["11.4 to 21.0 µJ"]
 
 
+def test_a_wide_table_is_split_keeping_its_row_names():
+    wide = ("table", ["node"] + [f"p{i}" for i in range(8)], [["a"] + list(range(8))], ["text"] + ["count"] * 8)
+    parts = render.split_table(wide, keep=1, columns=3)
+    assert [p[1] for p in parts] == [["node", "p0", "p1", "p2"], ["node", "p3", "p4", "p5"], ["node", "p6", "p7"]]
+    assert parts[2][2] == [["a", 6, 7]] and parts[2][3] == ["text", "count", "count"]
+    assert render.split_table(wide, columns=8) == [wide]
+
+
 def test_links_lists_and_code_in_every_format():
     blocks = [("p", ["see ", Link("the data", "energy.json"), " and `e_mac`"]),
               ("ul", [Link("energy.html", "energy.html"), "a `key`"]),

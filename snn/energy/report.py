@@ -267,7 +267,7 @@ def layer_bars(plt: Any, names: Sequence[str], values: Sequence[float], xlabel: 
     if values_shown:
         for yi, v in zip(y, values):
             ax.annotate(f"{v:.3g}", (v, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
-        ax.margins(x=0.15)
+    ax.margins(x=0.15 if values_shown else 0.03)
     return fig, ax
 
 
@@ -284,7 +284,7 @@ def _layer_tables(rep: EnergyReport) -> list[Block]:
     rows = [[r["node"]] + [r.get("energy_j", {}).get(p) for p in profs] for r in rep.layers]
     rows.append(["all layers"] + [sum(r.get("energy_j", {}).get(p) or 0.0 for r in rep.layers) for p in profs])
     energy = ("table", ["node"] + [f"compute energy, {p}" for p in profs], rows, ["text"] + ["J"] * len(profs))
-    return [counts, energy]
+    return [counts, *render.split_table(energy)]
 
 
 def _status(e: dict[str, Any]) -> str:
@@ -398,10 +398,10 @@ def energy_blocks(rep: EnergyReport, level: int = 2, figures: Sequence[Block] = 
         idx = sorted({0, len(ps["timesteps"]) - 1} | {int(2**k) - 1 for k in range(20)
                                                     if 2**k <= len(ps["timesteps"])})
         basis = {p: rep.energy[p]["basis"] for p in ps["snn_dynamic_j"]}
-        blocks += [h("Energy and accuracy per timestep"),
+        blocks += [h("Energy and accuracy per timestep"), *render.split_table(
                    ("table", ["T", "accuracy"] + [f"SNN energy, {p} ({b})" for p, b in basis.items()],
                     [[ps["timesteps"][i], acc[i] if acc else None] + [ps[f"snn_{b}_j"][p][i] for p, b in basis.items()]
-                     for i in idx], ["count", "percent"] + ["J"] * len(basis))]
+                     for i in idx], ["count", "percent"] + ["J"] * len(basis)), keep=2)]
         if ps.get("cheapest"):
             blocks += [("p", f"Cheapest T reaching accuracy {100 * ps['target_accuracy']:.2f}%:"),
                        ("ul", [f"{p}: " + (f"T = {c['timesteps']}, accuracy {100 * c['accuracy']:.2f}%, "
