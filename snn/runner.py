@@ -340,12 +340,17 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
         if energy:
             energy.to_json(rd.path / "energy.json")
         run = Run(path=rd.path, config=to_dict(cfg), summary=summary, data=run_data)
+        figures = None
         if cfg.output.report:
-            from snn.report import write_report
+            from snn.report import report_figures
 
-            write_report(run)  # its timings table: the stages before the report
+            figures = report_figures(run)
             stage("report")
         timings["total"] = round(time.perf_counter() - t_start, 3)
+        if figures is not None:  # the text, after the total it shows (milliseconds)
+            from snn.report import write_report
+
+            write_report(run, figures)
         atomic_write_text(rd.path / "summary.json", json.dumps(summary, indent=2))
     log(f"[{cfg.name}] run complete in {timings['total']:.1f} s ("
         + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total") + f"): {rd.final}")

@@ -223,6 +223,8 @@ def test_run_folder_holds_the_ann_and_convert_accepts_it(tmp_path, monkeypatch, 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert list(summary["timings_s"]) == ["data", "model", "convert", "build", "simulate", "energy", "report",
                                           "total"]
+    timings = " ".join((run_dir / "report.md").read_text().split("## Timings")[1].split("##")[0].split())
+    assert all(f"| {stage} |" in timings for stage in summary["timings_s"]), timings  # report and total too
     model, spec = load_run_model(run_dir)
     assert spec["model"] == "mlp" and spec["kwargs"]["hidden"] == [16] and spec["dataset"] == "digits"
     from snn import train
