@@ -30,6 +30,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Collection, Literal, Mapping, Sequence
@@ -65,6 +66,15 @@ def _package_check(check: Any, *args: Any, **kwargs: Any) -> Any:
 def _check_device(v: str) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+    if v != "cpu":  # named before any data is loaded or any model trained
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {v!r}: CUDA is not available on this machine (torch {torch.__version__}"
+                             f"{'' if torch.version.cuda else ', a CPU-only build'}); use 'cpu'")
+        index = int(v.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {v!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return v
 
 
@@ -107,8 +117,22 @@ def user_class(path: str, search: Sequence[str | Path] = ()) -> type:
     return getattr(mod, name)
 
 
+INT_LIMIT = 2**63 - 1  # every integer setting fits a signed 64-bit integer (seeds, counts)
+MAX_SWEEP_RUNS = 10_000  # a larger grid is almost certainly a typo; split it into several sweeps
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        """No setting is an infinite or NaN float or an integer beyond 64 bits (out of range)."""
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"must be a finite number, got {v}")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT_LIMIT:
+            raise ValueError(f"out of range: at most {INT_LIMIT} (a signed 64-bit integer), got {v:.3g}")
+        return v
 
 
 class DataConfig(_Section):
@@ -252,6 +276,14 @@ class ConvertConfig(_Section):
     readout_delay: int | Literal["auto"] = Field(default=0,
         description="steps before the readout starts integrating, or auto (SpikingJelly's delay-start estimate)")
 
+    @field_validator("percentile")
+    @classmethod
+    def _in_percent(cls, v: float) -> float:
+        from snn.conversion import check_percentile
+
+        _package_check(check_percentile, v)  # the converter's own rule: in percent, 1..100
+        return v
+
     @field_validator("reset")
     @classmethod
     def _known_reset(cls, v: str) -> str:
@@ -346,6 +378,17 @@ class SimConfig(_Section):
         return _one_of(v, ENCODINGS, "encoding")
 
     _device = field_validator("device")(lambda cls, v: _check_device(v))
+
+    @model_validator(mode="after")
+    def _known_options(self) -> "SimConfig":
+        from snn.backends import get_backend
+
+        valid = get_backend(self.backend).OPTIONS
+        unknown = sorted(set(self.options) - set(valid))
+        if unknown:
+            raise ValueError(f"options: unknown option(s) for backend {self.backend!r}: {', '.join(map(str, unknown))}; "
+                             f"valid: {', '.join(valid)}")
+        return self
 
 
 class EnergyConfig(_Section):
@@ -451,6 +494,10 @@ class ExperimentConfig(_Section):
                 raise ValueError(f"{key!r} cannot be swept")
             if not values:
                 raise ValueError(f"{key!r} has an empty list")
+        runs = math.prod(len(values) for values in v.values())
+        if runs > MAX_SWEEP_RUNS:
+            raise ValueError(f"{runs} runs (the product of the list lengths {' x '.join(str(len(x)) for x in v.values())})"
+                             f" is more than {MAX_SWEEP_RUNS}; split it into several sweeps")
         return v
 
 
@@ -476,9 +523,39 @@ def _format_error(e: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] != "value_error" and "input" in err and not isinstance(err["input"], (dict, list)):
-            msg += f" (got {err['input']!r})"
+            got = repr(err["input"])
+            msg += f" (got {got[:80] + '...' if len(got) > 80 else got})"
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return f"{source}: " + "; ".join(parts)
+    more = f"; and {len(parts) - MAX_ERRORS} more" if len(parts) > MAX_ERRORS else ""
+    return f"{source}: " + "; ".join(parts[:MAX_ERRORS]) + more
+
+
+MAX_ERRORS = 5  # errors listed in the one line; the rest are counted
+MAX_VALUES = 100_000  # keys and values in a config, aliases expanded: more is not a hand-written config
+MAX_DEPTH = 64
+
+
+def _bounded(raw: Any, source: str) -> None:
+    """Refuse a config with more than :data:`MAX_VALUES` keys and values or nested deeper than
+    :data:`MAX_DEPTH`, counted as they expand (YAML aliases make a small file a huge or
+    cyclic structure), before anything walks it in full."""
+    budget = MAX_VALUES
+
+    def walk(obj: Any, depth: int) -> None:
+        nonlocal budget
+        budget -= 1
+        if budget < 0 or depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: more than {MAX_VALUES} values or nested deeper than {MAX_DEPTH} "
+                              "(YAML aliases that expand, or not a config)")
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                walk(k, depth + 1)
+                walk(v, depth + 1)
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            for v in obj:
+                walk(v, depth + 1)
+
+    walk(raw, 0)
 
 
 def validate(raw: Mapping[str, Any], source: str = "config", search: Sequence[str | Path] = ()) -> ExperimentConfig:
@@ -486,6 +563,7 @@ def validate(raw: Mapping[str, Any], source: str = "config", search: Sequence[st
     ``search``: folders where a user's ``model.name: module:Class`` may be (see :func:`user_class`)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(raw).__name__}")
+    _bounded(raw, source)
     try:
         cfg = ExperimentConfig.model_validate(dict(raw), context={"search": tuple(search)})
     except ValidationError as e:
@@ -511,7 +589,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+        what = "YAML tag not allowed" if isinstance(e, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise ConfigError(f"{path}: {what}{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read ({e})") from None
     if raw is None:
@@ -532,8 +613,9 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         try:
             out[key] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+        except (yaml.YAMLError, RecursionError):
+            shown = text if len(text) <= 80 else text[:80] + "..."
+            raise ConfigError(f"--set {key}: cannot parse value {shown!r}") from None
     return out
 
 

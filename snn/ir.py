@@ -58,7 +58,11 @@ Applied to analog values (an ANN graph, or an analog input) it is the usual max.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import warnings
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -690,6 +694,122 @@ class Graph:
         return [n for n in self.spiking_nodes() if self.nodes[n].spiking or self.nodes[n].spike_route == "pool"]
 
 
+# --------------------------------------------------------------------------- HDF5 checksums
+CHECKSUM_MAGIC = b"SNN-SHA256\n"  # first bytes of a file sealed by seal_file (its HDF5 user block)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ENTRY_BYTES = 160  # user-block room per array in the manifest
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def create_h5(path: str | os.PathLike, n_arrays: int) -> "h5py.File":  # noqa: F821
+    """Open ``path`` for writing with an HDF5 user block large enough for :func:`seal_file`'s
+    manifest of ``n_arrays`` arrays (a power of two >= 512 bytes, which HDF5 skips)."""
+    import h5py
+
+    need, block = 1024 + _ENTRY_BYTES * max(n_arrays, 1), 512
+    while block < need:
+        block *= 2
+    return h5py.File(path, "w", userblock_size=block)
+
+
+def seal_file(path: str | os.PathLike) -> None:
+    """Write a checksum manifest into the user block of a closed HDF5 file made by :func:`create_h5`.
+
+    The manifest (``SNN-SHA256`` then one line of JSON) holds the file's size, the
+    SHA-256 of every byte after the user block (arrays, attributes and HDF5 metadata),
+    and for every dataset its path, byte range and SHA-256, so :func:`verify_file` can
+    name the damaged array without trusting the HDF5 structure.
+    """
+    import h5py
+
+    arrays: list[list[Any]] = []
+    with h5py.File(path, "r") as f:
+        block = int(f.userblock_size)
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.id.get_offset() is not None:
+                owner = obj.parent.attrs.get("name", obj.attrs.get("node"))
+                arrays.append([obj.name, int(obj.id.get_offset()), int(obj.id.get_storage_size()),
+                               None if owner is None else str(owner)])
+
+        f.visititems(visit)
+    raw = Path(path).read_bytes()
+    for entry in arrays:
+        entry.append(_sha256(memoryview(raw)[entry[1]:entry[1] + entry[2]]))
+    head = CHECKSUM_MAGIC + json.dumps({"size": len(raw), "block": block, "sha256": _sha256(memoryview(raw)[block:]),
+                                        "arrays": arrays}).encode() + b"\n"
+    if len(head) > block:  # pragma: no cover - create_h5 sizes the block for the arrays
+        raise SnnError(f"{path}: checksum manifest of {len(head)} bytes does not fit the {block}-byte user block")
+    with open(path, "r+b") as fh:
+        fh.write(head.ljust(block, b" "))
+
+
+def verify_file(path: str | os.PathLike, what: str = "file") -> bool:
+    """Check an HDF5 file against the manifest :func:`seal_file` wrote, before HDF5 reads it
+    (a damaged HDF5 header can make the library fail or hang, so nothing is parsed first).
+
+    Returns True if verified, False for a file written before checksums existed (it
+    starts with the HDF5 signature): such a file is read unverified, with a warning.
+    Raises :class:`SnnError` naming the file and the damaged dataset (and its node), or
+    saying that the damage is outside the arrays, or that the file is truncated.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(min(size, 1 << 22))
+    if head.startswith(HDF5_SIGNATURE):
+        warnings.warn(f"{path} was written without checksums (by an older snn): its arrays cannot be verified; "
+                      "save it again to add them", UserWarning, stacklevel=3)
+        return False
+    bad = f"{path} is a corrupted snn {what}"
+    end = head.find(b"\n", len(CHECKSUM_MAGIC))
+    if not head.startswith(CHECKSUM_MAGIC) or end < 0:
+        raise SnnError(f"{bad} (neither a checksum manifest nor an HDF5 signature at its start)")
+    try:
+        manifest = json.loads(head[len(CHECKSUM_MAGIC):end])
+        want_size, block, digest = int(manifest["size"]), int(manifest["block"]), str(manifest["sha256"])
+        arrays = list(manifest["arrays"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SnnError(f"{bad} (its checksum manifest is damaged: {type(e).__name__})") from None
+    if size != want_size:
+        raise SnnError(f"{bad}: {size} bytes where {want_size} were written ("
+                       + ("truncated" if size < want_size else "bytes appended") + ")")
+    raw = path.read_bytes()
+    for entry in arrays:
+        try:
+            name, off, n, owner, sha = entry
+            ok = _sha256(memoryview(raw)[int(off):int(off) + int(n)]) == sha
+        except (ValueError, TypeError):
+            raise SnnError(f"{bad} (its checksum manifest is damaged)") from None
+        if not ok:
+            raise SnnError(f"{bad}: dataset {name}" + (f" (node {owner!r})" if owner else "")
+                           + " fails its checksum (restore or rewrite the file)")
+    if _sha256(memoryview(raw)[block:]) != digest:
+        raise SnnError(f"{bad}: it fails its checksum outside the arrays (HDF5 structure or attributes damaged)")
+    return True
+
+
+def read_array(d: "h5py.Dataset") -> np.ndarray:  # noqa: F821
+    """The array of an HDF5 dataset, checked before reading: a numeric dtype, and no more
+    bytes than the file holds (a header claiming a huge shape is refused, not allocated)."""
+    import h5py
+
+    path = d.file.filename
+    if not isinstance(d, h5py.Dataset):
+        raise SnnError(f"{path}: {d.name} is not a dataset")
+    if d.dtype.kind not in "biuf":
+        raise SnnError(f"{path}: dataset {d.name} holds {d.dtype}, not numbers")
+    nbytes = float(np.prod(d.shape, dtype=np.float64)) * d.dtype.itemsize if d.shape is not None else 0.0
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if nbytes > size:
+        raise SnnError(f"{path}: dataset {d.name} claims shape {d.shape} ({nbytes:.3g} bytes), more than the "
+                       f"file's {size} bytes: the file is corrupted")
+    return d[()]
+
+
 def write_graph(g: "h5py.Group", graph: Graph) -> None:  # noqa: F821
     """Store ``graph`` in an open h5py group: one subgroup per node, in order."""
     g.attrs["ir_version"] = IR_VERSION
@@ -711,7 +831,13 @@ def write_graph(g: "h5py.Group", graph: Graph) -> None:  # noqa: F821
                 ng.attrs[f.name] = json.dumps(v)
 
 
+def n_arrays(graph: Graph) -> int:
+    """The number of arrays :func:`write_graph` stores for ``graph``."""
+    return sum(isinstance(getattr(v, f.name), np.ndarray) for v in graph.nodes.values() for f in fields(v))
+
+
 def read_graph(g: "h5py.Group") -> Graph:  # noqa: F821
+    """The graph stored by :func:`write_graph` (arrays read through :func:`read_array`)."""
     version = int(g.attrs.get("ir_version", -1))
     if version != IR_VERSION:
         raise SnnError(f"unsupported IR version {version} (this snn reads version {IR_VERSION})")
@@ -726,7 +852,7 @@ def read_graph(g: "h5py.Group") -> Graph:  # noqa: F821
         kw: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in ng:
-                kw[f.name] = ng[f.name][()]
+                kw[f.name] = read_array(ng[f.name])
             elif f.name in ng.attrs:
                 raw = ng.attrs[f.name]
                 kw[f.name] = None if raw == "__none__" else json.loads(raw)

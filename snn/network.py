@@ -43,15 +43,17 @@ class SpikingNetwork:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        """Write to HDF5 (atomically): groups ``graph`` and ``ann``, attribute ``meta`` (JSON)."""
-        import h5py
-
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            ir.write_graph(f.create_group("graph"), self.graph)
-            if self.ann is not None:
-                ir.write_graph(f.create_group("ann"), self.ann)
-            f.attrs["meta"] = json.dumps(self.meta)
-            f.attrs["format"] = "snn.SpikingNetwork"
+        """Write to HDF5 (atomically): groups ``graph`` and ``ann``, attribute ``meta`` (JSON);
+        the SHA-256 checksum of the file and of every array in its user block (:func:`snn.ir.seal_file`)."""
+        n = ir.n_arrays(self.graph) + (ir.n_arrays(self.ann) if self.ann is not None else 0)
+        with atomic_path(path) as tmp:
+            with ir.create_h5(tmp, n) as f:
+                ir.write_graph(f.create_group("graph"), self.graph)
+                if self.ann is not None:
+                    ir.write_graph(f.create_group("ann"), self.ann)
+                f.attrs["meta"] = json.dumps(self.meta)
+                f.attrs["format"] = "snn.SpikingNetwork"
+            ir.seal_file(tmp)
 
     def to_snntorch(self, precision: str = "float32"):
         """The network as a plain snntorch ``nn.Module``, one timestep per ``forward`` call
@@ -70,9 +72,14 @@ class SpikingNetwork:
 def load(path: str | Path) -> SpikingNetwork:
     """Read a network written by :meth:`SpikingNetwork.save` (example there).
 
+    The file is checked against the SHA-256 checksums :meth:`SpikingNetwork.save` stored
+    before HDF5 parses it (:func:`snn.ir.verify_file`); a file written before checksums
+    existed is read unverified, with a warning.
+
     Raises:
-        SnnError: a missing file, a file that is not an snn network, an unsupported IR
-            version or node kind.
+        SnnError: a missing file, a file that is not an snn network, a checksum that does
+            not match (naming the file and the dataset), a truncated or otherwise corrupted
+            file, an unsupported IR version or node kind.
     """
     import h5py
 
@@ -80,12 +87,20 @@ def load(path: str | Path) -> SpikingNetwork:
     if not path.exists():
         raise SnnError(f"no such file: {path}")
     try:
+        ir.verify_file(path, "network file")
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != "snn.SpikingNetwork" or "graph" not in f:
                 raise SnnError(f"{path} is not an snn network file")
             graph = ir.read_graph(f["graph"])
             ann = ir.read_graph(f["ann"]) if "ann" in f else None
             meta = json.loads(f.attrs.get("meta", "{}"))
+    except SnnError:
+        raise
     except OSError as e:
-        raise SnnError(f"{path} is not a readable snn network file ({e})") from e
+        raise SnnError(f"{path} is not a readable snn network file ({' '.join(str(e).split())})") from e
+    except Exception as e:  # a damaged file that still opens: any parsing error, one line
+        raise SnnError(f"{path} is a corrupted snn network file ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:200]})") from e
+    if not isinstance(meta, dict):
+        raise SnnError(f"{path} is a corrupted snn network file (its meta is not a mapping)")
     return SpikingNetwork(graph=graph, ann=ann, meta=meta)

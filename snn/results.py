@@ -51,6 +51,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from snn import ir
 from snn.errors import SnnError
 from snn.util import atomic_path, atomic_write_text
 
@@ -278,51 +279,62 @@ class RunData:
 
 
 def write_results(path: str | Path, data: RunData) -> None:
-    """Write ``data`` to ``path`` (HDF5, atomically). Node names are kept as attributes, so any name works."""
-    import h5py
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = RESULTS_FORMAT
-        f.attrs["ann_accuracy"] = data.ann_accuracy
-        f.attrs["n_samples"] = data.n_samples
-        f.create_dataset("accuracy", data=np.asarray(data.accuracy, dtype=np.float64))
-        sp = f.create_group("spikes")
-        for i, (name, counts) in enumerate(data.spikes.items()):
-            d = sp.create_dataset(f"{i:04d}", data=np.asarray(counts, dtype=np.float64))
-            d.attrs["node"] = name
-            d.attrs["neurons"] = int(data.neurons[name])
-        f.attrs["energy"] = json.dumps(data.energy)
-        f.attrs["training"] = json.dumps(data.training)
-        env = f.create_group("environment")
-        for k, v in data.environment.items():
-            env.attrs[k] = str(v)
+    """Write ``data`` to ``path`` (HDF5, atomically). Node names are kept as attributes, so any name works.
+    The file and every array carry a SHA-256 checksum (:func:`snn.ir.seal_file`)."""
+    with atomic_path(path) as tmp:
+        with ir.create_h5(tmp, 1 + len(data.spikes)) as f:
+            f.attrs["format"] = RESULTS_FORMAT
+            f.attrs["ann_accuracy"] = data.ann_accuracy
+            f.attrs["n_samples"] = data.n_samples
+            f.create_dataset("accuracy", data=np.asarray(data.accuracy, dtype=np.float64))
+            sp = f.create_group("spikes")
+            for i, (name, counts) in enumerate(data.spikes.items()):
+                d = sp.create_dataset(f"{i:04d}", data=np.asarray(counts, dtype=np.float64))
+                d.attrs["node"] = name
+                d.attrs["neurons"] = int(data.neurons[name])
+            f.attrs["energy"] = json.dumps(data.energy)
+            f.attrs["training"] = json.dumps(data.training)
+            env = f.create_group("environment")
+            for k, v in data.environment.items():
+                env.attrs[k] = str(v)
+        ir.seal_file(tmp)
 
 
 def read_results(path: str | Path) -> RunData:
-    """Read a ``results.h5``; a missing, truncated or foreign file raises :class:`SnnError`."""
+    """Read a ``results.h5``; a missing, truncated, corrupted or foreign file raises
+    :class:`SnnError`, a checksum mismatch naming the dataset. A file written before
+    checksums existed is read unverified, with a warning (:func:`snn.ir.verify_file`)."""
     import h5py
 
     path = Path(path)
     if not path.is_file():
         raise SnnError(f"no results file: {path}")
     try:
+        ir.verify_file(path, "results file")
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != RESULTS_FORMAT:
                 raise SnnError(f"{path} is not an snn results file (format {f.attrs.get('format')!r})")
             spikes, neurons = {}, {}
             for key in sorted(f["spikes"]):
                 d = f["spikes"][key]
-                spikes[str(d.attrs["node"])] = d[()]
+                spikes[str(d.attrs["node"])] = ir.read_array(d)
                 neurons[str(d.attrs["node"])] = int(d.attrs["neurons"])
-            return RunData(accuracy=f["accuracy"][()], ann_accuracy=float(f.attrs["ann_accuracy"]), spikes=spikes,
-                           neurons=neurons, energy=json.loads(f.attrs["energy"]),
+            data = RunData(accuracy=ir.read_array(f["accuracy"]), ann_accuracy=float(f.attrs["ann_accuracy"]),
+                           spikes=spikes, neurons=neurons, energy=json.loads(f.attrs["energy"]),
                            training=json.loads(f.attrs["training"]),
                            environment={k: str(v) for k, v in f["environment"].attrs.items()},
                            n_samples=int(f.attrs["n_samples"]))
     except SnnError:
         raise
-    except (OSError, KeyError, ValueError) as e:
-        raise SnnError(f"{path} is corrupted or not an snn results file ({e})") from None
+    except OSError as e:
+        raise SnnError(f"{path} is corrupted or not an snn results file ({' '.join(str(e).split())})") from None
+    except Exception as e:  # a damaged file that still opens: any parsing error, one line
+        raise SnnError(f"{path} is corrupted or not an snn results file ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:200]})") from None
+    if data.accuracy.ndim != 1 or not isinstance(data.training, list) or not (
+            data.energy is None or isinstance(data.energy, dict)):
+        raise SnnError(f"{path} is corrupted or not an snn results file (unexpected accuracy shape or metadata types)")
+    return data
 
 
 # --------------------------------------------------------------------------- a stored run

@@ -12,7 +12,9 @@ untouched.
 
 Checkpoints hold a state dict only: safetensors where installed (``meta`` as JSON in
 its header), else ``torch.save({"state_dict", "meta"})`` read back with
-``torch.load(weights_only=True)``, which refuses pickles that carry code.
+``torch.load(weights_only=True)``, which refuses pickles that carry code. The checkpoints
+written here carry a SHA-256 digest of every tensor (:func:`tensor_digest`), checked on
+load; a checkpoint without digests (another tool's, or an older snn's) loads unverified.
 """
 from __future__ import annotations
 
@@ -167,23 +169,65 @@ def _has_safetensors() -> bool:
     return True
 
 
+DIGESTS = "snn_sha256"  # checkpoint metadata: {tensor name: tensor_digest}
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 (hex) of a tensor's dtype, shape and bytes."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     """Write ``model``'s state dict and ``meta`` (JSON-serialisable) to ``path``, atomically:
-    safetensors if installed, else ``torch.save`` of ``{"state_dict", "meta"}``."""
+    safetensors if installed, else ``torch.save`` of ``{"state_dict", "meta"}``; with the
+    :func:`tensor_digest` of every tensor, checked when it is loaded."""
     path = Path(path)
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     try:
         meta_json = json.dumps(meta or {})
     except TypeError as e:
         raise SnnError(f"checkpoint metadata must be JSON-serialisable: {e}") from e
+    digests = json.dumps({k: tensor_digest(v) for k, v in sd.items()})
     with atomic_path(path) as tmp:
         if _has_safetensors():
             from safetensors.torch import save_file
 
-            save_file(sd, str(tmp), metadata={"snn_meta": meta_json})
+            save_file(sd, str(tmp), metadata={"snn_meta": meta_json, DIGESTS: digests})
         else:
-            torch.save({"state_dict": sd, "meta": meta_json}, tmp)
+            torch.save({"state_dict": sd, "meta": meta_json, DIGESTS: digests}, tmp)
     return path
+
+
+def _verify(path: Path, sd: dict[str, torch.Tensor], digests: Any) -> None:
+    """Check the tensors of a checkpoint against the digests stored with them (if any)."""
+    if digests is None:
+        return  # another tool's (or an older snn's) checkpoint: nothing to check against
+    try:
+        want = json.loads(digests) if isinstance(digests, str) else None
+    except ValueError:
+        want = None
+    if not isinstance(want, dict) or set(want) != set(sd):
+        raise SnnError(f"checkpoint {path} is corrupted: its tensor checksums are damaged or do not list its tensors")
+    for k, t in sd.items():
+        if tensor_digest(t) != want[k]:
+            raise SnnError(f"checkpoint {path} is corrupted: tensor {k!r} fails its checksum (restore or rewrite it)")
+
+
+def _check_zip(path: Path) -> None:
+    """Check the CRC-32 of every member of a ``torch.save`` zip archive (torch does not)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise SnnError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:200]})") from None
+    if bad is not None:
+        raise SnnError(f"checkpoint {path} is corrupted: its member {bad!r} fails its CRC-32 check")
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -191,6 +235,8 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise SnnError(f"checkpoint {path} does not exist")
     head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
     if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
+        if head[:2] == b"PK":
+            _check_zip(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # UnpicklingError for code, RuntimeError/EOFError for damage
@@ -201,6 +247,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                 f"{str(e).splitlines()[0] if str(e) else ''})")) from e
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             meta = obj.get("meta", "{}")
+            _verify(path, obj["state_dict"], obj.get(DIGESTS))
             return obj["state_dict"], json.loads(meta) if isinstance(meta, str) else dict(meta)
         if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj, {}
@@ -214,9 +261,11 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         sd = load_file(str(path))
         with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("snn_meta", "{}"))
+            header = f.metadata() or {}
+            meta = json.loads(header.get("snn_meta", "{}"))
     except (SafetensorError, OSError, ValueError) as e:
-        raise SnnError(f"checkpoint {path} is corrupt or not a checkpoint ({e})") from e
+        raise SnnError(f"checkpoint {path} is corrupt or not a checkpoint ({' '.join(str(e).split())})") from e
+    _verify(path, sd, header.get(DIGESTS))
     return sd, meta
 
 

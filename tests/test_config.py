@@ -85,7 +85,8 @@ def test_bad_files(tmp_path):
 def test_set_overrides_parse_yaml_and_validate():
     assert parse_set(["sim.timesteps=64", "convert.method=max", "energy.hardware=[loihi]", "data.root=null"]) == {
         "sim.timesteps": 64, "convert.method": "max", "energy.hardware": ["loihi"], "data.root": None}
-    cfg = load_config({"name": "x"}, ["sim.timesteps=16", "convert.percentile=99.9", "sim.options.target=numpy"])
+    cfg = load_config({"name": "x"}, ["sim.timesteps=16", "convert.percentile=99.9", "sim.backend=brian2",
+                                      "sim.options.target=numpy"])
     assert (cfg.sim.timesteps, cfg.convert.percentile, cfg.sim.options) == (16, 99.9, {"target": "numpy"})
     assert "sim.timesteps: Input should be greater than or equal to 1 (got -3)" in err({"name": "x"}, ["sim.timesteps=-3"])
     assert "sim.timestepz: unknown key" in err({"name": "x"}, ["sim.timestepz=3"])

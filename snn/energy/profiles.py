@@ -198,7 +198,10 @@ def load_profiles(path: str | Path) -> dict[str, Profile]:
     path = Path(path)
     if not path.exists():
         raise SnnError(f"no such profile file: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SnnError(f"{path}: cannot read it as text ({' '.join(str(e).split())})") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
