@@ -32,9 +32,9 @@ a source to a layer keeps, per axis, how the source's index moves: the channel a
 offset (a concatenation), each spatial axis by a small boolean relation (image side x
 image side) that pooling, upsampling and padding compose. A convolution's map is the
 transposed convolution of ones in closed form, separable along the axes: the number of
-outputs whose window covers a position is a product of per-axis counts (cached per layer
-shape), and with zero weights a depthwise sum of each input channel's non-zero taps over
-the per-axis tap matrices.
+outputs whose window covers a position is a product of per-axis counts (computed once
+per axis geometry), and with zero weights a depthwise sum of each input channel's
+non-zero taps over the per-axis tap matrices.
 
 *Analog input* (``encoding="constant"``): the first synaptic layer sees the same analog
 input at every step; the backend computes it once, so it costs
@@ -292,24 +292,23 @@ def _conv_connections(node: ir.Conv2d, ins: list[Shape], shape: Shape) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=256)
-def _conv_structural_cached(c_out: int, groups: int, in_shape: Shape, shape: Shape,
-                            geometry: tuple[tuple[int, ...], ...]) -> np.ndarray:
-    k, s, p, d = geometry
-    counts = [np.full(in_shape[0], c_out // groups)]
-    counts += [tap_matrix(in_shape[1 + a], shape[1 + a], k[a], s[a], p[a], d[a]).sum(axis=0) for a in range(len(k))]
-    out = _outer(counts)
+@functools.lru_cache(maxsize=1024)
+def _coverage(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
+    """Per input position of one axis, the outputs whose window covers it (int64, read-only;
+    computed once per axis geometry)."""
+    out = tap_matrix(n_in, n_out, k, s, p, d).sum(axis=0, dtype=np.int64)
     out.flags.writeable = False
     return out
 
 
 def _conv_structural(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
     """The transposed convolution of ones, in closed form: output channels of the group x,
-    per spatial axis, the outputs whose window covers the position. Computed once per
-    layer shape (cached; read-only)."""
+    per spatial axis, the outputs whose window covers the position (:func:`_coverage`)."""
     g = ir.spatial(node)
-    return _conv_structural_cached(int(node.weight.shape[0]), int(node.groups), tuple(in_shape), tuple(shape),
-                                   (g["kernel"], g["stride"], g["padding"], g["dilation"]))
+    counts = [np.full(in_shape[0], node.weight.shape[0] // node.groups)]
+    counts += [_coverage(in_shape[1 + a], shape[1 + a], g["kernel"][a], g["stride"][a], g["padding"][a],
+                         g["dilation"][a]) for a in range(len(g["kernel"]))]
+    return _outer(counts)
 
 
 def _conv_nonzero(node: ir.Conv2d, in_shape: Shape, shape: Shape, slot: int) -> np.ndarray:
