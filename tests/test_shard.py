@@ -39,14 +39,15 @@ def _same(a, b) -> None:
 
 
 @pytest.mark.ray
-def test_sharded_on_a_local_ray_cluster_equals_one_process(cnn_net, digits):
+def test_sharded_on_a_local_ray_cluster_equals_one_process(cnn_net, digits, tmp_path):
     """A local cluster of 2 CPUs started for the call: 2 shards in 2 worker processes."""
     pytest.importorskip("ray")
     x = digits[2][:150].reshape(-1, 1, 8, 8)
     kw = dict(encoding="poisson", batch_size=16, seed=7, precision="float64")
     one = snn.simulate(cnn_net, x, 12, **kw)
-    sharded = snn.simulate(cnn_net, x, 12, cluster="ray", workers=2, **kw)
+    sharded = snn.simulate(cnn_net, x, 12, cluster="ray", workers=2, ray_logs=str(tmp_path / "logs"), **kw)
     _same(one, sharded)
+    assert list((tmp_path / "logs").glob("session_*/raylet.out"))  # the local cluster's logs, kept there
     info = sharded.info["cluster"]
     assert [(s["start"], s["stop"]) for s in info["shards"]] == [(0, 80), (80, 150)]
     assert len({s["pid"] for s in info["shards"]}) == 2 and info["address"] == "local"

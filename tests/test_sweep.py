@@ -123,3 +123,6 @@ def test_sweep_on_a_local_ray_cluster(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "on Ray (local cluster)" in p.stderr and "2/2 runs complete" in p.stdout
     assert points(res_dir) == [(2, "max"), (2, "percentile")]
+    # quiet: no Ray banner or token warning; its logs kept in the results folder, not /tmp
+    assert "Token authentication" not in p.stderr and "Started a local Ray instance" not in p.stderr
+    assert list((res_dir / "sw" / "ray-logs").glob("session_*/raylet.out"))
