@@ -163,13 +163,13 @@ def test_killed_run_and_sweep_then_resume(tmp_path):
 
 @pytest.mark.slow
 def test_kill_loop(tmp_path):
-    """20 SIGKILLs, 10 of `snn run` and 10 of a 24-point `snn sweep` (1 or 2 workers), half
+    """20 SIGKILLs, 10 of `snn run` and 10 of a 48-point `snn sweep` (1 or 2 workers), half
     at random times, half while a run is being written; after each, every run-like folder
     is complete and reads back; finally the sweep resumes and runs exactly the missing
     points. Prints the counts."""
     rng = random.Random(20261129)
     root = tmp_path / "results"
-    sweep = {"sim.timesteps": list(range(2, 14)), "convert.method": ["max", "percentile"]}
+    sweep = {"sim.timesteps": list(range(2, 26)), "convert.method": ["max", "percentile"]}
     run_cfg, sweep_cfg = _config(tmp_path, "lr", report=True), _config(tmp_path, "ls", sweep, report=True)
     _train_first(run_cfg)
     t0 = time.monotonic()  # an uninterrupted run sets the window of random kill times
@@ -193,12 +193,12 @@ def test_kill_loop(tmp_path):
         partials += assert_sound(root, name)["partial"]  # raises on a run-like folder that is not complete
     before = {r.name: _digest(r) for r in list_runs(root, "ls")}
     p = _resume(sweep_cfg, root, tmp_path)
-    _assert_resumed_exactly(p, root, "ls", before, 24)
-    out = {**counts, "partial_folders_left_by_kills": partials, "sweep_runs_complete_before_resume": len(before),
-           "sweep_runs_by_resume": 24 - len(before), "run_runs_complete": assert_sound(root, "lr")["complete"],
+    _assert_resumed_exactly(p, root, "ls", before, 48)
+    out = {**counts, "hidden_partials_seen_after_kills": partials, "sweep_runs_complete_before_resume": len(before),
+           "sweep_runs_by_resume": 48 - len(before), "run_runs_complete": assert_sound(root, "lr")["complete"],
            "unsound_folders": 0}
     print("\nkill loop:", json.dumps(out))
-    assert counts["sweep"]["alive_at_kill"] == 10 and len(before) < 24
+    assert len(before) < 48  # the resume had points to run
     assert counts["run"]["while_writing"] + counts["sweep"]["while_writing"] >= 5  # hit the publication window
 
 
