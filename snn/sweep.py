@@ -16,12 +16,12 @@ killing a sweep (even with SIGKILL) loses only the runs in flight.
 Runs execute in this process (``workers=1``), in local worker processes
 (``workers=N``), or as Ray tasks (``use_ray=True``) on the cluster at ``address`` or on a
 local cluster started for the sweep (on a remote cluster, the results directory and the
-data must be on a file system every node sees, at the same path). A Ray worker that dies
-while running a point (killed, out of memory, its node lost) loses only that point: it is
-submitted again, up to :data:`LOST_RETRIES` times, unless the lost worker had already
-published its run. When all runs are done, partial directories of dead processes are
-removed and a comparison of the runs is
-written to ``<results>/<name>/sweep/`` (:func:`snn.report.compare_runs`).
+data must be on a file system every node sees, at the same path). A worker that dies
+while running a point (a local worker process or a Ray worker: killed, out of memory, its
+node lost) loses only the points in flight: they are submitted again, up to
+:data:`LOST_RETRIES` times, unless the lost worker had already published its run. When
+all runs are done, partial directories of dead processes are removed and a comparison of
+the runs is written to ``<results>/<name>/sweep/`` (:func:`snn.report.compare_runs`).
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
     if jobs and use_ray:
         _run_ray(jobs, str(root), cfg.name, workers, address, finished, log)
     elif jobs and workers > 1:
-        _run_local(jobs, str(root), workers, finished)
+        _run_local(jobs, str(root), workers, finished, log)
     else:
         for cfg_dict, point in jobs:
             try:
@@ -183,16 +183,37 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
 
 
 def _run_local(jobs: list[tuple[dict, dict]], root: str, workers: int,
-               finished: Callable[[dict, Any], None]) -> None:
+               finished: Callable[[dict, Any], None], log: Log = _stderr) -> None:
+    """Run the jobs in ``workers`` spawned processes. A worker that dies breaks the pool
+    (every job not yet finished fails with BrokenProcessPool): those jobs run again in a
+    new pool, each up to :data:`LOST_RETRIES` times, unless its run was published."""
     import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as ex:
-        futures = {ex.submit(run_point, c, p, root): p for c, p in jobs}
-        for fut in as_completed(futures):
-            exc = fut.exception()
-            finished(futures[fut], exc if exc is not None else fut.result())
+    todo, retries = list(range(len(jobs))), [0] * len(jobs)
+    while todo:
+        lost = []
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as ex:
+            futures = {ex.submit(run_point, *jobs[i], root): i for i in todo}
+            for fut in as_completed(futures):
+                i, exc = futures[fut], fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    lost.append(i)
+                else:
+                    finished(jobs[i][1], exc if exc is not None else fut.result())
+        todo = []
+        for i in sorted(lost):
+            c, p = jobs[i]
+            outcome = _published(c, root)
+            if outcome is None and retries[i] < LOST_RETRIES:
+                retries[i] += 1
+                log(f"a worker process died while {_label(p)} was in flight; running it again "
+                    f"(retry {retries[i]}/{LOST_RETRIES})")
+                todo.append(i)
+            else:
+                finished(p, outcome or BrokenProcessPool(f"worker processes died {LOST_RETRIES + 1} times"))
 
 
 def _published(cfg_dict: dict[str, Any], root: str) -> tuple[str, dict[str, Any]] | None:

@@ -334,3 +334,44 @@ def test_ray_worker_killed_mid_sweep_is_redone(tmp_path):
     assert "died (WorkerCrashedError); running it again (retry 1/2)" in err, err[-3000:]
     assert "2/2 runs complete" in out and [t for t, _ in _points(root, "rk")] == [2, 3]
     assert assert_sound(root, "rk") == {"complete": 2, "partial": 0}
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    """Child processes of ``pid`` whose command line contains ``marker``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == pid and marker.encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+@pytest.mark.slow
+def test_local_worker_killed_mid_sweep_is_redone(tmp_path):
+    """`snn sweep --workers 2` with one worker process SIGKILLed while it runs a point: the
+    broken pool's points run again in a new one and the sweep finishes with every point."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to find the worker processes")
+    cfg, root = _config(tmp_path, "lk", SWEEP), tmp_path / "results"
+    _train_first(cfg)
+    proc = subprocess.Popen(_cli("sweep", str(cfg), "--workers", "2", "--results", str(root)), cwd=tmp_path,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        pids = _children(proc.pid, "spawn_main")
+        if len(pids) == 2:
+            time.sleep(random.Random(3).uniform(3, 6))  # into a point: imports, data, simulation
+            victim = pids[0]
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=900)
+    assert victim is not None, "no worker process started"
+    assert proc.returncode == 0, err[-3000:]
+    assert "a worker process died while" in err and "running it again (retry 1/2)" in err, err[-3000:]
+    assert "4/4 runs complete" in out and len(_points(root, "lk")) == 4
+    assert assert_sound(root, "lk") == {"complete": 4, "partial": 0}
