@@ -1,7 +1,8 @@
 """The committed QCFS LeNet-5 checkpoints (results/reference/checkpoints/) reproduce the
 README's low-latency figures without retraining: the MNIST network through its experiment
-config (experiments/mnist_lenet5_qcfs.yaml) on the first 2,000 test images, converted for
-T=4 and simulated 4 steps. Needs the real MNIST files ($SNN_DATA)."""
+config (experiments/mnist_lenet5_qcfs.yaml) on all 10,000 test images, converted for T=4
+and simulated 4 steps: the issue's target, >= 99.0 % (about 30 s). Needs the real MNIST
+files ($SNN_DATA)."""
 from __future__ import annotations
 
 import os
@@ -22,12 +23,12 @@ pytestmark = pytest.mark.skipif(not (SHARED / "mnist").is_dir(),
 def test_committed_mnist_qcfs_checkpoint_reaches_its_snn_accuracy_at_T4(tmp_path, monkeypatch):
     monkeypatch.setenv("SNN_DATA", str(SHARED))
     run = snn.run_experiment(ROOT / "experiments" / "mnist_lenet5_qcfs.yaml",
-                             overrides={"model.checkpoint": str(CHECKPOINT), "data.test_limit": 2000,
-                                        "energy.enabled": False, "output.report": False,
+                             overrides={"model.checkpoint": str(CHECKPOINT), "energy.enabled": False, "output.report": False,
                                         "output.save_network": False},
                              results_dir=tmp_path, progress=False, log=lambda *a: None)
     s = run.summary
     assert run.config["convert"]["timesteps"] == 4 and len(run.data.accuracy) == 4
-    # all 10,000 test images through this config: ANN 99.03 %, SNN 99.07 % at T=4 (README)
-    assert s["ann_accuracy"] == pytest.approx(0.9895, abs=1e-4)
-    assert s["snn_accuracy"] >= 0.99 - 0.001  # 99.00 % on these 2,000 images; 2 images of slack
+    # measured: ANN 99.03 %; SNN 99.07 % with plain spikes, 99.06 % with burst-2 spikes in the
+    # fully connected layers (what convert(timesteps=4) picks where burst spikes are automatic)
+    assert s["ann_accuracy"] == pytest.approx(0.9903, abs=1e-4)
+    assert s["snn_accuracy"] >= 0.990
