@@ -156,65 +156,6 @@ def evaluate_ann(graph: ir.Graph, x: torch.Tensor, keep: Sequence[str] = (),
     return out
 
 
-# --------------------------------------------------------------------------- average pool folded forward
-Folded = tuple[torch.Tensor, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
-"""A folded convolution: (weight, stride, padding, crop)."""
-
-
-def avgpool_conv(pool: ir.Node, node: ir.Node, weight: torch.Tensor, in_shape: tuple[int, ...]) -> Folded | None:
-    """An average pool followed by a convolution (groups 1) as one convolution of the pool's
-    input ``x`` (C, *in_shape[1:]): ``conv(avgpool(x)) == conv'(x[..., :crop])``, per spatial
-    axis with pool kernel ``K``, stride ``S``, padding ``P`` and conv kernel ``k``, stride
-    ``s``, padding ``p``, dilation ``d``::
-
-        W'[j] = sum over a * d * S + u == j of W[a] / prod(K)    (a < k, u < K; size (k - 1) d S + K)
-        stride' = s * S,   padding' = p * S + P,   dilation' = 1
-
-    ``crop`` is how much of each input axis the pool reads (the rest must read as zero: the
-    conv's zero padding of the pooled map). Exact only for non-overlapping pools (K <= S on
-    every axis), else None. ``weight`` is the conv's (Co, Ci, *k); the result is on its
-    device and dtype (any device: the expansion is a transposed convolution of ones).
-
-    >>> import numpy as np
-    >>> w = torch.ones(1, 1, 1, 1)
-    >>> avgpool_conv(ir.AvgPool2d((2, 2), (2, 2)), ir.Conv2d(np.ones((1, 1, 1, 1))), w, (1, 4, 5))[0][0, 0]
-    tensor([[0.2500, 0.2500],
-            [0.2500, 0.2500]])
-    """
-    g, gp = ir.spatial(node), ir.spatial(pool)
-    K, S, P = gp["kernel"], gp["stride"], gp["padding"]
-    if any(kk > ss for kk, ss in zip(K, S)) or getattr(node, "groups", 1) != 1:
-        return None
-    rank = len(K)
-    co, ci = weight.shape[:2]
-    ones = torch.ones((1, 1) + tuple(K), dtype=weight.dtype, device=weight.device)
-    up = (F.conv_transpose1d, F.conv_transpose2d)[rank - 1]
-    w = up(weight.reshape((co * ci, 1) + tuple(weight.shape[2:])), ones,
-           stride=tuple(d * s for d, s in zip(g["dilation"], S))) / float(np.prod(K))
-    w = w.reshape((co, ci) + tuple(w.shape[2:]))
-    pooled = [(n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(in_shape[1:], P, K, S)]
-    crop = tuple(min(n, m * s - p) for n, m, s, p in zip(in_shape[1:], pooled, S, P))
-    return (w, tuple(a * b for a, b in zip(g["stride"], S)), tuple(a * s + b for a, s, b in zip(g["padding"], S, P)),
-            crop)
-
-
-def avgpool_linear(pool: ir.Node, weight: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
-    """An average pool, a flatten and a Linear layer as one Linear layer of the pool's input
-    ``x`` (flattened ``in_shape``): ``W' = avgpool^T W``, the pool's adjoint applied to each
-    output's weights viewed as a pooled map (a transposed convolution of ones / prod(K) with
-    the pool's stride and padding; exact for any pool geometry). ``weight`` (O, C * prod(pooled
-    shape)) -> (O, prod(in_shape)), on its device and dtype."""
-    gp = ir.spatial(pool)
-    K, S, P = gp["kernel"], gp["stride"], gp["padding"]
-    c, size = in_shape[0], tuple(in_shape[1:])
-    pooled = tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, P, K, S))
-    up = (F.conv_transpose1d, F.conv_transpose2d)[len(K) - 1]
-    ones = torch.ones((c, 1) + tuple(K), dtype=weight.dtype, device=weight.device) / float(np.prod(K))
-    w = up(weight.reshape((len(weight), c) + pooled), ones, stride=S, padding=P, groups=c,
-           output_padding=tuple(n + 2 * p - kk - (m - 1) * s for n, p, kk, m, s in zip(size, P, K, pooled, S)))
-    return w.reshape(len(weight), -1)
-
-
 # --------------------------------------------------------------------------- spiking, time-major
 def if_scan(current: torch.Tensor, u: torch.Tensor, prev: torch.Tensor, threshold: float, subtract: bool,
             static: bool, k: int, out: torch.Tensor | None = None, block: int = 1 << 14, burst: int = 1,

@@ -1,9 +1,9 @@
 """Average pools of spikes folded into the layer that reads them (issue 14): the snntorch
 backend drives a convolution after an average pool, or a Linear layer after an average
-pool and a flatten, by the binary pre-pool spikes with the pool folded into its weights.
-The folded layer equals pool-then-layer (exactly in float64, on any device torch has), and
-a simulation with the fold gives the spikes of every layer and the outputs of the
-reference torch ops: identical in float64, at most 0.1 % flipped spikes in float32."""
+pool and a flatten, by the binary pre-pool spikes, each an event of the pooled map at its
+window. The folded layer equals pool-then-layer (to float summation order), and a
+simulation with the fold gives the spikes of every layer and the outputs of the reference
+torch ops: identical in float64, at most 0.1 % flipped spikes in float32."""
 from __future__ import annotations
 
 import itertools
@@ -15,70 +15,83 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import snn
-from snn import ir, ir_torch
+from snn import ir
 from snn.backends.snntorch import engine, kernels
 
 
-def _conv_after_pool(x, pool, node, w):
-    """The folded convolution of ``x`` (N, C, *size) with an explicit output size (the conv
-    of the pooled map's), as the event kernel computes it: crop, zero padding, stride."""
-    pooled = (F.avg_pool1d, F.avg_pool2d)[x.ndim - 3](x, pool.kernel, pool.stride, pool.padding)
-    ref = (F.conv1d, F.conv2d)[x.ndim - 3](pooled, w, None, node.stride, node.padding, node.dilation)
-    wf, stride, padding, crop = ir_torch.avgpool_conv(pool, node, w, tuple(x.shape[1:]))
-    xc = x[(..., *[slice(0, c) for c in crop])]
-    pads = [v for p, extra in zip(reversed(padding), reversed(wf.shape[2:])) for v in (p, p + extra)]
-    got = (F.conv1d, F.conv2d)[x.ndim - 3](F.pad(xc, pads), wf, None, stride)
-    return got[(..., *[slice(0, n) for n in ref.shape[2:]])], ref
-
-
-@pytest.mark.parametrize("size,K,S,P", [((12, 12), 2, 2, 0), ((13, 11), 2, 2, 0), ((13, 12), 2, 2, 1),
-                                         ((15, 13), 3, 3, 1), ((17, 16), 2, 3, 0), ((11,), 2, 2, 0), ((16,), 3, 3, 1)])
-def test_folded_conv_equals_pool_then_conv(size, K, S, P):
-    g = torch.Generator().manual_seed(0)
-    rank = len(size)
-    x = (torch.rand((3, 4) + size, generator=g) < 0.3).double()
-    pool = (ir.AvgPool1d, ir.AvgPool2d)[rank - 1]((K,) * rank, (S,) * rank, (P,) * rank)
-    for k, s, p, d in itertools.product((1, 3), (1, 2), (0, 1), (1, 2)):
-        w = torch.randn((5, 4) + (k,) * rank, generator=g, dtype=torch.float64)
-        node = (ir.Conv1d, ir.Conv2d)[rank - 1](w.numpy(), None, (s,) * rank, (p,) * rank, (d,) * rank)
-        got, ref = _conv_after_pool(x, pool, node, w)
-        torch.testing.assert_close(got, ref, rtol=0, atol=1e-12, msg=f"k={k} s={s} p={p} d={d}")
-
-
-def test_overlapping_pool_is_not_folded_into_a_conv():
-    """A pool with kernel > stride reads past a pooled map's border that the conv pads with
-    zeros: no exact single convolution, so none is offered."""
-    node = ir.Conv2d(np.ones((2, 2, 3, 3)), padding=(1, 1))
-    assert ir_torch.avgpool_conv(ir.AvgPool2d((3, 3), (2, 2)), node, torch.ones(2, 2, 3, 3), (2, 9, 9)) is None
-
-
-@pytest.mark.parametrize("size,K,S,P", [((8, 8), 2, 2, 0), ((7, 9), 3, 2, 1), ((6, 6), 2, 1, 0), ((11,), 2, 2, 1)])
-def test_folded_linear_equals_pool_flatten_linear(size, K, S, P):
-    g = torch.Generator().manual_seed(1)
-    rank = len(size)
-    x = torch.rand((3, 4) + size, generator=g, dtype=torch.float64)
-    pooled = (F.avg_pool1d, F.avg_pool2d)[rank - 1](x, K, S, P)
-    w = torch.randn(7, pooled[0].numel(), generator=g, dtype=torch.float64)
-    pool = (ir.AvgPool1d, ir.AvgPool2d)[rank - 1]((K,) * rank, (S,) * rank, (P,) * rank)
-    wf = ir_torch.avgpool_linear(pool, w, tuple(x.shape[1:]))
-    torch.testing.assert_close(x.flatten(1) @ wf.T, pooled.flatten(1) @ w.T, rtol=0, atol=1e-12)
-
-
-def test_folding_is_device_agnostic():
-    """The folds are torch ops on the weights' device: on 'meta' (no data, as on a GPU the
-    code runs unchanged) they give the shapes the CPU gives."""
-    pool, node = ir.AvgPool2d((2, 2), (2, 2)), ir.Conv2d(np.ones((8, 4, 3, 3)), padding=(1, 1))
-    cpu = ir_torch.avgpool_conv(pool, node, torch.ones(8, 4, 3, 3), (4, 14, 14))
-    meta = ir_torch.avgpool_conv(pool, node, torch.ones(8, 4, 3, 3, device="meta"), (4, 14, 14))
-    assert meta[0].device.type == "meta" and meta[0].shape == cpu[0].shape == (8, 4, 6, 6) and meta[1:] == cpu[1:]
-    lin = ir_torch.avgpool_linear(pool, torch.ones(10, 4 * 7 * 7, device="meta"), (4, 14, 14))
-    assert lin.device.type == "meta" and lin.shape == (10, 4 * 14 * 14)
-
-
-# --------------------------------------------------------------------------- in the backend
 needs_kernels = pytest.mark.skipif(kernels.load() is None, reason="no C++ toolchain to build the fused kernels")
 
 
+def _folded(pool, node, x, w, b):
+    """``node(pool(x))`` by the event kernel with the pool folded in, and by torch."""
+    from snn.backends.snntorch.event_cost import _pooled_event_forward
+
+    rank = x.ndim - 2
+    pooled = (F.avg_pool1d, F.avg_pool2d)[rank - 1](x, pool.kernel, pool.stride, pool.padding)
+    if isinstance(node, ir.Linear):
+        ref = F.linear(pooled.flatten(1), w, b)
+    else:
+        ref = (F.conv1d, F.conv2d)[rank - 1](pooled, w, b, node.stride, node.padding, node.dilation)
+    got = _pooled_event_forward(kernels.load(), pool, node, {"weight": w, "bias": b}, x, tuple(ref.shape[1:]),
+                                "always")
+    return got, ref
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size,K,S,P", [((12, 12), 2, 2, 0), ((13, 11), 2, 2, 0), ((13, 12), 2, 2, 1),
+                                         ((15, 13), 3, 3, 1), ((17, 16), 2, 3, 0), ((11,), 2, 2, 0), ((16,), 3, 3, 1)])
+def test_folded_layer_equals_pool_then_layer(size, K, S, P, dtype):
+    """Convolutions of every stride, padding and dilation, and a Linear layer after a
+    flatten, on binary and graded inputs, maps with rows past the last window, padded pools."""
+    g = torch.Generator().manual_seed(0)
+    rank = len(size)
+    spikes = (torch.rand((3, 4) + size, generator=g) < 0.3).to(dtype)
+    graded = spikes * torch.randint(1, 4, spikes.shape, generator=g).to(dtype)
+    pool = (ir.AvgPool1d, ir.AvgPool2d)[rank - 1]((K,) * rank, (S,) * rank, (P,) * rank)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for k, s, p, d in itertools.product((1, 3), (1, 2), (0, 1), (1, 2)):
+        w = torch.randn((5, 4) + (k,) * rank, generator=g, dtype=dtype)
+        b = torch.randn(5, generator=g, dtype=dtype)
+        node = (ir.Conv1d, ir.Conv2d)[rank - 1](w.numpy(), b.numpy(), (s,) * rank, (p,) * rank, (d,) * rank)
+        for x in (spikes, graded):
+            got, ref = _folded(pool, node, x, w, b)
+            torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=f"k={k} s={s} p={p} d={d}")
+    n_pooled = (F.avg_pool1d, F.avg_pool2d)[rank - 1](spikes, K, S, P)[0].numel()
+    w, b = torch.randn(7, n_pooled, generator=g, dtype=dtype), torch.randn(7, generator=g, dtype=dtype)
+    for x in (spikes, graded):
+        got, ref = _folded(pool, ir.Linear(w.numpy(), b.numpy()), x, w, b)
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
+def test_overlapping_or_grouped_is_not_foldable():
+    """A pool with kernel > stride (a pooled value shares inputs with its neighbours) or a
+    grouped convolution is left to the dense pool and layer."""
+    from snn.backends.snntorch.event_cost import foldable
+
+    conv = ir.Conv2d(np.ones((2, 2, 3, 3)), padding=(1, 1))
+    assert foldable(ir.AvgPool2d((2, 2), (2, 2)), conv, (2, 9, 9))
+    assert not foldable(ir.AvgPool2d((3, 3), (2, 2)), conv, (2, 9, 9))
+    assert not foldable(ir.AvgPool2d((3, 3), (2, 2)), ir.Linear(np.ones((3, 32))), (2, 9, 9))
+    assert not foldable(ir.AvgPool2d((2, 2), (2, 2)), ir.Conv2d(np.ones((2, 1, 3, 3)), groups=2), (2, 9, 9))
+
+
+def test_folded_weights_are_device_agnostic():
+    """The folded weights are torch ops on the weights' device: on 'meta' (no data, as on a
+    GPU the code runs unchanged) they have the layout and geometry the CPU gives."""
+    from snn.backends.snntorch.event_cost import _pooled_event_weights
+
+    pool, node = ir.AvgPool2d((2, 2), (2, 2)), ir.Conv2d(np.ones((8, 4, 3, 3)), padding=(1, 1))
+    cpu = _pooled_event_weights(pool, node, {"weight": torch.ones(8, 4, 3, 3)}, (4, 14, 14))
+    meta = _pooled_event_weights(pool, node, {"weight": torch.ones(8, 4, 3, 3, device="meta")}, (4, 14, 14))
+    assert meta[0].device.type == "meta" and meta[0].shape == cpu[0].shape == (3, 4, 3, 8) and meta[1:] == cpu[1:]
+    assert cpu[2] == [2, 2, 2, 2, 0, 0, 7, 7] and float(cpu[0][0, 0, 0, 0]) == 0.25
+    lin = _pooled_event_weights(pool, ir.Linear(np.ones((10, 4 * 7 * 7))),
+                                {"weight": torch.ones(10, 4 * 7 * 7, device="meta")}, (4, 14, 14))
+    assert lin[0].device.type == "meta" and lin[0].shape == (7, 4, 7, 16)
+
+
+# --------------------------------------------------------------------------- in the backend
 def _avg_cnn_2d(pad: bool) -> nn.Module:
     if pad:  # 7x7 maps (a row and a column past the last window), a padded 3x3 pool
         return nn.Sequential(nn.Conv2d(1, 4, 2), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),

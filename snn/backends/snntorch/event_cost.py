@@ -11,9 +11,9 @@ the input's density; :func:`event_wins` decides with the per-sample costs
 
 An average pool of spikes followed by a convolution (or by a flatten and a Linear layer)
 runs as one event-driven layer on the binary pre-pool spikes
-(:func:`_pooled_event_forward`): the pool is folded into the layer's weights
-(:func:`snn.ir_torch.avgpool_conv`, :func:`snn.ir_torch.avgpool_linear`), so the work
-follows the spikes and the graded pooled map is never made.
+(:func:`_pooled_event_forward`): each spike is an event of the pooled map at its window,
+adding the layer's weights divided by the pool's area, so the work follows the spikes and
+the graded pooled map is never made.
 
 What the choice may change (the bound; README "Guarantees"): both paths add the same
 products ``w_ij * x_j`` over a layer's fan-in ``K`` (``kh * kw * Cin``; with a folded
@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from snn import ir
-from snn import ir_torch as torch_ops
 
 EVENT_COST = {"linear": {"F": 80.0, "IO": 2.5, "ADD": 0.125, "MAC": 0.036},
               "conv": {"F": 0.0, "IO": 0.55, "ADD": 0.11, "MAC": 0.038}}
@@ -116,33 +115,39 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
 
 
 def foldable(pool: ir.Node, node: ir.Node, in_shape: tuple[int, ...]) -> bool:
-    """Whether ``node`` (a Conv1d/Conv2d, or a Linear after a flatten) can take the average
-    pool ``pool``'s input ``in_shape`` through the event kernel with the pool folded in (a
-    convolution needs groups 1 and a non-overlapping pool; see :func:`snn.ir_torch.avgpool_conv`)."""
-    if isinstance(node, ir.Linear):
-        return _packs((int(np.prod(in_shape)),))
-    if not isinstance(node, (ir.Conv1d, ir.Conv2d)) or node.groups != 1:
-        return False
+    """Whether ``node`` (a Conv1d/Conv2d with groups 1, or a Linear layer after a flatten)
+    can take the average pool ``pool``'s input ``in_shape`` through the event kernel with
+    the pool folded in: the pool must not overlap (kernel <= stride on every axis)."""
     g = ir.spatial(pool)
-    return all(k <= s for k, s in zip(g["kernel"], g["stride"])) and _packs(in_shape if len(in_shape) == 3
-                                                                            else (in_shape[0], 1, in_shape[1]))
+    if any(k > s for k, s in zip(g["kernel"], g["stride"])):
+        return False
+    if not isinstance(node, ir.Linear) and (not isinstance(node, (ir.Conv1d, ir.Conv2d)) or node.groups != 1):
+        return False
+    return _packs(in_shape if len(in_shape) == 3 else (in_shape[0], 1, in_shape[1]))
 
 
 def _pooled_event_weights(pool: ir.Node, node: ir.Node, p: dict[str, torch.Tensor],
-                          in_shape: tuple[int, ...]) -> tuple[torch.Tensor, list[int], list[int], tuple[int, int]]:
-    """The folded weights of ``node`` after the average pool ``pool`` in the event kernel's
-    layout, with the 2-D stride, padding and the input's crop (H, W) (a 1-D layer is a 2-D one
-    of height 1; a Linear layer a 1x1 convolution of a (features, 1, 1) input), made once
+                          in_shape: tuple[int, ...]) -> tuple[torch.Tensor, list[list[int]], list[int]]:
+    """``node``'s weights divided by the pool's area, in the event kernel's layout, with its
+    2-D geometry ``[stride, padding, dilation]`` on the pooled map and the pool's
+    ``{Kh, Kw, Sh, Sw, Ph, Pw, Hp, Wp}`` (a 1-D layer or pool is a 2-D one of height 1; a
+    Linear layer after a flatten a convolution whose kernel covers the pooled map), made once
     (cached in ``p``)."""
     if "pool_event" not in p:
+        g, two = ir.spatial(pool), len(in_shape) == 3
+
+        def as_2d(v: tuple[int, ...], height: int) -> list[int]:  # a 1-D geometry with a height axis
+            return list(v) if two else [height, *v]
+
+        K, S, P = as_2d(g["kernel"], 1), as_2d(g["stride"], 1), as_2d(g["padding"], 0)
+        pooled = [(n + 2 * q - k) // s + 1 for n, q, k, s in zip(as_2d(in_shape[1:], 1), P, K, S)]
+        w = p["weight"] / float(K[0] * K[1])
         if isinstance(node, ir.Linear):
-            w = torch_ops.avgpool_linear(pool, p["weight"], in_shape)
-            p["pool_event"] = (_event_layout(w[:, :, None, None], 1, 1), [1, 1], [0, 0], (1, 1))
+            w, geometry = w.reshape((len(w), in_shape[0], *pooled)), [[1, 1], [0, 0], [1, 1]]
         else:
-            w, stride, padding, crop = torch_ops.avgpool_conv(pool, node, p["weight"], in_shape)
-            if len(crop) == 1:
-                w, stride, padding, crop = w[:, :, None], (1,) + stride, (0,) + padding, (1,) + crop
-            p["pool_event"] = (_event_layout(w, stride[1], 1), list(stride), list(padding), crop)
+            w = w if two else w[:, :, None]
+            geometry = [as_2d(node.stride, 1), as_2d(node.padding, 0), as_2d(node.dilation, 1)]
+        p["pool_event"] = (_event_layout(w, geometry[0][1], geometry[2][1]), geometry, K + S + P + pooled)
     return p["pool_event"]
 
 
@@ -150,25 +155,23 @@ def _pooled_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d
                           p: dict[str, torch.Tensor], x: torch.Tensor, out_shape: tuple[int, ...],
                           mode: str) -> torch.Tensor | None:
     """``node(avgpool(x))`` (a Linear layer: of the flattened pooled map) of the pool's input
-    ``x`` (M, *pool input shape) by the event kernel with the pool folded into the weights
-    (:func:`_pooled_event_weights`): work in proportion to the nonzeros of ``x``, the pre-pool
-    spikes. None if ``mode`` is "auto" and :func:`event_wins` expects the dense pool and layer
-    to be faster. Returns (M, *out_shape)."""
+    ``x`` (M, *pool input shape) by the event kernel ``event_pool_conv2d``: each nonzero
+    input is an event of the pooled map at its window, adding ``node``'s weights / pool area,
+    so the work follows the nonzeros of ``x`` (the pre-pool spikes) and the pooled map is
+    never made. None if ``mode`` is "auto" and :func:`event_wins` expects the dense pool and
+    layer to be faster. Returns (M, *out_shape)."""
     in_shape = tuple(x.shape[1:])
-    wt, stride, padding, crop = _pooled_event_weights(pool, node, p, in_shape)
+    wt, (stride, padding, dilation), pool_geometry = _pooled_event_weights(pool, node, p, in_shape)
     linear = isinstance(node, ir.Linear)
-    x = x.reshape(len(x), -1, 1, 1) if linear else x.reshape((len(x), in_shape[0], -1, in_shape[-1]))
-    if tuple(x.shape[2:]) != crop:  # rows/columns past the last pooling window: never read
-        x = x[:, :, :crop[0], :crop[1]]
-    x = x.contiguous()
+    x = x.reshape((len(x), in_shape[0], -1, in_shape[-1])).contiguous()
     out2 = (out_shape[0], 1, 1) if linear else (out_shape[0],) + ((1,) + out_shape[1:] if len(out_shape) == 2
                                                                   else out_shape[1:])
     if mode == "auto":
         inputs, outputs = int(np.prod(in_shape)), int(np.prod(out_shape))
-        reach = [-(-k // s) for k, s in zip((wt.shape[0], wt.shape[2]), stride)]  # outputs an event reaches per axis
+        per_event = (1 if linear else int(np.prod(node.weight.shape[2:]))) * wt.shape[3]
         macs = int(np.prod(node.weight.shape[1:])) * outputs + inputs  # the layer on the pooled map, and the pool
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), reach[0] * reach[1] * wt.shape[3], macs,
-                          linear):
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), per_event, macs, False):
             return None
-    y = fused.event_conv2d(x, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, [1, 1])
+    y = fused.event_pool_conv2d(x, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation,
+                                pool_geometry)
     return y.reshape((len(x),) + tuple(out_shape))

@@ -284,17 +284,27 @@ static inline int bit_width(int64_t v) { return v > 0 ? 64 - __builtin_clzll((un
 // kernel columns e = r + j * sw in reverse order (zeros past kw): an event at column ix
 // reaches the nj adjacent outputs of its phase (ix + pw) % sw, one contiguous add (stride 1:
 // the kernel row reversed). With dilation > 1, kwl = kw (the row reversed), tap by tap.
+// pl (or nullptr): a non-overlapping average pool in front of the convolution, {Kh, Kw, Sh,
+// Sw, Ph, Pw, Hp, Wp}: an event at (iy, ix) is an event of the pooled map at ((iy + Ph) / Sh,
+// (ix + Pw) / Sw), dropped outside every window or past the pooled map (wr holds W / (Kh Kw)).
 template <typename T, bool BIN>
 static void econv_scatter(const int32_t* __restrict ev, const T* __restrict xm, int64_t n, const T* __restrict wr,
                           T* __restrict acc, int64_t Cin, int64_t H, int64_t W, int64_t CoP, int64_t Ho, int64_t Wo,
                           int64_t kh, int64_t kwl, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                          int64_t dw) {
+                          int64_t dw, const int64_t* pl) {
   const int64_t row = kwl * CoP;  // one event's weights for one kernel row
   const int64_t nj = kwl / sw;
   const int hb = bit_width(H - 1), wb = bit_width(W - 1);
   for (int64_t q = 0; q < n; ++q) {
-    const int64_t c = ev[q] >> (hb + wb), iy = (ev[q] >> wb) & ((1 << hb) - 1), ix = ev[q] & ((1 << wb) - 1);
-    const T v = BIN ? T(1) : xm[(c * H + iy) * W + ix];
+    const int64_t c = ev[q] >> (hb + wb), sy = (ev[q] >> wb) & ((1 << hb) - 1), sx = ev[q] & ((1 << wb) - 1);
+    const T v = BIN ? T(1) : xm[(c * H + sy) * W + sx];
+    int64_t iy = sy, ix = sx;
+    if (pl) {
+      const int64_t ty = sy + pl[4], tx = sx + pl[5];
+      iy = ty / pl[2];
+      ix = tx / pl[3];
+      if (ty - iy * pl[2] >= pl[0] || tx - ix * pl[3] >= pl[1] || iy >= pl[6] || ix >= pl[7]) continue;
+    }
     auto add_row = [&](int64_t a, int64_t oy) {
       const T* __restrict w = wr + (a * Cin + c) * row;
       if (dw == 1) {  // the row's taps of this event's phase reach nj adjacent outputs: one contiguous add
@@ -370,7 +380,7 @@ static inline int64_t compact_row(const T* __restrict r, int64_t W, int32_t base
 template <typename T>
 static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t Cin, int64_t H, int64_t W,
                        int64_t Co, int64_t CoP, int64_t Ho, int64_t Wo, int64_t kh, int64_t kw, int64_t sh,
-                       int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+                       int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, const int64_t* pl) {
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
     const int64_t HW = H * W, HWo = Ho * Wo;
     const int hb = bit_width(H - 1), wb = bit_width(W - 1);
@@ -384,9 +394,9 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
           n = compact_row<T>(xm + (c * H + iy) * W, W, (int32_t)((c << (hb + wb)) | (iy << wb)), ev.data(), n, ones);
       std::fill(acc.begin(), acc.end(), T(0));
       if (ones == n) econv_scatter<T, true>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw,
-                                            ph, pw, dh, dw);
+                                            ph, pw, dh, dw, pl);
       else econv_scatter<T, false>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw, ph, pw,
-                                   dh, dw);
+                                   dh, dw, pl);
       T* __restrict ym = y + m * Co * HWo;
       for (int64_t co = 0; co < Co; ++co) {
         const T bc = bias ? bias[co] : T(0);
@@ -408,9 +418,9 @@ double sampled_nonzeros(torch::Tensor x, int64_t every) {
   return seen ? (double)nz / (double)seen : 0.0;
 }
 
-torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
-                           int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
-                           std::vector<int64_t> dilation) {
+static torch::Tensor econv(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co, int64_t Ho,
+                           int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                           std::vector<int64_t> dilation, const int64_t* pl) {
   TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), "event_conv2d: layout");
   int64_t M = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   int64_t kh = wt.size(0), kw = wt.size(2), CoP = wt.size(3);
@@ -422,9 +432,24 @@ torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torc
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
     econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), M, Cin, H, W, Co,
-                         CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]);
+                         CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+                         pl);
   });
   return y;
+}
+
+torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
+                           int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                           std::vector<int64_t> dilation) {
+  return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, nullptr);
+}
+
+torch::Tensor event_pool_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
+                                int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                std::vector<int64_t> dilation, std::vector<int64_t> pool) {
+  TORCH_CHECK(pool.size() == 8 && pool[0] <= pool[2] && pool[1] <= pool[3] && pool[0] > 0 && pool[1] > 0,
+              "event_pool_conv2d: pool is {Kh, Kw, Sh, Sw, Ph, Pw, Hp, Wp} with K <= S");
+  return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, pool.data());
 }
 
 // ------------------------------------------------------------------ bindings
@@ -437,4 +462,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sampled_nonzeros", torch::wrap_pybind_function(sampled_nonzeros),
         "mean nonzeros per sample over every n-th sample");
   m.def("event_conv2d", torch::wrap_pybind_function(event_conv2d), "event-driven conv2d (a Linear layer is a 1x1 one)");
+  m.def("event_pool_conv2d", torch::wrap_pybind_function(event_pool_conv2d),
+        "event-driven conv2d of a non-overlapping average pool of x, on the events of x");
 }
