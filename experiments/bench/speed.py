@@ -1,28 +1,40 @@
 """Simulation speed: snn's snntorch backend against SpikingJelly, and against the machine's floor.
 
 In one run, on the same machine and threads, for each network (the MNIST LeNet-5 of the
-core issue, a CIFAR ResNet-20 with its pretrained weights, an MNIST MLP) both libraries
-convert the same trained ANN (snn: ``snn.convert``; SpikingJelly: ``RateCodingRecipe``,
-mode "99.9%") and simulate it at T = 8, 32, 128 with batch 1, 32 and 256. Printed per
-case: images/s of both, their ratio, and the dense floor ``T x dense MACs / measured
-matmul rate`` (the matmul rate of a 1024x1024 float32 product, measured in this run),
-with our time as a multiple of that floor. Peak memory is measured in fresh subprocesses
-(batch 256, T = 8 and 128): the growth of the resident set during the simulation.
+core issue, a CIFAR ResNet-20 with its pretrained weights, an MNIST CNN of
+conv-BN-ReLU-AvgPool2d(2) blocks and two linear layers, a VGG-style CIFAR-10 net with
+average pooling, optionally an MNIST MLP) both libraries convert the same trained ANN
+(snn: ``snn.convert``; SpikingJelly: ``RateCodingRecipe``, mode "99.9%") and simulate it
+(default T = 32 at batch 256 and 1). Each case is timed in ``--rounds`` (default 5)
+rounds; a round measures the matmul rate, then runs ours and SpikingJelly one after the
+other, alternating which goes first. Printed per case: the medians of both libraries'
+images/s, the median of the per-round ratios with their range, and our time as a fraction
+of the dense floor ``T x dense MACs / matmul rate`` of the same round (the rate of a
+1024x1024 float32 product), with its range, and the load average (``uptime``) before and
+after the case: the machine may be shared, so the side-by-side ratios are what counts.
+Peak memory is measured in fresh subprocesses (batch 256, T = 8 and 128): the growth of
+the resident set during the simulation (``--no-memory``: not measured; the JSON then
+carries the previous run's memory entries, labelled as such).
 
-    python experiments/bench/speed.py [--quick] [--models lenet5,resnet20,mlp] [--device cuda]
+    python experiments/bench/speed.py [--rounds 5] [--models lenet5,resnet20,avgcnn,vgg_avg]
+        [--timesteps 32] [--batches 256,1] [--no-memory] [--device cuda] [--out speed.json]
+    python experiments/bench/speed.py --merge a.json b.json [--out speed.json]   # runs made apart, one file
 
 With ``--device cuda`` both libraries run on the GPU (named in the output), the floor uses
-the GPU's measured matmul rate, and the results go to ``speed_cuda.json``/``.png``.
+the GPU's measured matmul rate, and the results go to ``speed_cuda.json``/``.png``. A CPU
+run on a machine without a CUDA GPU says so in ``speed.json``.
 
-Acceptance (issue 6): batch 256, T = 32: snn >= 2x SpikingJelly on the MNIST CNN and on
-ResNet-20, and within 1.5x of the floor; batch 1: >= 5x SpikingJelly; peak memory at
-T = 128 <= 1.2x that at T = 8.
+Acceptance (issue 14): batch 256, T = 32, medians: snn >= 3x SpikingJelly on the
+average-pooling MNIST CNN and VGG, with our time <= 0.7x the dense floor on both; >= 2x on
+LeNet-5 and ResNet-20; batch 1: >= 5x on all. (Issue 6: peak memory at T = 128 <= 1.2x
+that at T = 8.)
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,6 +47,17 @@ import torch
 import common
 
 MLP_TRAIN = {"epochs": 1, "lr": 0.002, "batch_size": 128, "seed": 0, "optimizer": "adam"}
+AVG_CNN = {"cfg": [32, "A", 64, "A"], "hidden": [128]}
+"""The average-pooling MNIST CNN: conv3x3(32)-BN-ReLU-AvgPool2d(2), conv3x3(64)-BN-ReLU-AvgPool2d(2),
+Linear(3136, 128)-ReLU-Linear(128, 10) (the zoo's VGG with average pools)."""
+AVG_CNN_TRAIN = {"epochs": 1, "lr": 0.003, "batch_size": 128, "seed": 0, "optimizer": "adam", "schedule": "onecycle",
+                 "limit": 20000}
+VGG_AVG = {"cfg": [16, 16, "A", 32, 32, "A", 64, 64, "A"], "hidden": [128]}
+"""The VGG-style CIFAR-10 net: two conv3x3-BN-ReLU per stage (16, 32, 64 channels), each
+stage ending in AvgPool2d(2), then Linear(1024, 128)-ReLU-Linear(128, 10)."""
+VGG_AVG_TRAIN = {"epochs": 1, "lr": 0.003, "batch_size": 128, "seed": 0, "optimizer": "adam", "schedule": "onecycle",
+                 "limit": 10000}
+MODELS = "lenet5,resnet20,avgcnn,vgg_avg"
 
 
 def load_model(name: str):
@@ -50,6 +73,10 @@ def load_model(name: str):
     elif name == "resnet20":
         model = zoo.load_pretrained("resnet20")
         ds = "cifar10"
+    elif name in ("avgcnn", "vgg_avg"):
+        ds = "mnist" if name == "avgcnn" else "cifar10"
+        kwargs, cfg = (AVG_CNN, AVG_CNN_TRAIN) if name == "avgcnn" else (VGG_AVG, VGG_AVG_TRAIN)
+        model, _ = train.train_cached("vgg", kwargs, ds, cfg, common.CACHE, progress=False)
     else:
         raise SystemExit(f"unknown model {name}")
     x, _ = data.load_dataset(ds, "test", limit=512)
@@ -164,69 +191,136 @@ def measure_memory(lib: str, model_name: str, T: int, batch: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def uptime() -> str:
+    """The ``uptime`` line (load averages over 1, 5 and 15 minutes)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def time_case(net, sj, x: np.ndarray, T: int, batch: int, macs: int, rounds: int, dev: str) -> dict:
+    """``rounds`` alternating rounds of one case: per round the matmul rate, then ours and
+    SpikingJelly (ours first in even rounds, SpikingJelly first in odd ones). Medians, ranges
+    and every round's times."""
+    n = n_images(batch, T)
+    xs = x[:n] if len(x) >= n else np.concatenate([x] * (n // len(x) + 1))[:n]
+    load_before, started = uptime(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    per = []
+    for r in range(rounds):
+        rate = common.matmul_rate(device=dev)
+        order = ("snn", "sj") if r % 2 == 0 else ("sj", "snn")
+        t = {lib: (run_ours(net, xs, T, batch, dev) if lib == "snn" else run_sj(sj, xs, T, batch, dev))
+             for lib in order}
+        floor = T * macs * n / rate
+        per.append({"first": order[0], "snn_s": t["snn"], "sj_s": t["sj"], "matmul_gmac_s": rate / 1e9,
+                    "ratio_snn_over_sj": t["sj"] / t["snn"], "snn_time_over_floor": t["snn"] / floor})
+
+    def stat(key: str) -> dict:
+        v = [p[key] for p in per]
+        return {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v))}
+
+    return {"T": T, "batch": batch, "images": n, "rounds": rounds, "started": started,
+            "snn_img_s": n / stat("snn_s")["median"], "sj_img_s": n / stat("sj_s")["median"],
+            "ratio_snn_over_sj": stat("ratio_snn_over_sj"), "snn_time_over_floor": stat("snn_time_over_floor"),
+            "matmul_gmac_s": stat("matmul_gmac_s"), "floor_img_s": stat("matmul_gmac_s")["median"] * 1e9 / (T * macs),
+            "uptime_before": load_before, "uptime_after": uptime(),
+            "per_round": per}
+
+
+def _memory(models: list[str], skip: bool, dev: str) -> tuple[list[dict], str]:
+    """Peak-memory entries, and where they come from."""
+    if skip or dev != "cpu":
+        old = common.REFERENCE / "speed.json"
+        prev = json.loads(old.read_text()).get("memory", []) if skip and dev == "cpu" and old.exists() else []
+        return prev, ("not measured in this run; the entries are the previous speed.json's" if prev else
+                      "not measured")
+    memory = []
+    print("\n## peak memory, batch 256 (fresh process per case; growth of the resident set during simulation)")
+    for name in models:
+        for lib in ("snn", "spikingjelly"):
+            m8, m128 = measure_memory(lib, name, 8, 256), measure_memory(lib, name, 128, 256)
+            ratio = (m128.get("peak_rss_mib", 0) / m8["peak_rss_mib"]) if "peak_rss_mib" in m8 else None
+            memory.append({"model": name, "lib": lib, "T8": m8, "T128": m128, "peak_ratio_T128_over_T8": ratio})
+            print(f"{name:9s} {lib:12s} T=8: peak {m8.get('peak_rss_mib', float('nan')):7.0f} MiB "
+                  f"(+{m8.get('growth_mib', float('nan')):5.0f})   T=128: peak "
+                  f"{m128.get('peak_rss_mib', float('nan')):7.0f} MiB (+{m128.get('growth_mib', float('nan')):5.0f})"
+                  f"   peak ratio {ratio if ratio else float('nan'):.2f}")
+    return memory, "measured in this run"
+
+
+def merge(names: list[str], out: str) -> None:
+    """One JSON (and plot) from several runs' JSONs: their cases, each with its own time and load."""
+    runs = [json.loads((common.REFERENCE / n).read_text()) for n in names]
+    first = next((r for r in runs if r.get("memory")), runs[0])
+    payload = {**runs[0], "cases": [c for r in runs for c in r["cases"]], "merged_from": names,
+               "memory": first.get("memory", []), "memory_source": first.get("memory_source", "not measured"),
+               "uptime_end": [r.get("uptime_end") for r in runs]}
+    common.write_json(out, payload)
+    _plot(payload["cases"], Path(out).with_suffix(".png").name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="lenet5,resnet20,mlp")
-    ap.add_argument("--timesteps", default="8,32,128")
-    ap.add_argument("--batches", default="1,32,256")
-    ap.add_argument("--quick", action="store_true", help="only the acceptance cases (T=32 b=256, T=32 b=1)")
+    ap.add_argument("--models", default=MODELS, help=f"comma-separated, of {MODELS},mlp")
+    ap.add_argument("--timesteps", default="32")
+    ap.add_argument("--batches", default="256,1")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per case (medians over them)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: both libraries and the matmul rate on it")
+    ap.add_argument("--out", default=None, help="name of the JSON under results/reference (default speed.json, "
+                                                "speed_cuda.json on a GPU); the plot is named after it")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="no timing: write --out from the cases of these "
+                    "runs' JSONs under results/reference (the memory entries of the first that has them)")
     ap.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     common.setup() if not args.memory_child else None
     if args.memory_child:
-        import os
-
         os.environ.setdefault("SNN_DATA", str(common.ROOT.parent / "shared" / "data"))
         lib, m, T, b = args.memory_child
         print(json.dumps(memory_child(lib, m, int(T), int(b))))
         return
+    if args.merge:
+        return merge(args.merge, args.out or "speed.json")
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be >= 1")
     import snn
 
     dev = args.device
-    rate = common.matmul_rate(device=dev)
     where = torch.cuda.get_device_name() if dev.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
-    print(f"measured matmul rate: {rate / 1e9:.1f} GMAC/s (float32, {where})")
-    cases = [(32, 256), (32, 1)] if args.quick else \
-        [(int(t), int(b)) for t in args.timesteps.split(",") for b in args.batches.split(",")]
+    cuda = (f"measured on {torch.cuda.get_device_name()}" if dev.startswith("cuda") else
+            "not measured: no CUDA GPU was available in this session, so speed_cuda.json was not measured"
+            if not torch.cuda.is_available() else "not measured in this run (use --device cuda)")
+    print(f"# {where}; CUDA: {cuda}\n# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} {uptime()}")
+    cases = [(int(t), int(b)) for t in args.timesteps.split(",") for b in args.batches.split(",")]
+    models = args.models.split(",")
     rows = []
-    for name in args.models.split(","):
+    for name in models:
         model, calib, x = load_model(name)
         net = snn.convert(model, calib)
         sj = spikingjelly_model(model, calib, dev)
         macs = common.dense_macs(net.ann)
         run_ours(net, x[:2], 2, 2, dev)  # warm-up (kernel build/load, allocator, CUDA context)
         run_sj(sj, x[:2], 2, 2, dev)
-        print(f"\n## {name}: {macs / 1e6:.2f} M dense MACs per image per step")
-        print(f"{'T':>4} {'batch':>5} {'snn img/s':>10} {'SJ img/s':>9} {'ratio':>6} {'floor img/s':>11} {'snn/floor':>9}")
+        print(f"\n## {name}: {macs / 1e6:.2f} M dense MACs per image per step; {args.rounds} alternating rounds")
+        print(f"{'T':>4} {'batch':>5} {'snn img/s':>10} {'SJ img/s':>9} {'snn/SJ [range]':>19} "
+              f"{'snn/floor [range]':>19} {'GMAC/s':>7}  load before -> after")
         for T, b in cases:
-            n = n_images(b, T)
-            xs = x[:n] if len(x) >= n else np.concatenate([x] * (n // len(x) + 1))[:n]
-            t_ours = run_ours(net, xs, T, b, dev)
-            t_sj = run_sj(sj, xs, T, b, dev)
-            floor = T * macs * n / rate
-            row = {"model": name, "T": T, "batch": b, "images": n, "snn_img_s": n / t_ours, "sj_img_s": n / t_sj,
-                   "ratio_snn_over_sj": t_sj / t_ours, "floor_img_s": n / floor, "snn_time_over_floor": t_ours / floor}
+            row = {"model": name, **time_case(net, sj, x, T, b, macs, args.rounds, dev)}
             rows.append(row)
-            print(f"{T:4d} {b:5d} {row['snn_img_s']:10.1f} {row['sj_img_s']:9.1f} {row['ratio_snn_over_sj']:6.2f} "
-                  f"{row['floor_img_s']:11.1f} {row['snn_time_over_floor']:9.2f}")
-    memory = []
-    if not args.no_memory and dev == "cpu":  # resident-set growth; GPU memory is not measured here
-        print("\n## peak memory, batch 256 (fresh process per case; growth of the resident set during simulation)")
-        for name in args.models.split(","):
-            for lib in ("snn", "spikingjelly"):
-                m8, m128 = measure_memory(lib, name, 8, 256), measure_memory(lib, name, 128, 256)
-                ratio = (m128.get("peak_rss_mib", 0) / m8["peak_rss_mib"]) if "peak_rss_mib" in m8 else None
-                memory.append({"model": name, "lib": lib, "T8": m8, "T128": m128, "peak_ratio_T128_over_T8": ratio})
-                print(f"{name:9s} {lib:12s} T=8: peak {m8.get('peak_rss_mib', float('nan')):7.0f} MiB "
-                      f"(+{m8.get('growth_mib', float('nan')):5.0f})   T=128: peak {m128.get('peak_rss_mib', float('nan')):7.0f} MiB "
-                      f"(+{m128.get('growth_mib', float('nan')):5.0f})   peak ratio {ratio if ratio else float('nan'):.2f}")
-    suffix = "" if dev == "cpu" else "_cuda"
-    common.write_json(f"speed{suffix}.json", {"benchmark": "simulation speed vs SpikingJelly and the dense floor",
-                                              "device": where, "matmul_gmac_s": rate / 1e9,
-                                              "threads": torch.get_num_threads(), "cases": rows, "memory": memory})
-    _plot(rows, f"speed{suffix}.png")
+            q, f = row["ratio_snn_over_sj"], row["snn_time_over_floor"]
+            load = lambda u: u.split("load average:")[-1].strip()  # noqa: E731
+            print(f"{T:4d} {b:5d} {row['snn_img_s']:10.1f} {row['sj_img_s']:9.1f} "
+                  f"{q['median']:6.2f} [{q['min']:.2f}-{q['max']:.2f}] "
+                  f"{f['median']:6.2f} [{f['min']:.2f}-{f['max']:.2f}] "
+                  f"{row['matmul_gmac_s']['median']:7.1f}  {load(row['uptime_before'])} -> {load(row['uptime_after'])}")
+    memory, memory_source = _memory(models, args.no_memory, dev)
+    out = args.out or ("speed.json" if dev == "cpu" else "speed_cuda.json")
+    common.write_json(out, {
+        "benchmark": "simulation speed vs SpikingJelly and the dense floor (medians of alternating rounds)",
+        "device": where, "cuda": cuda, "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "uptime_end": uptime(), "cases": rows, "memory": memory, "memory_source": memory_source})
+    _plot(rows, Path(out).with_suffix(".png").name)
 
 
 def _plot(rows: list[dict], name: str) -> None:
