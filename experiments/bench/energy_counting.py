@@ -10,9 +10,10 @@ the simulation time.
 
 Networks: ResNet-50 (224x224, bottleneck blocks, seeded random weights, converted with
 ``method="max"`` on 4 random images; 2 samples, T=4), the MNIST LeNet-5 of
-``common.py`` (batch 256, T=32), the CIFAR ResNet-20 of ``snn.zoo`` (64 images, T=32)
-and an MNIST average-pooling CNN (conv-BN-ReLU-AvgPool2d(2) x 2, two linear layers,
-seeded random weights; batch 256, T=32).
+``common.py`` (256 images, T=32), the CIFAR ResNet-20 of ``snn.zoo`` (64 images, T=32,
+batches of 16: ``snn.simulate`` checks the memory a batch needs) and an MNIST
+average-pooling CNN (conv-BN-ReLU-AvgPool2d(2) x 2, two linear layers, seeded random
+weights; 256 images, T=32).
 
     python experiments/bench/energy_counting.py [--runs 5] [--models resnet50,lenet5,resnet20,avgcnn]
 
@@ -43,7 +44,7 @@ def avg_cnn() -> torch.nn.Module:
 
 
 def build(name: str):
-    """(net, simulation inputs, T) of one benchmark network."""
+    """(net, simulation inputs, T, batch size) of one benchmark network."""
     import snn
     from snn import data, zoo
 
@@ -52,36 +53,36 @@ def build(name: str):
 
         torch.manual_seed(0)
         x = torch.rand(4, 3, 224, 224)
-        return snn.convert(resnet50(), x, method="max"), x[:2].numpy(), 4
+        return snn.convert(resnet50(), x, method="max"), x[:2].numpy(), 4, 2
     if name == "lenet5":
         _, _, net = common.mnist_lenet_snn()
         x, _ = data.load_dataset("mnist", "test", limit=256)
-        return net, x, 32
+        return net, x, 32, 256
     if name == "resnet20":
         xtr, _ = data.load_dataset("cifar10", "train", limit=512)
         x, _ = data.load_dataset("cifar10", "test", limit=64)
-        return snn.convert(zoo.load_pretrained("resnet20").eval(), xtr), x, 32
+        return snn.convert(zoo.load_pretrained("resnet20").eval(), xtr), x, 32, 16
     if name == "avgcnn":
         xtr, _ = data.load_dataset("mnist", "train", limit=512)
         x, _ = data.load_dataset("mnist", "test", limit=256)
-        return snn.convert(avg_cnn(), xtr), x, 32
+        return snn.convert(avg_cnn(), xtr), x, 32, 256
     raise SystemExit(f"unknown model {name}")
 
 
 def measure(name: str, runs: int) -> dict:
     import snn
 
-    net, x, T = build(name)
+    net, x, T, batch = build(name)
     sim, count, res = [], [], None
     for _ in range(runs):
         t0 = time.perf_counter()
-        res = snn.simulate(net, x, timesteps=T, batch_size=256, record="steps")
+        res = snn.simulate(net, x, timesteps=T, batch_size=batch, record="steps")
         sim.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         rep = snn.energy_report(net, res)
         count.append(time.perf_counter() - t0)
-    row = {"network": name, "samples": len(x), "timesteps": T, "simulation_s": float(np.median(sim)),
-           "counting_s": float(np.median(count)), "simulation_runs_s": sim, "counting_runs_s": count,
+    row = {"network": name, "samples": len(x), "timesteps": T, "batch_size": batch,
+           "simulation_s": float(np.median(sim)), "counting_s": float(np.median(count)), "simulation_runs_s": sim, "counting_runs_s": count,
            "synops": rep.totals.synops, "spike_connections": rep.totals.spike_connections}
     row["fraction"] = row["counting_s"] / row["simulation_s"]
     print(f"{name:9s} {len(x):4d} samples T={T:3d}: simulation {row['simulation_s']:8.3f} s "
