@@ -15,7 +15,6 @@ import snn
 from snn import conversion as cv
 from snn import early_exit as ee
 from snn import ir, ir_torch, zoo
-from snn.energy.report import fmt
 from snn.errors import ConversionError, SnnError
 from snn.trace import QCFS
 from tests.test_node_types import CASES, VARIANTS, _randomise_bn
@@ -358,7 +357,7 @@ def test_guaranteed_early_exit_keeps_every_prediction(digits, digits_resnet):
     assert r.report.early_exit == r.to_dict() and r.report.totals.timesteps == 24
     back = snn.energy.EnergyReport.from_dict(json.loads(json.dumps(r.report.to_dict())))
     for text in (r.report.markdown(), back.markdown(), r.report.table()):
-        assert f"Early exit (beta = 1, at most 24 steps, 120 samples): accuracy {fmt(r.accuracy)}" in text
+        assert f"Early exit (beta = 1, at most 24 steps, 120 samples): accuracy {100 * r.accuracy:.2f} %" in text
         assert f"45nm-fp32 {100 * e['saved_dynamic']:.1f} % (dynamic)" in text
     md = back.markdown()
     assert "| exit step | samples |" in md and f"| {r.steps.max()} | {r.groups[int(r.steps.max())]} |" in md

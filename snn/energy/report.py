@@ -425,7 +425,7 @@ def _early_exit_blocks(rep: EnergyReport, h: Any, brief: bool = False) -> list[B
     ee = rep.early_exit
     if not ee:
         return []
-    acc = f"accuracy {fmt(ee['accuracy'])} (all {ee['max_steps']} steps: {fmt(ee['full_accuracy'])})" \
+    acc = f"accuracy {100 * ee['accuracy']:.2f} % (all {ee['max_steps']} steps: {100 * ee['full_accuracy']:.2f} %)" \
         if ee.get("accuracy") is not None else "no labels"
     line = (f"Early exit (beta = {fmt(ee['beta'])}, at most {ee['max_steps']} steps, {ee['n_samples']} samples): "
             f"{acc}; mean {fmt(ee['mean_steps'])} steps, median {fmt(ee['median_steps'])}; energy saved "
