@@ -188,10 +188,6 @@ def _plot_rates(run: Run, path: Path, alt: str) -> Block:
 
 
 # --------------------------------------------------------------------------- one run
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
-
-
 def _files(folder: Path, extra: Sequence[str] = ()) -> Block:
     """The "Files" table: every file of the run folder (and ``extra``, written after the
     report) linked, with what it holds."""

@@ -434,9 +434,8 @@ def _early_exit_blocks(rep: EnergyReport, h: Any, brief: bool = False) -> list[B
                or "not priced"))
     if brief:
         return [("p", line)]
-    rows = [[p] + [fmt(e.get(f"{k}_{b}_j")) for b in ("dynamic", "total") for k in ("early_exit", "full")]
-            + [f"{100 * e['saved_dynamic']:.1f} %", f"{100 * e['saved_total']:.1f} %" if "saved_total" in e else "-"]
-            for p, e in ee["energy"].items()]
+    rows = [[p] + [e.get(f"{k}_{b}_j") for b in ("dynamic", "total") for k in ("early_exit", "full")]
+            + [e["saved_dynamic"], e.get("saved_total")] for p, e in ee["energy"].items()]
     hist = ee["steps_histogram"]
     return [h("Early exit"),
             ("p", line + ". Rule (snn.early_exit): a sample stops after step t once its leading output a beats "
@@ -444,9 +443,9 @@ def _early_exit_blocks(rep: EnergyReport, h: Any, brief: bool = False) -> list[B
                   "the readout gap one step of spikes can bring; beta = 1 keeps every prediction of the full run. "
                   "Energy: each group of samples exiting at the same step re-simulated for its steps and priced "
                   "like the rest of this report."),
-            ("table", ["profile", "early-exit dyn J", "full dyn J", "early-exit total J", "full total J",
-                       "saved dyn", "saved total"], rows),
-            ("table", ["exit step", "samples"], [[k, v] for k, v in sorted(hist.items(), key=lambda kv: int(kv[0]))])]
+            ("table", ["profile", "dynamic, early exit", "dynamic, all steps", "total, early exit", "total, all steps",
+                       "saved (dynamic)", "saved (total)"], rows, ["text"] + ["J"] * 4 + ["percent"] * 2),
+            ("table", ["exit step", "samples"], sorted([int(k), v] for k, v in hist.items()), ["count", "count"])]
 
 
 # --------------------------------------------------------------------------- compare
