@@ -136,38 +136,39 @@ def _kv(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def cmd_convert(a: argparse.Namespace) -> int:
-    import snn
+def _model_to_convert(a: argparse.Namespace) -> tuple[Any, str]:
+    """(model, label) of `snn convert`: a run folder's saved ANN (its dataset calibrates it
+    unless --calib says otherwise), an ONNX file, or a checkpoint of a zoo architecture."""
     from snn import data, train, zoo
 
-    run_dir = Path(a.model).is_dir()
-    if run_dir:
+    if Path(a.model).is_dir():
         from snn.runner import load_run_model
 
         if a.arch or a.arch_arg:
             raise SnnError("--arch/--arch-arg describe a checkpoint; a run folder holds its model's spec")
         model, spec = load_run_model(a.model)
         a.calib = a.calib or spec.get("dataset")
-        label = f"{spec['model']} of run {Path(a.model).name}"
+        return model, f"{spec['model']} of run {Path(a.model).name}"
     if a.calib is None:
         raise SnnError("--calib DATASET is required (it is optional only for a run folder)")
-    ds = data.info(a.calib)
-    onnx = str(a.model).lower().endswith(".onnx")
-    if run_dir:
-        pass
-    elif onnx:
+    if str(a.model).lower().endswith(".onnx"):
         if a.arch or a.arch_arg:
             raise SnnError("--arch/--arch-arg describe a checkpoint; an ONNX file holds its own architecture")
-        model, label = str(a.model), Path(a.model).name
-    else:
-        if not a.arch:
-            raise SnnError("a checkpoint needs --arch (its zoo architecture); an .onnx file does not")
-        if a.arch not in zoo.MODELS:
-            raise SnnError(f"unknown architecture {a.arch!r}; valid: {', '.join(zoo.MODELS)}")
-        model = zoo.create_model(a.arch, **{**zoo.dataset_kwargs(a.arch, ds.shape, ds.num_classes),
-                                            **_kv(a.arch_arg, "--arch-arg")})
-        train.load_checkpoint(model, a.model)
-        model, label = model.eval(), a.arch
+        return str(a.model), Path(a.model).name
+    if not a.arch:
+        raise SnnError("a checkpoint needs --arch (its zoo architecture); an .onnx file does not")
+    ds = data.info(a.calib)
+    model = zoo.create_model(a.arch, **{**zoo.dataset_kwargs(a.arch, ds.shape, ds.num_classes),
+                                        **_kv(a.arch_arg, "--arch-arg")})
+    train.load_checkpoint(model, a.model)
+    return model.eval(), a.arch
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    import snn
+    from snn import data
+
+    model, label = _model_to_convert(a)
     x, _ = data.load_dataset(a.calib, "train", root=a.data_root, limit=a.calib_samples)
     net = snn.convert(model, x, method=a.method, percentile=a.percentile, max_calibration=a.calib_samples,
                       reset=a.reset, v_init=a.v_init)
