@@ -50,6 +50,12 @@ cores: ``F + IO * (inputs + outputs) + ADD * nonzeros * kh * kw * Co_padded`` ag
 ``MAC`` times the dense MACs."""
 
 
+AVG_POOL_MACS = 16.0
+"""The dense average pool's time per input element, in dense MACs: what the dense path of a
+layer after an average pool pays on top of the layer (torch's CPU ``avg_pool2d`` on spikes;
+15-40 MACs per element in profiles of the average-pooling MNIST CNN of ``speed.py``)."""
+
+
 def event_wins(inputs: int, outputs: int, nonzeros: float, kk_cop: int, macs: int, linear: bool) -> bool:
     """Whether the event kernel is expected to be faster than the dense op for one sample
     (``nonzeros`` input events, ``kk_cop`` = kh * kw * padded output channels); see :data:`EVENT_COST`."""
@@ -169,7 +175,7 @@ def _pooled_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d
     if mode == "auto":
         inputs, outputs = int(np.prod(in_shape)), int(np.prod(out_shape))
         per_event = (1 if linear else int(np.prod(node.weight.shape[2:]))) * wt.shape[3]
-        macs = int(np.prod(node.weight.shape[1:])) * outputs + inputs  # the layer on the pooled map, and the pool
+        macs = int(np.prod(node.weight.shape[1:])) * outputs + AVG_POOL_MACS * inputs  # the layer, and the pool
         if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), per_event, macs, False):
             return None
     y = fused.event_pool_conv2d(x, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation,
