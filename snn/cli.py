@@ -201,7 +201,13 @@ def cmd_energy(a: argparse.Namespace) -> int:
 
     import snn
     from snn import data
+    from snn.config import check_device
 
+    try:  # every argument checked before the network is loaded and simulated (--hardware: by argparse)
+        check_device(a.device)
+    except ValueError as e:
+        raise SnnError(f"--device: {e}") from None
+    data.info(a.data)
     net = snn.load(a.network)
     x, y = data.load_dataset(a.data, "test", root=a.data_root, limit=a.samples)
     shape = net.graph.shapes[net.graph.input]

@@ -63,7 +63,8 @@ def _package_check(check: Any, *args: Any, **kwargs: Any) -> Any:
         raise ValueError(str(e)) from None
 
 
-def _check_device(v: str) -> str:
+def check_device(v: str) -> str:
+    """``v`` if it names a device of this machine (cpu, or an existing CUDA device); else ValueError."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
     if v != "cpu":  # named before any data is loaded or any model trained
@@ -242,7 +243,7 @@ class TrainConfig(_Section):
         description="ANN activation: relu, or qcfs (conversion-aware training, Bu et al. 2022)")
     levels: int = Field(default=8, ge=1, description="quantisation levels of the QCFS activation")
 
-    _device = field_validator("device")(lambda cls, v: _check_device(v))
+    _device = field_validator("device")(lambda cls, v: check_device(v))
 
 
 class ConvertConfig(_Section):
@@ -377,7 +378,7 @@ class SimConfig(_Section):
 
         return _one_of(v, ENCODINGS, "encoding")
 
-    _device = field_validator("device")(lambda cls, v: _check_device(v))
+    _device = field_validator("device")(lambda cls, v: check_device(v))
 
     @model_validator(mode="after")
     def _known_options(self) -> "SimConfig":

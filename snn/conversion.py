@@ -27,6 +27,7 @@ the maximum input rate: accuracy is kept and it is never average pooling in disg
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -165,9 +166,10 @@ def _mse_scale(a: torch.Tensor, timesteps: int, v_init: float, generator: torch.
 
 def _scales(g: ir.Graph, x: torch.Tensor, method: str, percentile: float, channelwise: bool,
             timesteps: int | None = None, v_init: float = 0.5, batch_size: int = 256,
-            only: set[str] | None = None) -> dict[str, np.ndarray]:
+            only: set[str] | None = None, inactive: set[str] | None = None) -> dict[str, np.ndarray]:
     """Per-channel activation scale ``lambda`` of every activation node (of those in
-    ``only`` if given; shape (C,)), before its :class:`Spike` rule's bound."""
+    ``only`` if given; shape (C,)), before its :class:`Spike` rule's bound. A node that is
+    never positive on ``x`` gets the scale 1 and is added to ``inactive``."""
     relus = [n for n, v in g.nodes.items() if isinstance(v, ir.ACTIVATIONS) and (only is None or n in only)]
     params = ir_torch.Params(g, "cpu", torch.float32)
     acts: dict[str, list[torch.Tensor]] = {n: [] for n in relus}
@@ -188,6 +190,8 @@ def _scales(g: ir.Graph, x: torch.Tensor, method: str, percentile: float, channe
             if not len(pos):
                 continue
             lam[c] = _mse_scale(pos, timesteps, v_init, gen) if method == "mse" else np.percentile(pos.numpy(), q)
+        if lam.max() <= 0 and inactive is not None:
+            inactive.add(n)
         fallback = lam.max() if lam.max() > 0 else 1.0  # a channel that never fired: any scale works
         lam[lam <= 0] = fallback
         channels = g.shapes[n][0]
@@ -600,11 +604,17 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     bursting = set(spiking) if burst > 1 and method == "mse" else set()
     # a burst layer represents [0, lambda] with burst * T levels (threshold lambda / burst): the mse scale is
     # chosen for burst * T levels; every other layer for T
-    raw = _scales(canon, x, method, percentile, channelwise, timesteps * burst, v_init, only=bursting) \
-        if bursting else {}
+    inactive: set[str] = set()
+    raw = _scales(canon, x, method, percentile, channelwise, timesteps * burst, v_init, only=bursting,
+                  inactive=inactive) if bursting else {}
     if len(bursting) < len(acts):
         raw.update(_scales(canon, x, method, percentile, channelwise, timesteps, v_init,
-                           only=set(acts) - bursting if bursting else None))
+                           only=set(acts) - bursting if bursting else None, inactive=inactive))
+    inactive_layers = [n for n in acts if n in inactive]
+    for n in inactive_layers:
+        warnings.warn(f"layer {n!r} never activates on the {len(x)} calibration samples: its scale is a default "
+                      "(1.0), so its neurons may never spike; recorded in net.meta['inactive_layers']",
+                      UserWarning, stacklevel=2)
     lam = {n: RULES[type(canon.nodes[n])].bound(canon.nodes[n], raw[n]) for n in acts}
     neurons: dict[str, dict[str, Any]] = {}
     if burst > 1 or signed:
@@ -631,5 +641,6 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
         "calibrate": calibrate, "calibrate_samples": min(calibrate_samples, len(x)) if calibrate != "none" else 0,
         "readout_delay": delay, "corrections": {k: v.tolist() for k, v in corrections.items()},
         "model": type(model).__name__, "scales": {k: v.tolist() for k, v in lam.items()},
+        "inactive_layers": inactive_layers,
     }
     return SpikingNetwork(graph=graph, ann=ann, meta=meta)

@@ -694,6 +694,13 @@ class Graph:
         return [n for n in self.spiking_nodes() if self.nodes[n].spiking or self.nodes[n].spike_route == "pool"]
 
 
+def nonfinite(graph: "Graph") -> list[tuple[str, str]]:
+    """``(node, field)`` of every array of ``graph`` holding NaN or inf, in graph order."""
+    return [(n, f.name) for n, v in graph.nodes.items() for f in fields(v)
+            if isinstance(getattr(v, f.name), np.ndarray) and getattr(v, f.name).dtype.kind == "f"
+            and not np.isfinite(getattr(v, f.name)).all()]
+
+
 # --------------------------------------------------------------------------- HDF5 checksums
 CHECKSUM_MAGIC = b"SNN-SHA256\n"  # first bytes of a file sealed by seal_file (its HDF5 user block)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -764,10 +771,10 @@ def verify_file(path: str | os.PathLike, what: str = "file") -> bool:
         warnings.warn(f"{path} was written without checksums (by an older snn): its arrays cannot be verified; "
                       "save it again to add them", UserWarning, stacklevel=3)
         return False
-    bad = f"{path} is a corrupted snn {what}"
+    bad = f"{path} is corrupted"
     end = head.find(b"\n", len(CHECKSUM_MAGIC))
     if not head.startswith(CHECKSUM_MAGIC) or end < 0:
-        raise SnnError(f"{bad} (neither a checksum manifest nor an HDF5 signature at its start)")
+        raise SnnError(f"{bad} or not an snn {what} (neither a checksum manifest nor an HDF5 signature at its start)")
     try:
         manifest = json.loads(head[len(CHECKSUM_MAGIC):end])
         want_size, block, digest = int(manifest["size"]), int(manifest["block"]), str(manifest["sha256"])

@@ -194,6 +194,45 @@ def load_run_model(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return model.eval(), spec
 
 
+def check_model(cfg: ExperimentConfig) -> None:
+    """A user's ``module:Class`` model, checked before any data is loaded or any training:
+    it runs on two zero samples of the dataset's shape, gives one output per class, and,
+    when it is to be trained, traces into layers the converter supports. Each failure is a
+    one-line :class:`ConfigError` saying what the model expects and what it was given.
+    Zoo models are built for the dataset and need no check."""
+    import torch
+
+    from snn import data as dmod
+    from snn.errors import SnnError
+    from snn.trace import input_mismatch, trace
+
+    m, d = cfg.model, cfg.data
+    if ":" not in m.name:
+        return
+    ds = dmod.info(d.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        try:
+            model = user_class(m.name)(**m.kwargs).eval()
+        except TypeError as e:
+            raise ConfigError(f"model.kwargs: {m.name} rejected them ({e})") from None
+    x = torch.zeros((2, *ds.shape))
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except Exception as e:  # the user's forward: any error means it does not fit the data
+        raise ConfigError(f"model.name: {input_mismatch(model, tuple(ds.shape), e, f'dataset {d.name}')}") from None
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, ds.num_classes):
+        got = f"outputs of shape {tuple(y.shape[1:])}" if isinstance(y, torch.Tensor) else f"a {type(y).__name__}"
+        raise ConfigError(f"model.name: {m.name} gives {got} per sample; dataset {d.name} has {ds.num_classes} "
+                          "classes (one output per class expected)")
+    if not m.checkpoint and not m.pretrained:
+        try:
+            trace(model, x)
+        except SnnError as e:
+            raise ConfigError(f"model.name: {m.name} cannot be converted, so it is not trained: {e}") from None
+
+
 # --------------------------------------------------------------------------- simulation helpers
 def curve_points(T: int, n: int = 8) -> list[int]:
     """About ``n`` timesteps spread geometrically over 1..T, always including T."""
@@ -260,6 +299,7 @@ def _run(cfg: ExperimentConfig, results_dir: str | Path | None, progress: bool, 
     root = Path(results_dir if results_dir is not None else cfg.output.dir)
     experiment_dir(root, cfg.name)  # where the run will go: checked before any work
     clean_partials(root, cfg.name)  # folders of runs killed earlier on this host
+    check_model(cfg)  # a user's model fits the data and converts: checked before data loading and training
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t_start = t0 = time.perf_counter()
     timings: dict[str, float] = {}

@@ -164,6 +164,10 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
     if unknown:
         raise SnnError(f"unknown option(s) for backend {backend!r}: {', '.join(unknown)}; "
                        f"valid: {', '.join(mod.OPTIONS)}")
+    bad = ir.nonfinite(graph)
+    if bad:
+        raise SnnError(f"layer {bad[0][0]!r} ({graph.nodes[bad[0][0]].kind}) has NaN or inf in its {bad[0][1]}; "
+                       "nothing was simulated")
     xs = _to_numpy(x).astype(precision, copy=False)
     in_shape = graph.shapes[graph.input]
     if xs.ndim != len(in_shape) + 1 or xs.shape[1:] != in_shape:
@@ -173,6 +177,8 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
     if not np.all(np.isfinite(xs)):
         raise SnnError("inputs contain NaN or inf")
     enc.check_encoding(encoding, xs)
+    if cluster != "ray":  # a Ray cluster's workers each hold a shard: their memory is not this machine's
+        check_memory(graph, len(xs), int(timesteps), int(batch_size), record, precision, device)
 
     if hasattr(mod, "prepare") and cluster != "ray":  # a build, not timed as simulation
         mod.prepare(device=device, **options)
@@ -187,11 +193,100 @@ def simulate(net: Any, x: Any, timesteps: int, backend: str = "snntorch", encodi
                                                      address=address, workers=workers, logs=ray_logs)
     else:
         outs, sums, steps = run_batches(mod, graph, xs, 0, int(batch_size), settings, options, progress, backend)
+    if not np.isfinite(outs).all():
+        raise SnnError(_nonfinite_report(graph, xs, outs, precision))
     return SimulationResult(
         outputs=outs, spike_sums=sums, step_sums=steps if record == "steps" else None,
         n_samples=len(xs), timesteps=int(timesteps), backend=backend, encoding=encoding, precision=precision,
         device=str(device), seed=int(seed), batch_size=int(batch_size), wall_time_s=time.perf_counter() - t0,
         info=info)
+
+
+def _nonfinite_report(graph: ir.Graph, xs: np.ndarray, outs: np.ndarray, precision: str) -> str:
+    """One line naming where a simulation's readout became NaN or inf: the first layer whose
+    output (float64 evaluation of the first such sample, IF as ReLU), or whose largest row of
+    |weights| (its current when all its inputs spike), summed over the ``T`` steps, leaves
+    the range of ``precision``; else the readout's input layer."""
+    t, i = (int(v[0]) for v in np.nonzero(~np.isfinite(outs))[:2])
+    top = float(np.finfo(precision).max) / len(outs)
+    vals = ir.evaluate(graph, xs[i:i + 1].astype(np.float64), keep=list(graph.nodes))
+    first = next((n for n in graph.nodes if n in vals and not (np.abs(vals[n]) <= top).all()), None)
+    if first is None:  # spikes are at most one per neuron and step: a row of |weights| bounds a layer's current
+        first = next((n for n, v in graph.nodes.items() if isinstance(getattr(v, "weight", None), np.ndarray)
+                      and v.weight.size and np.abs(v.weight).reshape(len(v.weight), -1).sum(1).max() > top), None)
+    where = first or graph.inputs_of(graph.output)[0]
+    node = graph.nodes[where]
+    big = max((float(np.abs(getattr(node, f)).max()) for f in ("weight", "bias")
+               if isinstance(getattr(node, f, None), np.ndarray) and getattr(node, f).size), default=0.0)
+    return (f"the simulation gave NaN or inf (readout, step {t + 1}, sample {i}): layer {where!r} ({node.kind}) "
+            + (f"overflows {precision} over {len(outs)} steps" if first else "feeds the readout")
+            + (f" (largest |weight| {big:.3g})" if big else "") + "; check the model's weights"
+            + ("" if precision == "float64" else " or simulate with precision='float64'"))
+
+
+def memory_estimate(graph: ir.Graph, n: int, timesteps: int, batch_size: int, record: str,
+                    precision: str) -> dict[str, int]:
+    """Bytes a simulation holds at its peak, by part (an estimate; shapes as in :class:`SimulationResult`):
+
+    * ``outputs``: ``T x N x K`` readouts, twice (per batch, then joined);
+    * ``records``: with ``record="steps"``, ``T x`` (recorded neurons) float64 counts, twice
+      (per batch and summed); with ``"totals"`` one set of sums;
+    * ``batch``: the working set of one batch, ``min(T, 32) x B x`` (all node sizes) x 3
+      (state, current, spikes; the snntorch engine runs chunks of at most 32 steps).
+    """
+    item = np.dtype(precision).itemsize
+    size = {k: int(np.prod(v)) for k, v in graph.shapes.items()}
+    recorded = sum(size[r] for r in graph.recorded_nodes())
+    b = min(batch_size, n)
+    return {"outputs": 2 * timesteps * n * size[graph.output] * item,
+            "records": 0 if record == "none" else 2 * (timesteps if record == "steps" else 1) * recorded * 8,
+            "batch": 3 * min(timesteps, 32) * b * sum(size.values()) * item}
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes this process can still allocate on ``device``: for the CPU the kernel's
+    ``MemAvailable``, capped by the cgroup's limit when there is one; None if unknown."""
+    if str(device).startswith("cuda"):
+        try:
+            import torch
+
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except Exception:  # no CUDA here: the device is refused elsewhere
+            return None
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as fh:
+            used = int(fh.read())
+        if limit != "max":
+            avail = min(avail if avail is not None else 1 << 62, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_memory(graph: ir.Graph, n: int, timesteps: int, batch_size: int, record: str, precision: str,
+                 device: str) -> None:
+    """Refuse, before any work, a simulation whose :func:`memory_estimate` exceeds what
+    :func:`available_memory` reports, with the estimate and how to reduce it."""
+    parts = memory_estimate(graph, n, timesteps, batch_size, record, precision)
+    need, have = sum(parts.values()), available_memory(device)
+    if have is None or need <= have:
+        return
+    gib = 2 ** 30
+    raise SnnError(
+        f"simulating {n} samples for {timesteps} steps with record={record!r} needs about {need / gib:.3g} GiB "
+        f"(outputs T x N x K {parts['outputs'] / gib:.3g}, spike records {parts['records'] / gib:.3g}, "
+        f"a batch of {min(batch_size, n)} {parts['batch'] / gib:.3g}); {device} has {have / gib:.3g} GiB available. "
+        "Reduce timesteps, the number of samples or batch_size, or use record='totals' (no per-step records)")
 
 
 def run_batches(mod: Any, graph: ir.Graph, xs: np.ndarray, offset: int, batch_size: int, settings: dict[str, Any],

@@ -145,6 +145,14 @@ def run_sweep(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrid
     for p in clean_partials(root, cfg.name):
         log(f"removed the unfinished run {p.name}")
     todo, done = plan(cfg, root)
+    from snn.runner import check_model
+
+    checked = set()
+    for _, pcfg in todo:  # each user model once, before any run starts (see check_model)
+        key = (pcfg.model.model_dump_json(), pcfg.data.name, pcfg.seed)
+        if key not in checked:
+            checked.add(key)
+            check_model(pcfg)
     res = SweepResult(cfg.name, total=len(todo) + len(done), skipped=done)
     log(f"sweep {cfg.name}: {res.total} runs, {len(done)} already complete, {len(todo)} to run"
         + (f" on Ray ({address or 'local cluster'})" if use_ray else f" with {workers} worker(s)"))

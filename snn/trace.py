@@ -10,8 +10,10 @@ deep copy is traced.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import operator
 import os
 from typing import Any, Callable
@@ -400,6 +402,12 @@ class _Builder:
                 if not isinstance(res, torch.fx.Node):
                     raise ConversionError("the model must return a single tensor")
                 out = self.alias[res]
+            elif n.op == "call_module" and not isinstance(self.modules[n.target], LEAF_TYPES) and not any(
+                    type(self.modules[n.target]) is t for t in MODULE_RULES):  # by its name, even if it returns a tuple
+                m = self.modules[n.target]
+                self.fail(n, f"module type {type(m).__name__}" + (
+                    " (a recurrent layer: its state across a sequence has no IF-neuron equivalent)"
+                    if isinstance(m, nn.RNNBase) else ""))
             elif "tensor_meta" not in n.meta or not hasattr(n.meta["tensor_meta"], "shape"):
                 continue  # shape arithmetic (x.size(0), getitem on sizes): used only as arguments
             elif n.op == "call_module":
@@ -534,12 +542,42 @@ def trace(model: nn.Module, example: torch.Tensor) -> ir.Graph:
         gm = torch.fx.GraphModule(m, _Tracer().trace(m))
     except Exception as e:  # fx raises many types for data-dependent control flow
         raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {e}") from e
-    ex = torch.as_tensor(example, dtype=torch.float32)[:2].cpu()
+    full = torch.as_tensor(example, dtype=torch.float32)
+    ex = full[:2].cpu()
     if len(ex) < 2:
         ex = torch.cat([ex, ex])
     with torch.no_grad():
-        try:
-            ShapeProp(gm).propagate(ex)
+        try:  # the model itself first: fx's ShapeProp prints a traceback of its own on failure
+            m(ex)
+            with contextlib.redirect_stderr(io.StringIO()):
+                ShapeProp(gm).propagate(ex)
         except Exception as e:
-            raise ConversionError(f"running {type(model).__name__} on inputs of shape {tuple(ex.shape)} failed: {e}") from e
+            raise ConversionError(input_mismatch(model, tuple(full.shape[1:]), e, f"data of shape {tuple(full.shape)}"))\
+                from None
     return _Builder(gm).build()
+
+
+def expected_input(model: nn.Module) -> str | None:
+    """What the first layer with weights of ``model`` takes (``"its first layer 'fc1' (Linear)
+    takes 784 input features"``), or None when it has none of the known kinds."""
+    for name, m in model.named_modules():
+        size = (f"{m.in_features} input features" if isinstance(m, nn.Linear) else
+                f"{m.in_channels} input channels" if isinstance(m, nn.modules.conv._ConvNd) else
+                f"{m.input_size} input features per step" if isinstance(m, nn.RNNBase) else None)
+        if size:
+            return f"its first layer '{name}' ({type(m).__name__}) takes {size}"
+    return None
+
+
+def input_mismatch(model: nn.Module, sample_shape: tuple[int, ...], error: BaseException, what: str) -> str:
+    """One line: ``model`` cannot run on samples of ``sample_shape``: what it expects and
+    the first line of torch's own reason (the root of fx's wrapped errors)."""
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    reason = (str(root).strip().splitlines() or [type(root).__name__])[0]
+    if "ShapeProp error" in reason:  # fx's wrapper without a cause: keep only torch's message
+        reason = type(root).__name__
+    expects = expected_input(model)
+    return (f"{type(model).__name__} does not accept samples of shape {sample_shape} ({what})"
+            + (f": {expects}" if expects else "") + f" (torch: {reason[:200]})")

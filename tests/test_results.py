@@ -38,7 +38,7 @@ def test_corrupted_results_file_is_a_clear_error(tmp_path):
     write_results(tmp_path / "r.h5", _data())
     raw = (tmp_path / "r.h5").read_bytes()
     (tmp_path / "trunc.h5").write_bytes(raw[: len(raw) // 3])
-    with pytest.raises(SnnError, match="trunc.h5 is a corrupted snn results file: .* bytes where .* were written"):
+    with pytest.raises(SnnError, match="trunc.h5 is corrupted: .* bytes where .* were written"):
         read_results(tmp_path / "trunc.h5")
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(SnnError, match="text.h5"):

@@ -67,9 +67,9 @@ def test_plan_runs_a_repeated_value_once(tmp_path):
 
 def test_failed_point_does_not_stop_the_others(tmp_path):
     cfg = yaml.safe_load(sweep_cfg(tmp_path).read_text())
-    cfg["sweep"] = {"sim.timesteps": [2], "sim.options": [{}, {"no_such_option": 1}]}
+    cfg["sweep"] = {"sim.timesteps": [2], "sim.options": [{}, {"impl": "no_such_impl"}]}  # a value the backend refuses
     res = run_sweep(cfg, results_dir=tmp_path / "results", log=lambda m: None)
-    assert len(res.ran) == 1 and len(res.failed) == 1 and "no_such_option" in res.failed[0][1]
+    assert len(res.ran) == 1 and len(res.failed) == 1 and "no_such_impl" in res.failed[0][1]
     assert not [p for p in (tmp_path / "results" / "sw").iterdir() if p.name.startswith(".partial")]
 
 
