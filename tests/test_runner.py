@@ -144,7 +144,7 @@ def test_one_pass_loads_each_split_once_and_builds_the_model_once(tmp_path, monk
         assert r.summary["model_source"] == "trained"  # cache hit or not: the same summary (test_determinism)
         assert cached == any("trained weights loaded from the cache" in m for m in logs)
         t = r.summary["timings_s"]
-        assert list(t) == ["data", "model", "convert", "simulate", "energy", "report", "total"]
+        assert list(t) == ["data", "model", "convert", "build", "simulate", "energy", "report", "total"]
         assert t["total"] >= sum(v for k, v in t.items() if k != "total") - 0.01
         assert f"run complete in {t['total']:.1f} s (data {t['data']:.1f} s, model" in logs[-1]
         assert json.loads((r.path / "summary.json").read_text()) == r.summary
