@@ -233,8 +233,13 @@ def _check_zip(path: Path) -> None:
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.is_file():
         raise SnnError(f"checkpoint {path} does not exist")
-    head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header ("{"); its first
+    # byte can be 0x80 like a pickle's, so it is recognised first
+    safetensors = len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") + 8 <= size
+    if not safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):  # torch.save zip archive or legacy pickle
         if head[:2] == b"PK":
             _check_zip(path)
         try:
@@ -265,6 +270,11 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = json.loads(header.get("snn_meta", "{}"))
     except (SafetensorError, OSError, ValueError) as e:
         raise SnnError(f"checkpoint {path} is corrupt or not a checkpoint ({' '.join(str(e).split())})") from e
+    if DIGESTS not in header and "snn_meta" in header:
+        if len(header) > 1:  # ours, with its checksum entry renamed by damage
+            raise SnnError(f"checkpoint {path} is corrupted: its metadata keys {sorted(header)} are damaged")
+        warnings.warn(f"checkpoint {path} was written without checksums (by an older snn): its tensors cannot be "
+                      "verified; save it again to add them", UserWarning, stacklevel=3)
     _verify(path, sd, header.get(DIGESTS))
     return sd, meta
 

@@ -126,6 +126,20 @@ def test_checkpoint_round_trip(tmp_path, monkeypatch, backend):
     assert [f.name for f in tmp_path.iterdir()] == ["m.ckpt"]  # no temporary left behind
 
 
+def test_safetensors_header_length_ending_in_0x80_is_not_a_pickle(tmp_path):
+    """A safetensors file starts with its header length: a first byte 0x80 (a pickle's
+    protocol marker) must still be read as safetensors, metadata included."""
+    if not train._has_safetensors():
+        pytest.skip("safetensors is not installed")
+    m = fresh(name="lenet5")
+    for pad in range(256):
+        p = train.save_checkpoint(m, tmp_path / "m.ckpt", {"pad": "x" * pad})
+        if p.read_bytes()[:1] == b"\x80":
+            break
+    assert p.read_bytes()[:1] == b"\x80"
+    assert train.load_checkpoint(fresh(seed=1, name="lenet5"), p) == {"pad": "x" * pad}
+
+
 def test_unsafe_pickle_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
 
