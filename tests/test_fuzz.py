@@ -506,3 +506,21 @@ def test_absurd_shapes_are_refused_in_bounded_memory(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 64 * 2 ** 20, f"{path.name}: {peak / 2 ** 20:.0f} MiB to refuse it"
+
+
+def test_checkpoint_checksum_entry_damaged_or_absent(tmp_path):
+    """A checkpoint whose checksum entry was renamed by damage is refused; one an older snn
+    wrote (metadata without checksums) loads unverified, with a warning."""
+    from safetensors.torch import save_file
+
+    model = torch.nn.Linear(4, 3)
+    train.save_checkpoint(model, tmp_path / "m.safetensors")
+    raw = bytearray((tmp_path / "m.safetensors").read_bytes())
+    raw[raw.find(train.DIGESTS.encode()) + 5] ^= 0x01
+    (tmp_path / "m.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(SnnError, match=r"m.safetensors is corrupted: its metadata keys .* are damaged"):
+        train.load_checkpoint(model, tmp_path / "m.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "old.safetensors"),
+              metadata={"snn_meta": "{}"})
+    with pytest.warns(UserWarning, match="written without checksums"):
+        train.load_checkpoint(model, tmp_path / "old.safetensors")
