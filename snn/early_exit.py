@@ -4,10 +4,11 @@ The rule (on the readout margin against the largest change still possible). The 
 sums its input current ``y[t]``; after step ``t`` of at most ``T`` the sums are ``S[t]``
 (after a readout warm-up of ``d`` steps, the sums since step ``d + 1``) and the prediction
 is ``a = argmax S[t]``. The readout's input is an affine function of the spikes of the
-layers that feed it, ``y[t] = G s[t] + y0`` with every spike in ``[0, 1]``, so one more step
+layers that feed it, ``y[t] = G s[t] + y0`` with every spike count in ``[lo_j, hi_j]``
+(``[0, 1]``; ``[0, B]`` for burst-B neurons, ``[-B, B]`` for signed ones), so one more step
 can raise ``S_c - S_a`` by at most
 
-    D[a, c] = sum_j max(G[c, j] - G[a, j], 0) + y0[c] - y0[a]
+    D[a, c] = sum_j max((G[c, j] - G[a, j]) hi_j, (G[c, j] - G[a, j]) lo_j) + y0[c] - y0[a]
 
 (:func:`readout_bound`; ``G`` by back-propagation through the graph's affine part). A
 sample exits after step ``t`` when, for every other class ``c``,
@@ -43,7 +44,8 @@ from snn.errors import SnnError
 
 def readout_bound(graph: ir.Graph) -> np.ndarray:
     """``D`` (K, K): ``D[a, c]`` is the largest increase of ``y_c - y_a`` (readout input) that
-    one step can bring, spikes being in ``[0, 1]`` (see the module docstring)."""
+    one step can bring, a step's spike count being in ``[0, 1]`` (``[0, B]`` for burst
+    neurons, ``[-B, B]`` for signed ones; see the module docstring)."""
     sources = set(graph.recorded_nodes())
     (top,) = graph.inputs_of(graph.output)
     need: set[str] = set()
@@ -78,7 +80,12 @@ def readout_bound(graph: ir.Graph) -> np.ndarray:
                                    for g, v in zip(grads, leaves.values())]))
     G = torch.stack(rows).numpy()
     y0 = y.detach().numpy()
-    return np.maximum(G[None, :, :] - G[:, None, :], 0.0).sum(axis=2) + y0[None, :] - y0[:, None]
+    hi, lo = (np.concatenate([np.full(int(np.prod(graph.shapes[n])), v, dtype=np.float64) for n, v in pairs])
+              for pairs in ([(n, getattr(graph.nodes[n], "burst", 1)) for n in leaves],
+                            [(n, -graph.nodes[n].burst if getattr(graph.nodes[n], "signed", False) else 0)
+                             for n in leaves]))
+    dG = G[None, :, :] - G[:, None, :]
+    return np.maximum(dG * hi, dG * lo).sum(axis=2) + y0[None, :] - y0[:, None]
 
 
 def exit_steps(outputs: np.ndarray, bound: np.ndarray, beta: float, delay: int = 0) -> np.ndarray:

@@ -76,13 +76,19 @@ def test_mse_scales_depend_on_timesteps(digits, digits_mlp):
 # --------------------------------------------------------------------------- convert(timesteps=T)
 def test_timesteps_picks_and_records_the_options(digits, digits_resnet):
     net = snn.convert(digits_resnet, _img(digits[0]), timesteps=T)
-    assert net.meta["timesteps"] == T and sorted(net.meta["auto"]) == ["calibrate", "channelwise", "method"]
+    assert net.meta["timesteps"] == T and sorted(net.meta["auto"]) == ["burst", "calibrate", "channelwise", "method"]
     assert net.meta["choices"] == {"method": "mse", "percentile": None, "channelwise": True, "calibrate": "bias",
-                                   "readout_delay": 0, "v_init": 0.5, "reset": "subtract", "burst": 1,
+                                   "readout_delay": 0, "v_init": 0.5, "reset": "subtract", "burst": 2,
                                    "signed": False}
+    assert all(n.burst == 2 for n in net.graph.nodes.values() if isinstance(n, ir.IF))
+    # burst spikes up to 16 steps, plain above; burst=1 or reset="zero" asks for plain spikes
+    assert cv.auto_burst(16) == 2 and cv.auto_burst(17) == 1
+    for kw in ({"burst": 1}, {"reset": "zero"}):
+        plain = snn.convert(digits_resnet, _img(digits[0]), timesteps=T, calibrate="none", **kw)
+        assert plain.meta["choices"]["burst"] == 1 and ("burst" in plain.meta["auto"]) == ("reset" in kw)
     assert set(net.meta["corrections"]) == {n for n, v in net.graph.nodes.items() if isinstance(v, ir.IF)}
     named = snn.convert(digits_resnet, _img(digits[0]), timesteps=T, method="percentile", calibrate="none")
-    assert named.meta["auto"] == ["channelwise"] and named.meta["method"] == "percentile"
+    assert named.meta["auto"] == ["channelwise", "burst"] and named.meta["method"] == "percentile"
     assert named.meta["corrections"] == {}
     plain = snn.convert(digits_resnet, _img(digits[0]))
     assert plain.meta["timesteps"] is None and plain.meta["auto"] == [] and plain.meta["method"] == "percentile"
@@ -193,9 +199,11 @@ def test_hdf5_keeps_the_warm_up(tmp_path, digits, digits_mlp):
 
 
 # --------------------------------------------------------------------------- every option on every backend
-OPTIONS = {"timesteps": dict(timesteps=6), "warm-up": dict(timesteps=6, readout_delay=2),
-           "qcfs": dict(timesteps=6), "burst": dict(timesteps=6, burst=2), "signed": dict(timesteps=6, signed=True),
-           "burst-signed": dict(timesteps=6, burst=3, signed=True)}
+OPTIONS = {"timesteps": dict(timesteps=6, burst=1), "warm-up": dict(timesteps=6, readout_delay=2, burst=1),
+           "qcfs": dict(timesteps=6, burst=1), "burst": dict(timesteps=6),
+           "signed": dict(timesteps=6, signed=True, burst=1), "burst-signed": dict(timesteps=6, burst=3, signed=True)}
+"""Plain spikes where the option is not the neuron coding (they also go through the snntorch
+exporter); ``timesteps=6`` alone picks burst 2 (:func:`snn.conversion.auto_burst`)."""
 
 
 def _qcfs_model(factory):
@@ -342,6 +350,10 @@ def test_readout_bound_is_the_largest_one_step_change():
     D = ee.readout_bound(g)
     # y1 - y0 = -s0 + 3 s1 + 0.5 s2 + 0.2: at most 3.5 + 0.2; y0 - y1 at most 1 - 0.2
     np.testing.assert_allclose(D, [[0.0, 3.7], [0.8, 0.0]])
+    # burst-2 spikes count 0..2 per step: 7 + 0.2 and 2 - 0.2; signed ones -2..2: (2 + 6 + 1) + 0.2, 9 - 0.2
+    for node, want in ((ir.IF(burst=2), [[0.0, 7.2], [1.8, 0.0]]),
+                       (ir.IF(burst=2, signed=True), [[0.0, 9.2], [8.8, 0.0]])):
+        np.testing.assert_allclose(ee.readout_bound(ir.Graph({**g.nodes, "a": node}, g.edges, g.input, g.output)), want)
 
 
 def test_guaranteed_early_exit_keeps_every_prediction(digits, digits_resnet):
@@ -386,7 +398,7 @@ def test_config_timesteps_reaches_the_conversion_and_the_summary(tmp_path):
            "sim": {"timesteps": 6}, "energy": {"enabled": False}, "output": {"report": False}, "threads": 1}
     r = run_experiment(cfg, results_dir=tmp_path, progress=False, log=lambda m: None)
     conv = r.summary["conversion"]
-    assert conv["timesteps"] == 6 and sorted(conv["auto"]) == ["calibrate", "channelwise", "method"]
+    assert conv["timesteps"] == 6 and sorted(conv["auto"]) == ["burst", "calibrate", "channelwise", "method"]
     assert conv["choices"]["method"] == "mse" and conv["choices"]["readout_delay"] == 1
     assert r.summary["method"] == "mse"
 
@@ -450,7 +462,7 @@ def test_burst_signed_neuron_golden():
 
 def test_burst_spikes_count_as_events_and_help_at_few_steps(digits, digits_resnet):
     xtr, _, xte, yte = digits
-    plain = snn.convert(digits_resnet, _img(xtr), timesteps=4)
+    plain = snn.convert(digits_resnet, _img(xtr), timesteps=4, burst=1)
     burst = snn.convert(digits_resnet, _img(xtr), timesteps=4, burst=2, signed=True)
     assert burst.meta["choices"]["burst"] == 2 and burst.meta["choices"]["signed"]
     assert all(n.burst == 2 and n.signed for n in burst.graph.nodes.values() if isinstance(n, ir.IF))

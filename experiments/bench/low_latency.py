@@ -7,8 +7,12 @@ Peers, each simulated on the same test images with constant input:
   half-charged membranes), one run of ``max(T)`` steps (its accuracy after every step);
 * ``snn timesteps=T``: ``snn.convert(model, calib, timesteps=T)``, tuned for each ``T``
   (scales minimising the T-step quantisation error, channel-wise, layer-wise bias
-  correction on ``--calib-steps-samples`` simulated samples), simulated ``T`` steps;
-* ``SJ rate 99.9%``: ``FXConverter(RateCodingRecipe(mode="99.9%"))``;
+  correction on ``--calib-steps-samples`` simulated samples, burst spikes for T <= 16:
+  :func:`snn.conversion.auto_burst`), simulated ``T`` steps, with the SynOps per image
+  of its first ``--synops-n`` test images (``snn.energy_report``);
+* ``snn timesteps=T, burst=1`` (``ours-plain``, T <= 16): the same with plain 0/1 spikes;
+* ``SJ rate 99.9%`` and ``SJ rate max``: ``FXConverter(RateCodingRecipe(mode="99.9%"))``
+  and ``mode="max"`` (per-layer scale at the 99.9th percentile or at the maximum);
 * ``SJ LTB``: ``FXConverter(LocalThresholdBalancingRecipe())`` (channel-wise thresholds,
   half-threshold IF neurons; Bu et al. CVPR 2025), read out from step 1;
 * ``SJ LTB + delay``: the same network read out after SpikingJelly's delay-start estimate
@@ -22,7 +26,7 @@ training images (seed 0) for every peer. Results accumulate in
 size), with an accuracy-vs-T plot per model.
 
     python experiments/bench/low_latency.py --models resnet20 --timesteps 4 8 16 32 64 [--n-test 10000]
-        [--peers ours default sj-rate sj-ltb] [--sj-n-test 2000] [--early-exit]
+        [--peers ours ours-plain default sj-rate sj-max sj-ltb] [--sj-n-test 2000] [--early-exit]
 
 Early exit (``--early-exit``, :mod:`snn.early_exit`): the network converted for T=32
 (``--ee-steps``), the trust factor ``beta`` picked on 2,000 training images (the smallest
@@ -44,6 +48,7 @@ import torch
 import common
 
 RESULTS = "low_latency.json"
+SJ_RATE_MODES = {"sj-rate": "99.9%", "sj-max": "max"}
 
 
 def _load() -> dict:
@@ -52,7 +57,38 @@ def _load() -> dict:
 
 
 def _save(doc: dict) -> None:
-    common.write_json(RESULTS, doc)
+    """Write ``doc``, merged peer by peer into the file as it is now, so that runs of this
+    script for different peers or models in parallel processes keep each other's results."""
+    now = _load()
+    _merge(now["runs"], doc["runs"])
+    common.write_json(RESULTS, now)
+
+
+def _merge(old: dict, new: dict) -> None:
+    """``old`` updated with ``new`` recursively: dicts merged key by key, other values replaced."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            _merge(old[k], v)
+        else:
+            old[k] = v
+
+
+def sj_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` that SpikingJelly's FX recipes accept: each option-A shortcut
+    (slice + ``F.pad``, a function node its step-mode adapter refuses) becomes the fixed
+    1x1 strided convolution that computes the same thing exactly (as snn's tracer reads it)."""
+    from snn.trace import OptionAShortcut
+
+    m = copy.deepcopy(model)
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, OptionAShortcut):
+            conv = torch.nn.Conv2d(mod.in_planes, mod.planes, 1, stride=mod.stride, bias=False)
+            w = torch.zeros_like(conv.weight)
+            w[torch.arange(mod.in_planes) + mod.pad, torch.arange(mod.in_planes), 0, 0] = 1.0
+            conv.weight.data.copy_(w)
+            parent, _, child = name.rpartition(".")
+            setattr(m.get_submodule(parent) if parent else m, child, conv)
+    return m.eval()
 
 
 def sj_outputs(model: torch.nn.Module, recipe: str, calib: np.ndarray, x: np.ndarray, T: int, batch: int) -> tuple:
@@ -63,10 +99,10 @@ def sj_outputs(model: torch.nn.Module, recipe: str, calib: np.ndarray, x: np.nda
                                                        RateCodingRecipe, estimate_delay_start)
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(calib)), batch_size=128)
-    rec = RateCodingRecipe(dataloader=loader, mode="99.9%") if recipe == "sj-rate" else \
+    rec = RateCodingRecipe(dataloader=loader, mode=SJ_RATE_MODES[recipe]) if recipe in SJ_RATE_MODES else \
         LocalThresholdBalancingRecipe(dataloader=loader)
     t0 = time.perf_counter()
-    net = FXConverter(rec, device="cpu").convert(copy.deepcopy(model)).eval()
+    net = FXConverter(rec, device="cpu").convert(sj_model(model)).eval()
     delays = {}
     if recipe == "sj-ltb":
         for t in range(1, T + 1):
@@ -85,6 +121,7 @@ def sj_outputs(model: torch.nn.Module, recipe: str, calib: np.ndarray, x: np.nda
 def run_model(name: str, args, doc: dict) -> None:
     import snn
     from snn import data, train, zoo
+    from snn.conversion import auto_burst
 
     key = f"{name}-n{args.n_test}"
     run = doc["runs"].setdefault(key, {"model": name, "n_test": args.n_test, "peers": {}})
@@ -106,13 +143,15 @@ def run_model(name: str, args, doc: dict) -> None:
         peers["default"] = {"curve": acc.tolist(), "seconds": time.perf_counter() - t0,
                             "settings": "snn.convert(model, calib): percentile 99.99, layer-wise, v_init 0.5"}
         _save(doc)
-    if "ours" in args.peers:
-        ours = peers.setdefault("ours", {"at": {}, "seconds": {}, "choices": {}, "curve": {}})
+    for peer, kw in (("ours", {}), ("ours-plain", {"burst": 1})):
+        if peer not in args.peers:
+            continue
+        ours = peers.setdefault(peer, {"at": {}, "seconds": {}, "choices": {}, "curve": {}, "synops": {}})
         for T in args.timesteps:
-            if str(T) in ours["at"]:
+            if str(T) in ours["at"] or (peer == "ours-plain" and auto_burst(T) == 1):
                 continue
             t0 = time.perf_counter()
-            net = snn.convert(model, calib, timesteps=T, calibrate_samples=args.calib_steps_samples)
+            net = snn.convert(model, calib, timesteps=T, calibrate_samples=args.calib_steps_samples, **kw)
             t1 = time.perf_counter()
             res = snn.simulate(net, x, T, record="none", batch_size=args.batch)
             acc = res.accuracy(y)
@@ -120,11 +159,15 @@ def run_model(name: str, args, doc: dict) -> None:
             ours["curve"][str(T)] = acc.tolist()
             ours["seconds"][str(T)] = {"convert": t1 - t0, "simulate": res.wall_time_s}
             ours["choices"][str(T)] = net.meta["choices"]
-            print(f"  snn timesteps={T}: {100 * acc[-1]:.2f} % (convert {t1 - t0:.0f} s, simulate "
-                  f"{res.wall_time_s:.0f} s)", flush=True)
+            if args.synops_n:
+                counted = snn.simulate(net, x[:args.synops_n], T, record="totals", batch_size=args.batch)
+                ours["synops"][str(T)] = float(snn.energy_report(net, counted, hardware=["45nm-fp32"]).totals.synops)
+                ours["synops_images"] = args.synops_n
+            print(f"  snn {peer} timesteps={T}: {100 * acc[-1]:.2f} % (convert {t1 - t0:.0f} s, simulate "
+                  f"{res.wall_time_s:.0f} s), burst {net.meta['choices']['burst']}", flush=True)
             _save(doc)
     sj_x, sj_y = x[:args.sj_n_test], y[:args.sj_n_test]
-    for recipe in ("sj-rate", "sj-ltb"):
+    for recipe in ("sj-rate", "sj-max", "sj-ltb"):
         if recipe not in args.peers or len(peers.get(recipe, {}).get("curve", [])) >= Tmax:
             continue
         outs, delays, secs = sj_outputs(model, recipe, calib, sj_x, Tmax, args.batch)
@@ -205,7 +248,9 @@ def table(run: dict, ts: list[int]) -> None:
     p = run["peers"]
     cols = [("snn default", lambda t: p["default"]["curve"][t - 1] if "default" in p else None),
             ("snn timesteps=T", lambda t: p.get("ours", {}).get("at", {}).get(str(t))),
+            ("snn timesteps=T, burst=1", lambda t: p.get("ours-plain", {}).get("at", {}).get(str(t))),
             ("SJ rate 99.9%", lambda t: p["sj-rate"]["curve"][t - 1] if "sj-rate" in p else None),
+            ("SJ rate max", lambda t: p["sj-max"]["curve"][t - 1] if "sj-max" in p else None),
             ("SJ LTB", lambda t: p["sj-ltb"]["curve"][t - 1] if "sj-ltb" in p else None),
             ("SJ LTB + delay", lambda t: p["sj-ltb"]["delayed_curve"][t - 1] if "sj-ltb" in p else None)]
     print(f"| T | {' | '.join(c for c, _ in cols)} |")
@@ -229,7 +274,11 @@ def plot(run: dict, name: str) -> None:
     if "ours" in p:
         ts = sorted(int(t) for t in p["ours"]["at"])
         ax.plot(ts, [100 * p["ours"]["at"][str(t)] for t in ts], "o-", label="snn timesteps=T")
-    for k, lab in (("sj-rate", "SpikingJelly rate 99.9%"), ("sj-ltb", "SpikingJelly LTB")):
+    if "ours-plain" in p:
+        ts = sorted(int(t) for t in p["ours-plain"]["at"])
+        ax.plot(ts, [100 * p["ours-plain"]["at"][str(t)] for t in ts], "s-", label="snn timesteps=T, burst=1")
+    for k, lab in (("sj-rate", "SpikingJelly rate 99.9%"), ("sj-max", "SpikingJelly rate max"),
+                   ("sj-ltb", "SpikingJelly LTB")):
         if k in p:
             c = p[k]["curve"]
             ax.plot(range(1, len(c) + 1), [100 * v for v in c], "--", label=f"{lab} (n={p[k]['n_test']})")
@@ -256,9 +305,11 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--sj-n-test", type=int, default=None, help="test images for SpikingJelly (default: n-test)")
-    ap.add_argument("--peers", nargs="+", default=["ours", "default", "sj-rate", "sj-ltb"])
-    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--peers", nargs="+", default=["ours", "ours-plain", "default", "sj-rate", "sj-max", "sj-ltb"])
+    ap.add_argument("--batch", type=int, default=50,
+                    help="simulation batch (snn.simulate refuses batches its memory estimate says do not fit)")
     ap.add_argument("--calib-steps-samples", type=int, default=256)
+    ap.add_argument("--synops-n", type=int, default=200, help="test images whose SynOps are counted (0: none)")
     ap.add_argument("--early-exit", action="store_true", help="also run early exit (network tuned for --ee-steps)")
     ap.add_argument("--ee-steps", type=int, default=32)
     ap.add_argument("--ee-pick", type=int, default=2000, help="training images that pick beta")
