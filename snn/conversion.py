@@ -523,7 +523,8 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     ``timesteps=T``: tune the network for ``T`` steps with everything that needs no
     retraining; options left at None are then picked for ``T``: ``method="mse"``,
     ``channelwise=True``, ``calibrate="bias"``, and ``burst=2`` for ``T <= 16`` with
-    ``reset="subtract"`` (:func:`auto_burst`; else 1). The choices are in
+    ``reset="subtract"`` (:func:`auto_burst`; else 1; QCFS layers keep one spike per step
+    and their trained threshold). The choices are in
     ``net.meta["choices"]`` (and ``net.meta["auto"]`` lists those that ``timesteps``
     picked). Each option:
 
@@ -600,7 +601,12 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
         raise ConversionError(f"calibration samples of shape {tuple(x.shape[1:])}, model expects {ann.shapes[ann.input]}")
     canon = _commute_maxpool_relu(ann)
     acts = [n for n, v in canon.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
-    spiking = [n for n in acts if not _feeds_pool(canon, n)] if burst > 1 or signed else []
+    # layers whose spikes are max-pooled stay plain; so do QCFS layers when the burst size was picked
+    # for T (trained for their levels, they convert at their trained threshold, one spike per step)
+    spiking = [n for n in acts if not _feeds_pool(canon, n)
+               and not ("burst" in auto and getattr(canon.nodes[n], "levels", None))] if burst > 1 or signed else []
+    if "burst" in auto and not spiking:
+        burst = 1
     bursting = set(spiking) if burst > 1 and method == "mse" else set()
     # a burst layer represents [0, lambda] with burst * T levels (threshold lambda / burst): the mse scale is
     # chosen for burst * T levels; every other layer for T

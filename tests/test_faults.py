@@ -153,7 +153,9 @@ def test_killed_run_and_sweep_then_resume(tmp_path):
     run_cfg, sweep_cfg = _config(tmp_path, "kr"), _config(tmp_path, "ks", SWEEP)
     _train_first(run_cfg)
     k = kill_once(_cli("run", str(run_cfg), "--results", str(root)), tmp_path, root / "kr", rng, "publish", 0)
-    assert k["killed"] and assert_sound(root, "kr")["complete"] == 0
+    # killed while writing: no run, or (the kill landed just after the rename that publishes it, on a
+    # busy machine) one complete run; assert_sound checks that whatever looks like a run is whole
+    assert k["killed"] and assert_sound(root, "kr")["complete"] <= 1
     kill_once(_cli("sweep", str(sweep_cfg), "--results", str(root)), tmp_path, root / "ks", rng, "publish", 0)
     before = {r.name: _digest(r) for r in list_runs(root, "ks")}
     assert assert_sound(root, "ks")["complete"] == len(before) < 4
