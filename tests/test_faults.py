@@ -363,14 +363,17 @@ def test_local_worker_killed_mid_sweep_is_redone(tmp_path):
     proc = subprocess.Popen(_cli("sweep", str(cfg), "--workers", "2", "--results", str(root)), cwd=tmp_path,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline, victim = time.monotonic() + 300, None
+    # the victim: the worker whose partial run folder (named with its pid) appears first, killed
+    # at once, i.e. while it writes a point (a fixed delay raced the sweep on a fast machine)
+    deadline, victim, exp = time.monotonic() + 300, None, root / "lk"
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        pids = _children(proc.pid, "spawn_main")
-        if len(pids) == 2:
-            time.sleep(random.Random(3).uniform(3, 6))  # into a point: imports, data, simulation
-            victim = pids[0]
+        pids = set(_children(proc.pid, "spawn_main"))
+        writers = [int(p.name.rsplit("-", 1)[1]) for p in (exp.iterdir() if exp.is_dir() else [])
+                   if p.name.startswith(PARTIAL)]
+        victim = next((w for w in writers if w in pids), None)
+        if victim is not None:
             os.kill(victim, signal.SIGKILL)
-        time.sleep(0.05)
+        time.sleep(0.005)
     out, err = proc.communicate(timeout=900)
     assert victim is not None, "no worker process started"
     assert proc.returncode == 0, err[-3000:]
