@@ -87,7 +87,8 @@ def _sweep_cmd(cfg: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_sigkill_half_way_then_resume_gives_exactly_n_runs(tmp_path):
-    cfg = sweep_cfg(tmp_path, timesteps=(2, 3, 4, 5))  # 8 runs
+    cfg = sweep_cfg(tmp_path, timesteps=(2, 3, 4, 5, 6, 7))  # 12 runs: points take a fraction of a second
+    n = 12
     res_dir = tmp_path / "results"
     _train_first(cfg)
     env = {**os.environ, "MPLBACKEND": "Agg"}
@@ -95,21 +96,21 @@ def test_sigkill_half_way_then_resume_gives_exactly_n_runs(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list_runs(res_dir, "sw") if res_dir.exists() else []) < 3:
-        time.sleep(0.2)
+        time.sleep(0.005)  # kill soon after the third run is published
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must die with it
     proc.wait(timeout=30)
     time.sleep(1.0)
     done_before = {p.name for p in list_runs(res_dir, "sw")}
-    assert 3 <= len(done_before) < 8, "the sweep was not killed half-way"
+    assert 3 <= len(done_before) < n, "the sweep was not killed half-way"
     time.sleep(2.0)
     assert {p.name for p in list_runs(res_dir, "sw")} == done_before  # no orphan worker finished a run
     p = subprocess.run(_sweep_cmd(cfg, "--workers", "2", "--results", str(res_dir)), cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert f"{len(done_before)} already complete, {8 - len(done_before)} to run" in p.stderr
+    assert f"{len(done_before)} already complete, {n - len(done_before)} to run" in p.stderr
     final = list_runs(res_dir, "sw")
-    assert len(final) == 8 and done_before <= {r.name for r in final}
-    assert len(points(res_dir)) == 8 == len(set(points(res_dir)))
+    assert len(final) == n and done_before <= {r.name for r in final}
+    assert len(points(res_dir)) == n == len(set(points(res_dir)))
     assert not [q for q in (res_dir / "sw").iterdir() if q.name.startswith(".partial")]
 
 
