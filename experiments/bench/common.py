@@ -98,3 +98,15 @@ def write_json(name: str, payload: dict) -> Path:
     atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
     return path
+
+
+def write_figure(name: str, fig, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as ``results/reference/<name>`` (tight layout) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = REFERENCE / name
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path

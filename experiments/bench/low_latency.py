@@ -292,11 +292,7 @@ def plot(run: dict, name: str) -> None:
     ax.set_title(f"{name}, CIFAR-10 (JPEG q75 copy), {run['n_test']} test images")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    out = common.REFERENCE / f"low_latency_{name}.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    print(f"wrote {out.relative_to(common.ROOT)}")
+    common.write_figure(f"low_latency_{name}.png", fig, dpi=120)
 
 
 def main() -> None:

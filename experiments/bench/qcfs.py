@@ -182,11 +182,7 @@ def plot(runs: list[dict]) -> None:
         ax.set_title(f"LeNet-5, {r['dataset']}, {r['n_test']} test images")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    out = common.REFERENCE / "qcfs_lenet5.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    print(f"wrote {out.relative_to(common.ROOT)}")
+    common.write_figure("qcfs_lenet5.png", fig)
 
 
 def main() -> None:

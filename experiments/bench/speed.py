@@ -343,10 +343,7 @@ def _plot(rows: list[dict], name: str) -> None:
         ax.set_title(m)
         ax.set_ylabel("images / s")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = common.REFERENCE / name
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path.relative_to(common.ROOT)}")
+    common.write_figure(name, fig)
 
 
 if __name__ == "__main__":
