@@ -22,8 +22,8 @@ from snn.backends.snntorch import engine, kernels
 needs_kernels = pytest.mark.skipif(kernels.load() is None, reason="no C++ toolchain to build the fused kernels")
 
 
-def _folded(pool, node, x, w, b):
-    """``node(pool(x))`` by the event kernel with the pool folded in, and by torch."""
+def _folded(pool, node, x, w, b, path=0):
+    """``node(pool(x))`` by the event kernel with the pool folded in (loop order ``path``), and by torch."""
     from snn.backends.snntorch.event_cost import _pooled_event_forward
 
     rank = x.ndim - 2
@@ -33,7 +33,7 @@ def _folded(pool, node, x, w, b):
     else:
         ref = (F.conv1d, F.conv2d)[rank - 1](pooled, w, b, node.stride, node.padding, node.dilation)
     got = _pooled_event_forward(kernels.load(), pool, node, {"weight": w, "bias": b}, x, tuple(ref.shape[1:]),
-                                "always")
+                                "always", path)
     return got, ref
 
 
@@ -54,13 +54,13 @@ def test_folded_layer_equals_pool_then_layer(size, K, S, P, dtype):
         w = torch.randn((5, 4) + (k,) * rank, generator=g, dtype=dtype)
         b = torch.randn(5, generator=g, dtype=dtype)
         node = (ir.Conv1d, ir.Conv2d)[rank - 1](w.numpy(), b.numpy(), (s,) * rank, (p,) * rank, (d,) * rank)
-        for x in (spikes, graded):
-            got, ref = _folded(pool, node, x, w, b)
-            torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=f"k={k} s={s} p={p} d={d}")
+        for x, path in itertools.product((spikes, graded), (1, 2)):  # both loop orders of the kernel
+            got, ref = _folded(pool, node, x, w, b, path)
+            torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=f"k={k} s={s} p={p} d={d} path={path}")
     n_pooled = (F.avg_pool1d, F.avg_pool2d)[rank - 1](spikes, K, S, P)[0].numel()
     w, b = torch.randn(7, n_pooled, generator=g, dtype=dtype), torch.randn(7, generator=g, dtype=dtype)
-    for x in (spikes, graded):
-        got, ref = _folded(pool, ir.Linear(w.numpy(), b.numpy()), x, w, b)
+    for x, path in itertools.product((spikes, graded), (1, 2)):
+        got, ref = _folded(pool, ir.Linear(w.numpy(), b.numpy()), x, w, b, path)
         torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
 
 
@@ -84,11 +84,11 @@ def test_folded_weights_are_device_agnostic():
     pool, node = ir.AvgPool2d((2, 2), (2, 2)), ir.Conv2d(np.ones((8, 4, 3, 3)), padding=(1, 1))
     cpu = _pooled_event_weights(pool, node, {"weight": torch.ones(8, 4, 3, 3)}, (4, 14, 14))
     meta = _pooled_event_weights(pool, node, {"weight": torch.ones(8, 4, 3, 3, device="meta")}, (4, 14, 14))
-    assert meta[0].device.type == "meta" and meta[0].shape == cpu[0].shape == (3, 4, 3, 8) and meta[1:] == cpu[1:]
+    assert meta[0].device.type == "meta" and meta[0].shape == cpu[0].shape == (3, 3, 4, 16) and meta[1:] == cpu[1:]
     assert cpu[2] == [2, 2, 2, 2, 0, 0, 7, 7] and float(cpu[0][0, 0, 0, 0]) == 0.25
     lin = _pooled_event_weights(pool, ir.Linear(np.ones((10, 4 * 7 * 7))),
                                 {"weight": torch.ones(10, 4 * 7 * 7, device="meta")}, (4, 14, 14))
-    assert lin[0].device.type == "meta" and lin[0].shape == (7, 4, 7, 16)
+    assert lin[0].device.type == "meta" and lin[0].shape == (7, 7, 4, 16)
 
 
 # --------------------------------------------------------------------------- in the backend

@@ -126,8 +126,8 @@ def test_unknown_event_mode(mlp_net, digits):
                                                             (3, 1, 1, (4, 7)), (3, 0, 1, (2, 2))])
 def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
     """The event kernel computes F.conv2d for binary and for graded sparse inputs (an average
-    pool of spikes), any stride, padding, dilation, kernel shape and output channels (a
-    strided kernel with dilation 1 is stored phase by phase: ceil(kw / stride) columns each)."""
+    pool of spikes), any stride, padding, dilation, kernel shape and output channels (the
+    weight stored as (kh, kw, Cin, Co padded to 16))."""
     from snn import ir
     from snn.backends.snntorch.event_cost import _event_weights
 
@@ -138,14 +138,15 @@ def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
     node = ir.Conv2d(weight=w.numpy(), bias=b.numpy(), stride=(stride,) * 2, padding=(padding,) * 2,
                      dilation=(dilation,) * 2)
     wt = _event_weights(node, {"weight": w, "bias": b})
-    assert wt.shape == (kernel[0], 5, kernel[1] if dilation > 1 else stride * -(-kernel[1] // stride), 16)
+    assert wt.shape == (kernel[0], kernel[1], 5, 16)
     spikes = (torch.rand((6, 5, 11, 11), generator=g) < 0.15).to(dtype)
     graded = spikes * torch.randint(1, 5, spikes.shape, generator=g).to(dtype) / 4
     for x in (spikes, graded, torch.zeros_like(spikes)):
         ref = torch.nn.functional.conv2d(x, w, b, stride, padding, dilation)
-        got = fused.event_conv2d(x, wt, b, 13, ref.shape[2], ref.shape[3], [stride] * 2, [padding] * 2,
-                                 [dilation] * 2)
-        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+        for path in (0, 1, 2):  # chosen per sample, output-stationary gather, row scatter
+            got = fused.event_conv2d(x, wt, b, 13, ref.shape[2], ref.shape[3], [stride] * 2, [padding] * 2,
+                                     [dilation] * 2, path)
+            torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
 def test_sampled_nonzeros_counts_every_eighth_sample():
@@ -163,30 +164,31 @@ def test_event_cost_model_choices():
 
     c = snntorch.EVENT_COST["conv"]
     # ResNet 64->64 3x3 on 8x8, 5 % of 4,096 inputs spike: 204.8 events x 9 x 64 adds
-    event = c["F"] + c["IO"] * (4096 + 4096) + c["ADD"] * 204.8 * 9 * 64
+    event = c["F"] + c["IO"] * (4096 + 4096) + 204.8 * 9 * (c["EV"] + c["ADD"] * 64)
     assert event < c["MAC"] * 64 * 9 * 64 * 64
-    assert snntorch.event_wins(4096, 4096, 204.8, 9 * 64, 64 * 9 * 64 * 64, linear=False)
-    assert not snntorch.event_wins(84, 10, 11.0, 16, 840, linear=True)  # LeNet's last layer
+    assert snntorch.event_wins(4096, 4096, 204.8, 9, 64, 64 * 9 * 64 * 64, linear=False)
+    assert not snntorch.event_wins(84, 10, 11.0, 1, 16, 840, linear=True)  # LeNet's last layer
 
 
 def test_event_kernel_takes_wide_layers_and_refuses_unpackable_inputs():
-    """Event packing adapts to the input: a Linear layer of 40,000 inputs (1 x 1 positions)
-    runs event-driven; an input whose (channel, y, x) needs more than 31 bits is refused
-    by the kernel and never offered to it by the backend."""
+    """A Linear layer of 40,000 inputs (1 x 1 positions) runs event-driven; an input plane
+    of 2**31 positions or more (its positions are int32) is refused by the kernel and never
+    offered to it by the backend."""
     from snn.backends.snntorch.event_cost import _packs
 
     fused = kernels.load()
     g = torch.Generator().manual_seed(1)
     w, b = torch.randn(24, 40000, generator=g), torch.randn(24, generator=g)
-    wt = torch.zeros(1, 40000, 1, 24)
-    wt[0, :, 0, :] = w.t()
+    wt = torch.zeros(1, 1, 40000, 32)
+    wt[0, 0, :, :24] = w.t()
     x = (torch.rand(3, 40000, generator=g) < 0.01).float()
-    got = fused.event_conv2d(x.reshape(3, 40000, 1, 1), wt, b, 24, 1, 1, [1, 1], [0, 0], [1, 1]).reshape(3, 24)
-    torch.testing.assert_close(got, torch.nn.functional.linear(x, w, b), rtol=0, atol=1e-4)
-    assert _packs((40000,)) and _packs((64, 32, 32)) and not _packs((2**20, 64, 64))
-    with pytest.raises(RuntimeError, match="must pack into 31 bits"):
-        fused.event_conv2d(torch.empty(1, 2**12, 2**10, 2**10), torch.zeros(1, 2**12, 1, 8), None, 8, 1024, 1024,
-                           [1, 1], [0, 0], [1, 1])
+    for path in (1, 2):
+        got = fused.event_conv2d(x.reshape(3, 40000, 1, 1), wt, b, 24, 1, 1, [1, 1], [0, 0], [1, 1], path)
+        torch.testing.assert_close(got.reshape(3, 24), torch.nn.functional.linear(x, w, b), rtol=0, atol=1e-4)
+    assert _packs((40000,)) and _packs((2**20, 64, 64)) and not _packs((1, 2**16, 2**15))
+    with pytest.raises(RuntimeError, match="fewer than 2\\*\\*31 positions"):
+        fused.event_conv2d(torch.empty(1, 1, 2**16, 2**15), torch.zeros(1, 1, 1, 16), None, 8, 2**16, 2**15,
+                           [1, 1], [0, 0], [1, 1], 0)
 
 
 @pytest.mark.parametrize("geometry", [((2, 2), (2, 2), (0, 0), 8), ((3, 3), (2, 2), (1, 1), 7)])

@@ -1,11 +1,12 @@
 """Cost of the event-driven synaptic kernel against the dense torch ops, on this machine.
 
-For the layer shapes of the benchmark networks (LeNet-5, ResNet-20, MLP) and input
+For the layer shapes of the benchmark networks (LeNet-5, ResNet-20, the average-pooling
+CNN and VGG of ``speed.py``, MLP) and input
 densities from 2 % to 40 %, times the fused kernel ``event_conv2d`` and the dense
 ``F.conv2d`` / ``F.linear`` on random binary inputs (same threads as the simulator), then
 fits the per-sample cost models the snntorch backend uses to choose between them:
 
-    event_ns = F + IO * (inputs + outputs) + ADD * nonzeros * kh * kw * Co_padded
+    event_ns = F + IO * (inputs + outputs) + nonzeros * kh * kw / (sh * sw) * (EV + ADD * Co_padded)
     dense_ns = MAC * dense MACs        (constants for Linear and for Conv2d layers)
 
 and prints the fitted constants next to the ones in ``snn.backends.snntorch.event_cost``, and the
@@ -32,7 +33,11 @@ SHAPES = [
     ("resnet 16->16", 256, 16, 16, 32, 3, 1, 1),
     ("resnet 16->32 s2", 256, 16, 32, 32, 3, 2, 1),
     ("resnet 32->32", 256, 32, 32, 16, 3, 1, 1),
+    ("resnet 32->64 s2", 256, 32, 64, 16, 3, 2, 1),
     ("resnet 64->64", 256, 64, 64, 8, 3, 1, 1),
+    ("avgcnn conv2", 256, 32, 64, 14, 3, 1, 1),
+    ("vgg 16->16", 256, 16, 16, 32, 3, 1, 1),
+    ("avgcnn fc1", 2048, 3136, 128, 1, 1, 1, 0),
     ("mlp 784->512", 2048, 784, 512, 1, 1, 1, 0),
     ("mlp 512->256", 2048, 512, 256, 1, 1, 1, 0),
     ("mlp 256->10", 2048, 256, 10, 1, 1, 1, 0),
@@ -68,10 +73,10 @@ def measure(fused) -> list[dict]:
         for d in DENSITIES:
             x = (torch.rand((M, ci, H, H), generator=g) < d).float()
             xl = x.reshape(M, ci) if linear else None
-            ev = lambda: fused.event_conv2d(x, wt, b, co, Ho, Ho, [s, s], [p, p], [1, 1])  # noqa: E731
+            ev = lambda: fused.event_conv2d(x, wt, b, co, Ho, Ho, [s, s], [p, p], [1, 1], 0)  # noqa: E731
             de = (lambda: F.linear(xl, w, b)) if linear else (lambda: F.conv2d(x, w, b, s, p))  # noqa: E731
             rows.append({"shape": name, "linear": linear, "density": d, "nnz": float(x.sum()) / M,
-                         "inputs": ci * H * H, "outputs": co * Ho * Ho, "kk_cop": k * k * wt.shape[-1], "macs": macs,
+                         "inputs": ci * H * H, "outputs": co * Ho * Ho, "taps": k * k / (s * s), "cop": wt.shape[-1], "macs": macs,
                          "event_ns": _best(ev) / M * 1e9, "dense_ns": _best(de) / M * 1e9})
     return rows
 
@@ -84,10 +89,11 @@ def fit(rows: list[dict]) -> dict:
     out = {}
     for kind, lin in (("linear", True), ("conv", False)):
         rs = [r for r in rows if r["linear"] == lin]
-        A = np.array([[1.0, r["inputs"] + r["outputs"], r["nnz"] * r["kk_cop"]] for r in rs])
+        A = np.array([[1.0, r["inputs"] + r["outputs"], r["nnz"] * r["taps"], r["nnz"] * r["taps"] * r["cop"]]
+                      for r in rs])
         y = np.array([r["event_ns"] for r in rs])
-        (f, io, add), _ = nnls(A / y[:, None], np.ones(len(y)))
-        out[kind] = {"F": float(f), "IO": float(io), "ADD": float(add),
+        (f, io, ev, add), _ = nnls(A / y[:, None], np.ones(len(y)))
+        out[kind] = {"F": float(f), "IO": float(io), "EV": float(ev), "ADD": float(add),
                      "MAC": float(np.median([r["dense_ns"] / r["macs"] for r in rs]))}
     return out
 
@@ -105,13 +111,14 @@ def main() -> None:
     used = snntorch.EVENT_COST
     for kind in ("linear", "conv"):
         for label, c_ in (("fitted", c[kind]), ("in use", used[kind])):
-            print(f"{kind:6s} {label}: F={c_['F']:.0f} ns  IO={c_['IO']:.3f} ns  ADD={c_['ADD']:.4f} ns  "
+            print(f"{kind:6s} {label}: F={c_['F']:.0f} ns  IO={c_['IO']:.3f} ns  EV={c_['EV']:.3f} ns  "
+                  f"ADD={c_['ADD']:.4f} ns  "
                   f"MAC={c_['MAC']:.4f} ns")
     print()
     print(f"{'shape':18s} {'density':>7s} {'event us':>9s} {'dense us':>9s} {'faster':>7s} {'model picks':>11s}")
     agree = 0
     for r in rows:
-        picks = "event" if snntorch.event_wins(r["inputs"], r["outputs"], r["nnz"], r["kk_cop"], r["macs"],
+        picks = "event" if snntorch.event_wins(r["inputs"], r["outputs"], r["nnz"], r["taps"], r["cop"], r["macs"],
                                                 r["linear"]) else "dense"
         faster = "event" if r["event_ns"] < r["dense_ns"] else "dense"
         agree += picks == faster

@@ -30,7 +30,7 @@ digits MLP of ``tests/test_determinism.py``. ``event="auto"`` decides from the i
 density and the fixed table :data:`EVENT_COST`, never from timings or the machine's
 load, so one config and seed always make the same choices.
 
->>> event_wins(4096, 4096, 204.8, 9 * 64, 64 * 9 * 64 * 64, linear=False)  # 5 % of a ResNet block's input
+>>> event_wins(4096, 4096, 204.8, 9, 64, 64 * 9 * 64 * 64, linear=False)  # 5 % of a ResNet block's input
 True
 """
 from __future__ import annotations
@@ -42,12 +42,13 @@ import torch
 
 from snn import ir
 
-EVENT_COST = {"linear": {"F": 80.0, "IO": 2.5, "ADD": 0.125, "MAC": 0.036},
-              "conv": {"F": 0.0, "IO": 0.55, "ADD": 0.11, "MAC": 0.038}}
+EVENT_COST = {"linear": {"F": 10.0, "IO": 1.5, "EV": 5.2, "ADD": 0.017, "MAC": 0.0115},
+              "conv": {"F": 8.0, "IO": 0.41, "EV": 0.88, "ADD": 0.0036, "MAC": 0.0119}}
 """Per-sample costs (ns) with which a Linear/Conv2d layer chooses between the event-driven
 kernel and the dense torch op, fitted by ``experiments/bench/event_cost.py`` on 2 CPU
-cores: ``F + IO * (inputs + outputs) + ADD * nonzeros * kh * kw * Co_padded`` against
-``MAC`` times the dense MACs."""
+cores: ``F + IO * (inputs + outputs) + EV * nonzeros * taps + ADD * nonzeros * taps *
+Co_padded`` (``taps`` = kh * kw / (sh * sw), the outputs an event reaches; 1 for a Linear
+layer) against ``MAC`` times the dense MACs."""
 
 
 AVG_POOL_MACS = 16.0
@@ -56,68 +57,65 @@ layer after an average pool pays on top of the layer (torch's CPU ``avg_pool2d``
 15-40 MACs per element in profiles of the average-pooling MNIST CNN of ``speed.py``)."""
 
 
-def event_wins(inputs: int, outputs: int, nonzeros: float, kk_cop: int, macs: int, linear: bool) -> bool:
+def event_wins(inputs: int, outputs: int, nonzeros: float, taps: float, cop: int, macs: float,
+               linear: bool) -> bool:
     """Whether the event kernel is expected to be faster than the dense op for one sample
-    (``nonzeros`` input events, ``kk_cop`` = kh * kw * padded output channels); see :data:`EVENT_COST`."""
+    (``nonzeros`` input events, each reaching ``taps`` output positions of ``cop`` padded
+    output channels); see :data:`EVENT_COST`."""
     c = EVENT_COST["linear" if linear else "conv"]
-    return c["F"] + c["IO"] * (inputs + outputs) + c["ADD"] * nonzeros * kk_cop < c["MAC"] * macs
+    event = c["F"] + c["IO"] * (inputs + outputs) + nonzeros * taps * (c["EV"] + c["ADD"] * cop)
+    return event < c["MAC"] * macs
 
 
 def _packs(in_shape: tuple[int, ...]) -> bool:
-    """Whether the event kernel can take this input: an event (channel, y, x) packs into 31
-    bits (a Linear layer's input is (features,) = features channels of 1 x 1)."""
-    c, h, w = in_shape if len(in_shape) == 3 else (int(np.prod(in_shape)), 1, 1)
-    return sum(int(v - 1).bit_length() for v in (c, h, w)) <= 31
+    """Whether the event kernel can take this input: a position of one input plane fits in
+    an int32 (a Linear layer's input is (features,) = features channels of 1 x 1)."""
+    return int(np.prod(in_shape[1:])) < 2**31 if len(in_shape) == 3 else True
 
 
 def _event_weights(node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """The weights in the event kernel's layout (:func:`_event_layout`), made once (cached in ``p``)."""
     if "event_wt" not in p:
-        conv = isinstance(node, ir.Conv2d)
-        p["event_wt"] = _event_layout(p["weight"] if conv else p["weight"][:, :, None, None],
-                                      node.stride[1] if conv else 1, node.dilation[1] if conv else 1)
+        p["event_wt"] = _event_layout(p["weight"] if isinstance(node, ir.Conv2d) else p["weight"][:, :, None, None])
     return p["event_wt"]
 
 
-def _event_layout(w: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
-    """A (Co, Cin, kh, kw) weight with column stride and dilation as the event kernel's
-    (kh, Cin, kwl, Co rounded up to 8): with dilation 1, for each phase ``r < stride`` the
-    ``nj = ceil(kw / stride)`` columns ``r + j * stride`` in reverse order, zeros past ``kw``
-    (``kwl = stride * nj``; stride 1: the row reversed), so an event's contributions along one
-    kernel row are one contiguous block; with dilation > 1 the row reversed."""
+COP_ROUND = 16
+"""Output channels are padded with zero weights to a multiple of this (64 bytes of float32):
+the event kernel sums whole vectors of output channels."""
+
+
+def _event_layout(w: torch.Tensor) -> torch.Tensor:
+    """A (Co, Cin, kh, kw) weight as the event kernel's (kh, kw, Cin, Co rounded up to
+    :data:`COP_ROUND`, zeros past Co): an event of channel ``c`` at tap ``(a, e)`` adds the
+    contiguous row ``[a, e, c, :]`` to one output position's channels."""
     co, ci, kh, kw = w.shape
-    cop = -(-co // 8) * 8
-    if dilation != 1:
-        wt = torch.zeros((kh, ci, kw, cop), dtype=w.dtype, device=w.device)
-        wt[..., :co] = w.flip(3).permute(2, 1, 3, 0)
-        return wt
-    nj = -(-kw // stride)
-    wt = torch.zeros((kh, ci, stride, nj, cop), dtype=w.dtype, device=w.device)
-    for r in range(min(stride, kw)):
-        taps = w[..., r::stride]  # (Co, Cin, kh, n <= nj): columns r, r + stride, ...
-        wt[:, :, r, nj - taps.shape[3]:, :co] = taps.flip(3).permute(2, 1, 3, 0)
-    return wt.reshape(kh, ci, stride * nj, cop)
+    wt = torch.zeros((kh, kw, ci, -(-co // COP_ROUND) * COP_ROUND), dtype=w.dtype, device=w.device)
+    wt[..., :co] = w.permute(2, 3, 1, 0)
+    return wt
 
 
 def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
-                   out_shape: tuple[int, ...], mode: str) -> torch.Tensor | None:
+                   out_shape: tuple[int, ...], mode: str, path: int = 0) -> torch.Tensor | None:
     """``node`` applied to ``x`` (M, *input shape) by the event-driven kernel (work in
     proportion to the nonzero inputs), or None if ``mode`` is "auto" and :func:`event_wins`
-    (on the nonzeros of every 8th sample) expects the dense op to be faster."""
+    (on the nonzeros of every 8th sample) expects the dense op to be faster. ``path``: the
+    kernel's loop order, 0 chosen per sample (fewer visits), 1 output-stationary gather, 2
+    row scatter (same sums in another order; the tests run each)."""
     wt = _event_weights(node, p)
     linear = isinstance(node, ir.Linear)
     x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()
     if mode == "auto":
         inputs, outputs = int(np.prod(x.shape[1:])), int(np.prod(out_shape))
-        kk_cop = int(np.prod(node.weight.shape[2:])) * wt.shape[3]
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), kk_cop,
+        taps = 1.0 if linear else float(np.prod(node.weight.shape[2:])) / float(np.prod(node.stride))
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), taps, wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, linear):
             return None
     if linear:
-        return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], 1, 1, [1, 1], [0, 0], [1, 1]).reshape(
+        return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], 1, 1, [1, 1], [0, 0], [1, 1], path).reshape(
             len(x), out_shape[0])
     return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], out_shape[1], out_shape[2],
-                              list(node.stride), list(node.padding), list(node.dilation))
+                              list(node.stride), list(node.padding), list(node.dilation), path)
 
 
 def foldable(pool: ir.Node, node: ir.Node, in_shape: tuple[int, ...]) -> bool:
@@ -153,19 +151,19 @@ def _pooled_event_weights(pool: ir.Node, node: ir.Node, p: dict[str, torch.Tenso
         else:
             w = w if two else w[:, :, None]
             geometry = [as_2d(node.stride, 1), as_2d(node.padding, 0), as_2d(node.dilation, 1)]
-        p["pool_event"] = (_event_layout(w, geometry[0][1], geometry[2][1]), geometry, K + S + P + pooled)
+        p["pool_event"] = (_event_layout(w), geometry, K + S + P + pooled)
     return p["pool_event"]
 
 
 def _pooled_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d | ir.Conv2d,
                           p: dict[str, torch.Tensor], x: torch.Tensor, out_shape: tuple[int, ...],
-                          mode: str) -> torch.Tensor | None:
+                          mode: str, path: int = 0) -> torch.Tensor | None:
     """``node(avgpool(x))`` (a Linear layer: of the flattened pooled map) of the pool's input
     ``x`` (M, *pool input shape) by the event kernel ``event_pool_conv2d``: each nonzero
     input is an event of the pooled map at its window, adding ``node``'s weights / pool area,
     so the work follows the nonzeros of ``x`` (the pre-pool spikes) and the pooled map is
     never made. None if ``mode`` is "auto" and :func:`event_wins` expects the dense pool and
-    layer to be faster. Returns (M, *out_shape)."""
+    layer to be faster. ``path`` as in :func:`_event_forward`. Returns (M, *out_shape)."""
     in_shape = tuple(x.shape[1:])
     wt, (stride, padding, dilation), pool_geometry = _pooled_event_weights(pool, node, p, in_shape)
     linear = isinstance(node, ir.Linear)
@@ -174,10 +172,10 @@ def _pooled_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d
                                                                   else out_shape[1:])
     if mode == "auto":
         inputs, outputs = int(np.prod(in_shape)), int(np.prod(out_shape))
-        per_event = (1 if linear else int(np.prod(node.weight.shape[2:]))) * wt.shape[3]
+        taps = 1.0 if linear else float(np.prod(node.weight.shape[2:])) / float(np.prod(node.stride))
         macs = int(np.prod(node.weight.shape[1:])) * outputs + AVG_POOL_MACS * inputs  # the layer, and the pool
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), per_event, macs, False):
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), taps, wt.shape[3], macs, False):
             return None
     y = fused.event_pool_conv2d(x, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation,
-                                pool_geometry)
+                                pool_geometry, path)
     return y.reshape((len(x),) + tuple(out_shape))

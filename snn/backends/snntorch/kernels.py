@@ -47,13 +47,22 @@ instead of several:
 
 ``event_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation)``
     Event-driven ``conv2d`` (a Linear layer is a 1x1 one) of a sparse input ``x``
-    (M, Cin, H, W): per sample, the nonzero inputs are packed into an event list
-    (branch-free, 8 at a time with AVX2), then each event adds its weights ``x * w``
-    (``w`` alone for binary spikes) to the outputs it reaches: ``wt`` is the weight as
-    (kh, Cin, kw reversed, Co rounded up to 8), so one kernel row's contribution is one
-    contiguous add. Work ~ nonzeros * kh * kw * Co instead of inputs * kh * kw * Co.
-    Floating-point sums are in a different order than the dense op's (last-bit
-    differences in the currents; spikes identical in the tests).
+    (M, Cin, H, W), output-stationary: per sample, the nonzero inputs are listed plane by
+    plane (branch-free, 16 at a time with AVX-512, 8 with AVX2) and bucketed by input
+    position (a counting sort that keeps channel order); then each output position sums in
+    registers, block of output channels by block, the weight rows ``wt[a, e, c, :]`` of the
+    events ``c`` at the input position of each tap ``(a, e)`` (``x * w`` for graded inputs)
+    and stores them once. ``wt`` is (kh, kw, Cin, Co rounded up to 16). Work ~ nonzeros *
+    kh * kw / (sh * sw) * Co loads and adds instead of inputs * kh * kw * Co MACs, with no
+    accumulator traffic through memory. Floating-point sums are in a different order than
+    the dense op's (last-bit differences in the currents; the bound is in
+    :mod:`snn.backends.snntorch.event_cost`).
+
+``event_pool_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, pool)``
+    The same on the input of a non-overlapping average pool ``pool`` = {Kh, Kw, Sh, Sw,
+    Ph, Pw, Hp, Wp}: a nonzero input at (iy, ix) is an event of the pooled map at
+    ((iy + Ph) / Sh, (ix + Pw) / Sw) (dropped outside every window), with ``wt`` holding
+    the layer's weights divided by Kh * Kw; the pooled map is never made.
 
 ``sampled_nonzeros(x, every)``
     Mean number of nonzeros per sample over samples 0, every, 2 * every, ... of ``x``.

@@ -275,80 +275,38 @@ torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor pr
 }
 
 // ------------------------------------------------------------------ event-driven convolution
-static inline int bit_width(int64_t v) { return v > 0 ? 64 - __builtin_clzll((unsigned long long)v) : 0; }
-
-// Per sample: list the nonzero inputs (events), then add each event's weights (times its
-// value, unless all events are 1) to the channel-last accumulators (Ho, Wo, CoP) of the
-// outputs it reaches; finally write (Co, Ho, Wo) plus the bias. wr is (kh, Cin, kwl, CoP):
-// with column dilation 1, kwl = sw * nj holds, for each phase r < sw, the nj = ceil(kw / sw)
-// kernel columns e = r + j * sw in reverse order (zeros past kw): an event at column ix
-// reaches the nj adjacent outputs of its phase (ix + pw) % sw, one contiguous add (stride 1:
-// the kernel row reversed). With dilation > 1, kwl = kw (the row reversed), tap by tap.
+// Output-stationary: per sample, the nonzero inputs (events) are bucketed by the input
+// position they occupy (a counting sort, channel order kept inside a position); then each
+// output position sums, in registers, the weight rows of the events its receptive field
+// holds (taps (a, e) x the events at that input position), one block of output channels
+// at a time, and stores them once. wt is (kh, kw, Cin, CoP): an event of channel c at tap
+// (a, e) adds the contiguous row wt[a, e, c, :]. Work ~ nonzeros * kh * kw * Co loads and
+// adds, with no accumulator traffic through memory.
 // pl (or nullptr): a non-overlapping average pool in front of the convolution, {Kh, Kw, Sh,
-// Sw, Ph, Pw, Hp, Wp}: an event at (iy, ix) is an event of the pooled map at ((iy + Ph) / Sh,
-// (ix + Pw) / Sw), dropped outside every window or past the pooled map (wr holds W / (Kh Kw)).
-template <typename T, bool BIN>
-static void econv_scatter(const int32_t* __restrict ev, const T* __restrict xm, int64_t n, const T* __restrict wr,
-                          T* __restrict acc, int64_t Cin, int64_t H, int64_t W, int64_t CoP, int64_t Ho, int64_t Wo,
-                          int64_t kh, int64_t kwl, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                          int64_t dw, const int64_t* pl) {
-  const int64_t row = kwl * CoP;  // one event's weights for one kernel row
-  const int64_t nj = kwl / sw;
-  const int hb = bit_width(H - 1), wb = bit_width(W - 1);
-  for (int64_t q = 0; q < n; ++q) {
-    const int64_t c = ev[q] >> (hb + wb), sy = (ev[q] >> wb) & ((1 << hb) - 1), sx = ev[q] & ((1 << wb) - 1);
-    const T v = BIN ? T(1) : xm[(c * H + sy) * W + sx];
-    int64_t iy = sy, ix = sx;
-    if (pl) {
-      const int64_t ty = sy + pl[4], tx = sx + pl[5];
-      iy = ty / pl[2];
-      ix = tx / pl[3];
-      if (ty - iy * pl[2] >= pl[0] || tx - ix * pl[3] >= pl[1] || iy >= pl[6] || ix >= pl[7]) continue;
-    }
-    auto add_row = [&](int64_t a, int64_t oy) {
-      const T* __restrict w = wr + (a * Cin + c) * row;
-      if (dw == 1) {  // the row's taps of this event's phase reach nj adjacent outputs: one contiguous add
-        const int64_t rx = (ix + pw) % sw, ox0 = (ix + pw - rx) / sw - (nj - 1);
-        const int64_t i0 = std::max<int64_t>(0, -ox0) * CoP, i1 = std::min<int64_t>(nj, Wo - ox0) * CoP;
-        const T* __restrict wp = w + rx * nj * CoP;
-        T* __restrict o = acc + (oy * Wo + ox0) * CoP;
-        if (BIN) for (int64_t i = i0; i < i1; ++i) o[i] += wp[i];
-        else for (int64_t i = i0; i < i1; ++i) o[i] += v * wp[i];
-        return;
-      }
-      for (int64_t e = 0; e < kwl; ++e) {
-        int64_t ox = ix + pw - e * dw;
-        if (ox < 0) break;
-        if (sw != 1) { if (ox % sw) continue; ox /= sw; }
-        if (ox >= Wo) continue;
-        T* __restrict o = acc + (oy * Wo + ox) * CoP;
-        const T* __restrict we = w + (kwl - 1 - e) * CoP;
-        if (BIN) for (int64_t j = 0; j < CoP; ++j) o[j] += we[j];
-        else for (int64_t j = 0; j < CoP; ++j) o[j] += v * we[j];
-      }
-    };
-    if (dh == 1) {  // rows a = ry, ry + sh, ... of this event's phase reach outputs oy, oy - 1, ...
-      const int64_t ry = (iy + ph) % sh;
-      for (int64_t a = ry, oy = (iy + ph - ry) / sh; a < kh && oy >= 0; a += sh, --oy)
-        if (oy < Ho) add_row(a, oy);
-      continue;
-    }
-    for (int64_t a = 0; a < kh; ++a) {
-      int64_t oy = iy + ph - a * dh;
-      if (oy < 0) break;
-      if (sh != 1) { if (oy % sh) continue; oy /= sh; }
-      if (oy < Ho) add_row(a, oy);
-    }
-  }
-}
+// Sw, Ph, Pw, Hp, Wp}: an input at (iy, ix) is an event of the pooled map at ((iy + Ph) / Sh,
+// (ix + Pw) / Sw), dropped outside every window or past the pooled map (wt holds W / (Kh Kw)).
 
-// Appends the nonzero entries of one input row r[0..W) as packed events base + ix to ev
-// (which needs 8 slots of slack); returns the new count and adds the entries equal to 1 to ones.
+// Appends the positions of the nonzero entries of r[0..len) to ev (16 slots of slack);
+// returns the new count and adds the entries equal to 1 to ones.
 template <typename T>
-static inline int64_t compact_row(const T* __restrict r, int64_t W, int32_t base, int32_t* __restrict ev, int64_t n,
+static inline int64_t compact_row(const T* __restrict r, int64_t len, int32_t* __restrict ev, int64_t n,
                                   int64_t& ones) {
   int64_t ix = 0;
-#ifdef __AVX2__
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {  // 16 at a time: compare to masks, compress the indices in a register
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; ix + 16 <= len; ix += 16) {
+      const __m512 v = _mm512_loadu_ps(r + ix);
+      const __mmask16 m = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+      if (!m) continue;
+      const __m512i e = _mm512_maskz_compress_epi32(m, _mm512_add_epi32(_mm512_set1_epi32((int32_t)ix), iota));
+      _mm512_storeu_si512(reinterpret_cast<void*>(ev + n), e);
+      n += __builtin_popcount(m);
+      ones += __builtin_popcount(_mm512_cmp_ps_mask(v, one, _CMP_EQ_OQ));
+    }
+  }
+#elif defined(__AVX2__)
   if constexpr (std::is_same_v<T, float>) {  // branch-free left-packing, 8 inputs at a time
     static const auto lut = [] {
       std::array<std::array<int32_t, 8>, 256> t{};
@@ -356,11 +314,12 @@ static inline int64_t compact_row(const T* __restrict r, int64_t W, int32_t base
       return t;
     }();
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
-    for (; ix + 8 <= W; ix += 8) {
+    for (; ix + 8 <= len; ix += 8) {
       const __m256 v = _mm256_loadu_ps(r + ix);
       const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
+      if (!m) continue;
       const int mo = _mm256_movemask_ps(_mm256_cmp_ps(v, one, _CMP_EQ_OQ));
-      const __m256i e = _mm256_add_epi32(_mm256_set1_epi32(base + (int32_t)ix),
+      const __m256i e = _mm256_add_epi32(_mm256_set1_epi32((int32_t)ix),
                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[m].data())));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ev + n), e);
       n += __builtin_popcount(m);
@@ -368,39 +327,199 @@ static inline int64_t compact_row(const T* __restrict r, int64_t W, int32_t base
     }
   }
 #endif
-  for (; ix < W; ++ix) {
+  for (; ix < len; ++ix) {
     const T v = r[ix];
-    ev[n] = base + (int32_t)ix;
+    ev[n] = (int32_t)ix;
     n += v != T(0);
     ones += v == T(1);
   }
   return n;
 }
 
+struct ConvGeom {
+  int64_t Cin, P, Hp, Wp, CoP, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// 64 bytes of T as one vector (a typedef: GCC drops vector_size on a dependent alias).
+template <typename T> struct Vec64;
+template <> struct Vec64<float> { typedef float type __attribute__((vector_size(64))); };
+template <> struct Vec64<double> { typedef double type __attribute__((vector_size(64))); };
+
+// One block of NV vectors of output channels (from channel cb) for every output position
+// of one sample: events of position p are chan[start[p] .. start[p + 1]) (values val, unless
+// BIN); the sums go to acc (Ho * Wo, CoP) at column cb.
+template <typename T, bool BIN, int NV>
+static void egather(const int64_t* __restrict start, const int32_t* __restrict chan, const T* __restrict val,
+                    const T* __restrict wt, T* __restrict acc, const ConvGeom& g, int64_t cb) {
+  using Vec = typename Vec64<T>::type;
+  static_assert(sizeof(Vec) == 64, "64-byte vectors");
+  constexpr int64_t L = 64 / sizeof(T);
+  for (int64_t oy = 0; oy < g.Ho; ++oy)
+    for (int64_t ox = 0; ox < g.Wo; ++ox) {
+      Vec a[NV];
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) a[j] = Vec{};
+      for (int64_t ka = 0; ka < g.kh; ++ka) {
+        const int64_t iy = oy * g.sh - g.ph + ka * g.dh;
+        if (iy < 0 || iy >= g.Hp) continue;
+        for (int64_t ke = 0; ke < g.kw; ++ke) {
+          const int64_t ix = ox * g.sw - g.pw + ke * g.dw;
+          if (ix < 0 || ix >= g.Wp) continue;
+          const int64_t p = iy * g.Wp + ix;
+          const T* __restrict wb = wt + (ka * g.kw + ke) * g.Cin * g.CoP + cb;
+          for (int64_t q = start[p]; q < start[p + 1]; ++q) {
+            const T* __restrict w = wb + (int64_t)chan[q] * g.CoP;
+            if constexpr (BIN) {
+#pragma GCC unroll 8
+              for (int j = 0; j < NV; ++j) { Vec x; __builtin_memcpy(&x, w + j * L, sizeof(Vec)); a[j] += x; }
+            } else {
+              const Vec v = Vec{} + val[q];
+#pragma GCC unroll 8
+              for (int j = 0; j < NV; ++j) { Vec x; __builtin_memcpy(&x, w + j * L, sizeof(Vec)); a[j] += v * x; }
+            }
+          }
+        }
+      }
+      T* __restrict o = acc + (oy * g.Wo + ox) * g.CoP + cb;
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) __builtin_memcpy(o + j * L, &a[j], sizeof(Vec));
+    }
+}
+
+#if defined(__AVX512F__)
+constexpr int NVMAX = 8;  // 32 vector registers
+#else
+constexpr int NVMAX = 4;
+#endif
+
+template <typename T, bool BIN>
+static void egather_all(const int64_t* start, const int32_t* chan, const T* val, const T* wt, T* acc,
+                        const ConvGeom& g) {
+  constexpr int64_t L = 64 / sizeof(T);
+  for (int64_t cb = 0; cb < g.CoP; cb += NVMAX * L) {
+    switch (std::min<int64_t>(NVMAX, (g.CoP - cb) / L)) {
+      case 1: egather<T, BIN, 1>(start, chan, val, wt, acc, g, cb); break;
+      case 2: egather<T, BIN, 2>(start, chan, val, wt, acc, g, cb); break;
+      case 3: egather<T, BIN, 3>(start, chan, val, wt, acc, g, cb); break;
+      case 4: egather<T, BIN, 4>(start, chan, val, wt, acc, g, cb); break;
+#if defined(__AVX512F__)
+      case 5: egather<T, BIN, 5>(start, chan, val, wt, acc, g, cb); break;
+      case 6: egather<T, BIN, 6>(start, chan, val, wt, acc, g, cb); break;
+      case 7: egather<T, BIN, 7>(start, chan, val, wt, acc, g, cb); break;
+      case 8: egather<T, BIN, 8>(start, chan, val, wt, acc, g, cb); break;
+#endif
+      default: break;
+    }
+  }
+}
+
+// Row-stationary alternative for sparse inputs or few output channels: output row by
+// output row, the events of the input rows its taps reach each add their weight rows
+// wt[a, e, c, :] to the row's accumulators (Wo, CoP), which stay in L1, for each tap column
+// e that lands on an output; then the row is stored. Visits Ho * kh input rows instead of
+// Ho * Wo * kh * kw positions, at the price of accumulator loads and stores.
+template <typename T, bool BIN>
+static void escatter(const int64_t* __restrict start, const int32_t* __restrict chan, const int32_t* __restrict col,
+                     const T* __restrict val, const T* __restrict wt, T* __restrict acc, const ConvGeom& g) {
+  using Vec = typename Vec64<T>::type;
+  constexpr int64_t L = 64 / sizeof(T);
+  const int64_t nv = g.CoP / L;
+  for (int64_t oy = 0; oy < g.Ho; ++oy) {
+    T* __restrict row = acc + oy * g.Wo * g.CoP;
+    std::fill(row, row + g.Wo * g.CoP, T(0));
+    for (int64_t ka = 0; ka < g.kh; ++ka) {
+      const int64_t iy = oy * g.sh - g.ph + ka * g.dh;
+      if (iy < 0 || iy >= g.Hp) continue;
+      for (int64_t q = start[iy * g.Wp]; q < start[(iy + 1) * g.Wp]; ++q) {
+        const int64_t t0 = col[q] + g.pw;
+        const T* __restrict wc = wt + (ka * g.kw * g.Cin + chan[q]) * g.CoP;
+        Vec v{};
+        if constexpr (!BIN) v = v + val[q];
+        for (int64_t ke = 0; ke < g.kw; ++ke) {
+          const int64_t t = t0 - ke * g.dw;
+          if (t < 0) break;
+          if (t % g.sw) continue;
+          const int64_t ox = t / g.sw;
+          if (ox >= g.Wo) continue;
+          const T* __restrict w = wc + ke * g.Cin * g.CoP;
+          T* __restrict o = row + ox * g.CoP;
+          for (int64_t j = 0; j < nv; ++j) {
+            Vec x, a;
+            __builtin_memcpy(&x, w + j * L, sizeof(Vec));
+            __builtin_memcpy(&a, o + j * L, sizeof(Vec));
+            if constexpr (BIN) a += x;
+            else a += v * x;
+            __builtin_memcpy(o + j * L, &a, sizeof(Vec));
+          }
+        }
+      }
+    }
+  }
+}
+
+// path: 1 gather, 2 row scatter, 0 per sample the one expected faster: per event and tap,
+// the gather costs ~1 ns and the scatter ~0.9 + 0.5 ns per vector of output channels, and
+// the gather ~2 ns more per position visit (Ho Wo kh kw per block of NVMAX vectors)
+// (measured on AVX-512, experiments/bench/event_cost.py shapes).
 template <typename T>
-static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t Cin, int64_t H, int64_t W,
-                       int64_t Co, int64_t CoP, int64_t Ho, int64_t Wo, int64_t kh, int64_t kw, int64_t sh,
-                       int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, const int64_t* pl) {
+static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t H, int64_t W, int64_t Co,
+                       const ConvGeom& g, const int64_t* pl, int64_t path) {
+  const int64_t HW = H * W, HWo = g.Ho * g.Wo;
+  std::vector<int32_t> pos(pl ? HW : 0);  // input position -> position of the pooled map, or -1
+  for (int64_t iy = 0; pl && iy < H; ++iy)
+    for (int64_t ix = 0; ix < W; ++ix) {
+      const int64_t ty = iy + pl[4], tx = ix + pl[5], py = ty / pl[2], px = tx / pl[3];
+      const bool in = ty - py * pl[2] < pl[0] && tx - px * pl[3] < pl[1] && py < pl[6] && px < pl[7];
+      pos[iy * W + ix] = in ? (int32_t)(py * pl[7] + px) : -1;
+    }
+  std::vector<int32_t> colof(g.P);  // (pooled) position -> its column
+  for (int64_t p = 0; p < g.P; ++p) colof[p] = (int32_t)(p % g.Wp);
+  const int64_t L = 64 / (int64_t)sizeof(T), visits = HWo * g.kh * g.kw;
+  const int64_t nvec = g.CoP / L, blocks = (nvec + NVMAX - 1) / NVMAX;
+  const double taps = (double)(g.kh * g.kw) / (double)(g.sh * g.sw);
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
-    const int64_t HW = H * W, HWo = Ho * Wo;
-    const int hb = bit_width(H - 1), wb = bit_width(W - 1);
-    std::vector<int32_t> ev(Cin * HW + 8);
-    std::vector<T> acc(HWo * CoP);
+    std::vector<int32_t> ev(g.Cin * HW + 16), chan(g.Cin * HW), col(g.Cin * HW);
+    std::vector<int64_t> cbound(g.Cin + 1), start(g.P + 1), cursor(g.P);
+    std::vector<T> val(g.Cin * HW), acc(HWo * g.CoP);
     for (int64_t m = m0; m < m1; ++m) {
-      const T* __restrict xm = x + m * Cin * HW;
+      const T* __restrict xm = x + m * g.Cin * HW;
       int64_t n = 0, ones = 0;
-      for (int64_t c = 0; c < Cin; ++c)  // the nonzero inputs, packed as (c << (hb + wb)) | (y << wb) | x
-        for (int64_t iy = 0; iy < H; ++iy)
-          n = compact_row<T>(xm + (c * H + iy) * W, W, (int32_t)((c << (hb + wb)) | (iy << wb)), ev.data(), n, ones);
-      std::fill(acc.begin(), acc.end(), T(0));
-      if (ones == n) econv_scatter<T, true>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw,
-                                            ph, pw, dh, dw, pl);
-      else econv_scatter<T, false>(ev.data(), xm, n, wt, acc.data(), Cin, H, W, CoP, Ho, Wo, kh, kw, sh, sw, ph, pw,
-                                   dh, dw, pl);
-      T* __restrict ym = y + m * Co * HWo;
-      for (int64_t co = 0; co < Co; ++co) {
-        const T bc = bias ? bias[co] : T(0);
-        for (int64_t o = 0; o < HWo; ++o) ym[co * HWo + o] = acc[o * CoP + co] + bc;
+      for (int64_t c = 0; c < g.Cin; ++c) {  // the nonzero inputs, plane by plane
+        cbound[c] = n;
+        n = compact_row<T>(xm + c * HW, HW, ev.data(), n, ones);
+      }
+      cbound[g.Cin] = n;
+      const int32_t* __restrict pm = pl ? pos.data() : nullptr;  // input position -> pooled one (or -1)
+      std::fill(start.begin(), start.end(), 0);  // counting sort of the events by (pooled) position
+      for (int64_t q = 0; q < n; ++q) {
+        const int32_t p = pm ? pm[ev[q]] : ev[q];
+        start[p + 1] += p >= 0;
+      }
+      for (int64_t p = 0; p < g.P; ++p) start[p + 1] += start[p];
+      std::copy(start.begin(), start.end() - 1, cursor.begin());
+      const bool bin = ones == n;
+      for (int64_t c = 0; c < g.Cin; ++c)
+        for (int64_t q = cbound[c]; q < cbound[c + 1]; ++q) {
+          const int32_t p = pm ? pm[ev[q]] : ev[q];
+          if (p < 0) continue;
+          const int64_t k = cursor[p]++;
+          chan[k] = (int32_t)c;
+          col[k] = colof[p];
+          if (!bin) val[k] = xm[c * HW + ev[q]];
+        }
+      const bool gather = path == 1 || (path == 0 && 20.0 * (double)(visits * blocks) <
+                                                       (double)(5 * nvec - 1) * taps * (double)start[g.P]);
+      if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
+      else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
+      else if (bin) escatter<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g);
+      else escatter<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g);
+      T* __restrict ym = y + m * Co * HWo;  // (HWo, CoP) -> (Co, HWo), in tiles of 16 positions
+      for (int64_t o0 = 0; o0 < HWo; o0 += 16) {
+        const int64_t o1 = std::min(HWo, o0 + 16);
+        for (int64_t co = 0; co < Co; ++co) {
+          const T bc = bias ? bias[co] : T(0);
+          for (int64_t o = o0; o < o1; ++o) ym[co * HWo + o] = acc[o * g.CoP + co] + bc;
+        }
       }
     }
   });
@@ -420,36 +539,39 @@ double sampled_nonzeros(torch::Tensor x, int64_t every) {
 
 static torch::Tensor econv(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co, int64_t Ho,
                            int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
-                           std::vector<int64_t> dilation, const int64_t* pl) {
+                           std::vector<int64_t> dilation, const int64_t* pl, int64_t path) {
+  TORCH_CHECK(path >= 0 && path <= 2, "event_conv2d: path is 0 (auto), 1 (gather) or 2 (row scatter)");
   TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), "event_conv2d: layout");
   int64_t M = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
-  int64_t kh = wt.size(0), kw = wt.size(2), CoP = wt.size(3);
-  TORCH_CHECK(wt.size(1) == Cin && CoP >= Co && (dilation[1] != 1 || kw % stride[1] == 0),
-              "event_conv2d: weight shape");
-  TORCH_CHECK(bit_width(Cin - 1) + bit_width(H - 1) + bit_width(W - 1) <= 31,
-              "event_conv2d: an input event (channel, y, x) must pack into 31 bits");
+  int64_t kh = wt.size(0), kw = wt.size(1), CoP = wt.size(3);
+  const int64_t L = 64 / (int64_t)x.element_size();
+  TORCH_CHECK(wt.size(2) == Cin && CoP >= Co && CoP % L == 0 && wt.scalar_type() == x.scalar_type(),
+              "event_conv2d: weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
+  TORCH_CHECK(H * W < (int64_t(1) << 31), "event_conv2d: an input plane must have fewer than 2**31 positions");
+  const int64_t Hp = pl ? pl[6] : H, Wp = pl ? pl[7] : W;
+  const ConvGeom g{Cin, Hp * Wp, Hp, Wp, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1],
+                   dilation[0], dilation[1]};
   auto y = torch::empty({M, Co, Ho, Wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
-    econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), M, Cin, H, W, Co,
-                         CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-                         pl);
+    econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), M, H, W, Co, g,
+                         pl, path);
   });
   return y;
 }
 
 torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
                            int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
-                           std::vector<int64_t> dilation) {
-  return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, nullptr);
+                           std::vector<int64_t> dilation, int64_t path) {
+  return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, nullptr, path);
 }
 
 torch::Tensor event_pool_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
                                 int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
-                                std::vector<int64_t> dilation, std::vector<int64_t> pool) {
+                                std::vector<int64_t> dilation, std::vector<int64_t> pool, int64_t path) {
   TORCH_CHECK(pool.size() == 8 && pool[0] <= pool[2] && pool[1] <= pool[3] && pool[0] > 0 && pool[1] > 0,
               "event_pool_conv2d: pool is {Kh, Kw, Sh, Sw, Ph, Pw, Hp, Wp} with K <= S");
-  return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, pool.data());
+  return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, pool.data(), path);
 }
 
 // ------------------------------------------------------------------ bindings
