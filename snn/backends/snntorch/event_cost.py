@@ -42,13 +42,14 @@ import torch
 
 from snn import ir
 
-EVENT_COST = {"linear": {"F": 10.0, "IO": 1.5, "EV": 5.2, "ADD": 0.017, "MAC": 0.0115},
-              "conv": {"F": 8.0, "IO": 0.41, "EV": 0.88, "ADD": 0.0036, "MAC": 0.0119}}
+EVENT_COST = {"linear": {"F": 10.0, "IO": 1.5, "EV": 5.2, "ADD": 0.017, "MAC": 0.019},
+              "conv": {"F": 8.0, "IO": 0.41, "EV": 0.88, "ADD": 0.0036, "MAC": 0.017}}
 """Per-sample costs (ns) with which a Linear/Conv2d layer chooses between the event-driven
 kernel and the dense torch op, fitted by ``experiments/bench/event_cost.py`` on 2 CPU
 cores: ``F + IO * (inputs + outputs) + EV * nonzeros * taps + ADD * nonzeros * taps *
 Co_padded`` (``taps`` = kh * kw / (sh * sw), the outputs an event reaches; 1 for a Linear
-layer) against ``MAC`` times the dense MACs."""
+layer) against ``MAC`` times the dense MACs (its mean over the shapes: the dense op's time is
+bimodal for some shapes)."""
 
 
 AVG_POOL_MACS = 16.0
