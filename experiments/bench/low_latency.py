@@ -11,6 +11,8 @@ Peers, each simulated on the same test images with constant input:
   :func:`snn.conversion.auto_burst`), simulated ``T`` steps, with the SynOps per image
   of its first ``--synops-n`` test images (``snn.energy_report``);
 * ``snn timesteps=T, burst=1`` (``ours-plain``, T <= 16): the same with plain 0/1 spikes;
+* ``snn timesteps=T, burst=4, signed`` (``ours-b4s``): up to 4 spikes per step and
+  negative spikes (the deep ResNets);
 * ``SJ rate 99.9%`` and ``SJ rate max``: ``FXConverter(RateCodingRecipe(mode="99.9%"))``
   and ``mode="max"`` (per-layer scale at the 99.9th percentile or at the maximum);
 * ``SJ LTB``: ``FXConverter(LocalThresholdBalancingRecipe())`` (channel-wise thresholds,
@@ -26,7 +28,7 @@ training images (seed 0) for every peer. Results accumulate in
 size), with an accuracy-vs-T plot per model.
 
     python experiments/bench/low_latency.py --models resnet20 --timesteps 4 8 16 32 64 [--n-test 10000]
-        [--peers ours ours-plain default sj-rate sj-max sj-ltb] [--sj-n-test 2000] [--early-exit]
+        [--peers ours ours-plain ours-b4s default sj-rate sj-max sj-ltb] [--sj-n-test 2000] [--early-exit]
 
 Early exit (``--early-exit``, :mod:`snn.early_exit`): the network converted for T=32
 (``--ee-steps``), the trust factor ``beta`` picked on 2,000 training images (the smallest
@@ -143,7 +145,7 @@ def run_model(name: str, args, doc: dict) -> None:
         peers["default"] = {"curve": acc.tolist(), "seconds": time.perf_counter() - t0,
                             "settings": "snn.convert(model, calib): percentile 99.99, layer-wise, v_init 0.5"}
         _save(doc)
-    for peer, kw in (("ours", {}), ("ours-plain", {"burst": 1})):
+    for peer, kw in (("ours", {}), ("ours-plain", {"burst": 1}), ("ours-b4s", {"burst": 4, "signed": True})):
         if peer not in args.peers:
             continue
         ours = peers.setdefault(peer, {"at": {}, "seconds": {}, "choices": {}, "curve": {}, "synops": {}})
@@ -249,6 +251,7 @@ def table(run: dict, ts: list[int]) -> None:
     cols = [("snn default", lambda t: p["default"]["curve"][t - 1] if "default" in p else None),
             ("snn timesteps=T", lambda t: p.get("ours", {}).get("at", {}).get(str(t))),
             ("snn timesteps=T, burst=1", lambda t: p.get("ours-plain", {}).get("at", {}).get(str(t))),
+            ("snn timesteps=T, burst=4, signed", lambda t: p.get("ours-b4s", {}).get("at", {}).get(str(t))),
             ("SJ rate 99.9%", lambda t: p["sj-rate"]["curve"][t - 1] if "sj-rate" in p else None),
             ("SJ rate max", lambda t: p["sj-max"]["curve"][t - 1] if "sj-max" in p else None),
             ("SJ LTB", lambda t: p["sj-ltb"]["curve"][t - 1] if "sj-ltb" in p else None),
@@ -274,9 +277,11 @@ def plot(run: dict, name: str) -> None:
     if "ours" in p:
         ts = sorted(int(t) for t in p["ours"]["at"])
         ax.plot(ts, [100 * p["ours"]["at"][str(t)] for t in ts], "o-", label="snn timesteps=T")
-    if "ours-plain" in p:
-        ts = sorted(int(t) for t in p["ours-plain"]["at"])
-        ax.plot(ts, [100 * p["ours-plain"]["at"][str(t)] for t in ts], "s-", label="snn timesteps=T, burst=1")
+    for k, mark, lab in (("ours-plain", "s-", "snn timesteps=T, burst=1"),
+                         ("ours-b4s", "^-", "snn timesteps=T, burst=4, signed")):
+        if k in p:
+            ts = sorted(int(t) for t in p[k]["at"])
+            ax.plot(ts, [100 * p[k]["at"][str(t)] for t in ts], mark, label=lab)
     for k, lab in (("sj-rate", "SpikingJelly rate 99.9%"), ("sj-max", "SpikingJelly rate max"),
                    ("sj-ltb", "SpikingJelly LTB")):
         if k in p:
