@@ -76,7 +76,8 @@ def measure(fused) -> list[dict]:
             ev = lambda: fused.event_conv2d(x, wt, b, co, Ho, Ho, [s, s], [p, p], [1, 1], 0)  # noqa: E731
             de = (lambda: F.linear(xl, w, b)) if linear else (lambda: F.conv2d(x, w, b, s, p))  # noqa: E731
             rows.append({"shape": name, "linear": linear, "density": d, "nnz": float(x.sum()) / M,
-                         "inputs": ci * H * H, "outputs": co * Ho * Ho, "taps": k * k / (s * s), "cop": wt.shape[-1], "macs": macs,
+                         "inputs": ci * H * H, "outputs": co * Ho * Ho, "taps": k * k / (s * s), "cop": wt.shape[-1],
+                         "macs": macs,
                          "event_ns": _best(ev) / M * 1e9, "dense_ns": _best(de) / M * 1e9})
     return rows
 
@@ -114,8 +115,7 @@ def main() -> None:
     for kind in ("linear", "conv"):
         for label, c_ in (("fitted", c[kind]), ("in use", used[kind])):
             print(f"{kind:6s} {label}: F={c_['F']:.0f} ns  IO={c_['IO']:.3f} ns  EV={c_['EV']:.3f} ns  "
-                  f"ADD={c_['ADD']:.4f} ns  "
-                  f"MAC={c_['MAC']:.4f} ns")
+                  f"ADD={c_['ADD']:.4f} ns  MAC={c_['MAC']:.4f} ns")
     print()
     print(f"{'shape':18s} {'density':>7s} {'event us':>9s} {'dense us':>9s} {'faster':>7s} {'model picks':>11s}")
     agree = 0

@@ -68,6 +68,14 @@ def event_wins(inputs: int, outputs: int, nonzeros: float, taps: float, cop: int
     return event < c["MAC"] * macs
 
 
+def _taps(node: ir.Linear | ir.Conv1d | ir.Conv2d) -> float:
+    """Output positions one input event reaches, on average: kh * kw / (sh * sw) for a
+    convolution, 1 for a Linear layer (the ``taps`` of :func:`event_wins`)."""
+    if isinstance(node, ir.Linear):
+        return 1.0
+    return float(np.prod(node.weight.shape[2:])) / float(np.prod(node.stride))
+
+
 def _packs(in_shape: tuple[int, ...]) -> bool:
     """Whether the event kernel can take this input: a position of one input plane fits in
     an int32 (a Linear layer's input is (features,) = features channels of 1 x 1)."""
@@ -108,8 +116,7 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
     x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()
     if mode == "auto":
         inputs, outputs = int(np.prod(x.shape[1:])), int(np.prod(out_shape))
-        taps = 1.0 if linear else float(np.prod(node.weight.shape[2:])) / float(np.prod(node.stride))
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), taps, wt.shape[3],
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), _taps(node), wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, linear):
             return None
     if linear:
@@ -173,9 +180,8 @@ def _pooled_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d
                                                                   else out_shape[1:])
     if mode == "auto":
         inputs, outputs = int(np.prod(in_shape)), int(np.prod(out_shape))
-        taps = 1.0 if linear else float(np.prod(node.weight.shape[2:])) / float(np.prod(node.stride))
         macs = int(np.prod(node.weight.shape[1:])) * outputs + AVG_POOL_MACS * inputs  # the layer, and the pool
-        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), taps, wt.shape[3], macs, False):
+        if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), _taps(node), wt.shape[3], macs, False):
             return None
     y = fused.event_pool_conv2d(x, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation,
                                 pool_geometry, path)

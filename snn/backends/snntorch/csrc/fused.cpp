@@ -275,13 +275,14 @@ torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor pr
 }
 
 // ------------------------------------------------------------------ event-driven convolution
-// Output-stationary: per sample, the nonzero inputs (events) are bucketed by the input
-// position they occupy (a counting sort, channel order kept inside a position); then each
-// output position sums, in registers, the weight rows of the events its receptive field
-// holds (taps (a, e) x the events at that input position), one block of output channels
-// at a time, and stores them once. wt is (kh, kw, Cin, CoP): an event of channel c at tap
-// (a, e) adds the contiguous row wt[a, e, c, :]. Work ~ nonzeros * kh * kw * Co loads and
-// adds, with no accumulator traffic through memory.
+// Per sample, the nonzero inputs (events) are bucketed by the input position they occupy
+// (a counting sort, channel order kept inside a position); then one of two loop orders
+// adds their weights: egather (output-stationary: each output position sums in registers
+// the weight rows of the events its receptive field holds, a block of output channels at a
+// time) or escatter (row by row into L1 accumulators; fewer visits for sparse inputs or few
+// output channels), chosen per sample in econv_impl. wt is (kh, kw, Cin, CoP): an event of
+// channel c at tap (a, e) adds the contiguous row wt[a, e, c, :]. Work ~ nonzeros * kh * kw
+// / (sh * sw) * Co adds instead of the dense op's inputs * kh * kw * Co MACs.
 // pl (or nullptr): a non-overlapping average pool in front of the convolution, {Kh, Kw, Sh,
 // Sw, Ph, Pw, Hp, Wp}: an input at (iy, ix) is an event of the pooled map at ((iy + Ph) / Sh,
 // (ix + Pw) / Sw), dropped outside every window or past the pooled map (wt holds W / (Kh Kw)).
@@ -336,8 +337,8 @@ static inline int64_t compact_row(const T* __restrict r, int64_t len, int32_t* _
   return n;
 }
 
-struct ConvGeom {
-  int64_t Cin, P, Hp, Wp, CoP, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
+struct ConvGeom {  // Hp x Wp: the (pooled) input map the taps read
+  int64_t Cin, Hp, Wp, CoP, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
 // 64 bytes of T as one vector (a typedef: GCC drops vector_size on a dependent alias).
@@ -464,7 +465,7 @@ static void escatter(const int64_t* __restrict start, const int32_t* __restrict 
 template <typename T>
 static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t H, int64_t W, int64_t Co,
                        const ConvGeom& g, const int64_t* pl, int64_t path) {
-  const int64_t HW = H * W, HWo = g.Ho * g.Wo;
+  const int64_t HW = H * W, HWo = g.Ho * g.Wo, P = g.Hp * g.Wp;
   std::vector<int32_t> pos(pl ? HW : 0);  // input position -> position of the pooled map, or -1
   for (int64_t iy = 0; pl && iy < H; ++iy)
     for (int64_t ix = 0; ix < W; ++ix) {
@@ -472,14 +473,15 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
       const bool in = ty - py * pl[2] < pl[0] && tx - px * pl[3] < pl[1] && py < pl[6] && px < pl[7];
       pos[iy * W + ix] = in ? (int32_t)(py * pl[7] + px) : -1;
     }
-  std::vector<int32_t> colof(g.P);  // (pooled) position -> its column
-  for (int64_t p = 0; p < g.P; ++p) colof[p] = (int32_t)(p % g.Wp);
+  const int32_t* pm = pl ? pos.data() : nullptr;  // input position -> pooled one (or -1)
+  std::vector<int32_t> colof(P);  // (pooled) position -> its column
+  for (int64_t p = 0; p < P; ++p) colof[p] = (int32_t)(p % g.Wp);
   const int64_t L = 64 / (int64_t)sizeof(T), visits = HWo * g.kh * g.kw;
   const int64_t nvec = g.CoP / L, blocks = (nvec + NVMAX - 1) / NVMAX;
   const double taps = (double)(g.kh * g.kw) / (double)(g.sh * g.sw);
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
     std::vector<int32_t> ev(g.Cin * HW + 16), chan(g.Cin * HW), col(g.Cin * HW);
-    std::vector<int64_t> cbound(g.Cin + 1), start(g.P + 1), cursor(g.P);
+    std::vector<int64_t> cbound(g.Cin + 1), start(P + 1), cursor(P);
     std::vector<T> val(g.Cin * HW), acc(HWo * g.CoP);
     for (int64_t m = m0; m < m1; ++m) {
       const T* __restrict xm = x + m * g.Cin * HW;
@@ -489,13 +491,12 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
         n = compact_row<T>(xm + c * HW, HW, ev.data(), n, ones);
       }
       cbound[g.Cin] = n;
-      const int32_t* __restrict pm = pl ? pos.data() : nullptr;  // input position -> pooled one (or -1)
       std::fill(start.begin(), start.end(), 0);  // counting sort of the events by (pooled) position
       for (int64_t q = 0; q < n; ++q) {
         const int32_t p = pm ? pm[ev[q]] : ev[q];
         start[p + 1] += p >= 0;
       }
-      for (int64_t p = 0; p < g.P; ++p) start[p + 1] += start[p];
+      for (int64_t p = 0; p < P; ++p) start[p + 1] += start[p];
       std::copy(start.begin(), start.end() - 1, cursor.begin());
       const bool bin = ones == n;
       for (int64_t c = 0; c < g.Cin; ++c)
@@ -508,7 +509,7 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
           if (!bin) val[k] = xm[c * HW + ev[q]];
         }
       const bool gather = path == 1 || (path == 0 && 20.0 * (double)(visits * blocks) <
-                                                       (double)(5 * nvec - 1) * taps * (double)start[g.P]);
+                                                       (double)(5 * nvec - 1) * taps * (double)start[P]);
       if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
       else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
       else if (bin) escatter<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g);
@@ -549,7 +550,7 @@ static torch::Tensor econv(torch::Tensor x, torch::Tensor wt, c10::optional<torc
               "event_conv2d: weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
   TORCH_CHECK(H * W < (int64_t(1) << 31), "event_conv2d: an input plane must have fewer than 2**31 positions");
   const int64_t Hp = pl ? pl[6] : H, Wp = pl ? pl[7] : W;
-  const ConvGeom g{Cin, Hp * Wp, Hp, Wp, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1],
+  const ConvGeom g{Cin, Hp, Wp, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1],
                    dilation[0], dilation[1]};
   auto y = torch::empty({M, Co, Ho, Wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
