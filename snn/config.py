@@ -242,6 +242,8 @@ class TrainConfig(_Section):
     activation: Literal["relu", "qcfs"] = Field(default="relu",
         description="ANN activation: relu, or qcfs (conversion-aware training, Bu et al. 2022)")
     levels: int = Field(default=8, ge=1, description="quantisation levels of the QCFS activation")
+    augment: Literal["none", "flip_crop"] = Field(default="none",
+        description="training augmentation: none, or flip_crop (random mirror and 4-pixel shift, CIFAR's standard)")
 
     _device = field_validator("device")(lambda cls, v: check_device(v))
 

@@ -423,14 +423,15 @@ def _chan_view(d: torch.Tensor, ndim: int, lead: int) -> torch.Tensor:
 
 
 def layer_corrections(snn: ir.Graph, canon: ir.Graph, lam: dict[str, np.ndarray], x: torch.Tensor, timesteps: int,
-                      iterations: int = 2) -> dict[str, np.ndarray]:
+                      iterations: int = 2) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Bias correction of Li et al. 2021 ("A Free Lunch From ANN: Towards Efficient,
     Accurate Spiking Neural Networks Calibration", ICML 2021), layer by layer in one
     simulated pass over ``x`` (:func:`snn.ir_torch.simulate_steps`): for each IF layer, in
     order, with the layers before it already corrected, the per-channel mean error between
     the ANN activation in spike units (``relu(a) / lambda``) and the layer's spike rate over
     ``T`` steps is added to its input current at every step; ``iterations`` re-measurements
-    of the layer refine it. Returns ``{IF name: (C,) current}`` in threshold units."""
+    of the layer refine it. Returns ``{IF name: (C,) current}`` in threshold units and the
+    corrected network's readout on ``x`` after every step, (T, N, K)."""
     ifs = [n for n, v in snn.nodes.items() if isinstance(v, ir.IF)]
     ann = ir_torch.evaluate_ann(canon, x, keep=ifs)
     target = {n: _channel_mean(ann[n], 1) / torch.as_tensor(lam[n], dtype=x.dtype) for n in ifs}
@@ -450,8 +451,8 @@ def layer_corrections(snn: ir.Graph, canon: ir.Graph, lam: dict[str, np.ndarray]
         found[name] = total.double().numpy()
         return cur + _chan_view(total, cur.ndim, 2)
 
-    ir_torch.simulate_steps(snn, x, timesteps, adjust=adjust)
-    return found
+    output = ir_torch.simulate_steps(snn, x, timesteps, adjust=adjust)["output"]
+    return found, output
 
 
 def _add_current(g: ir.Graph, deltas: dict[str, np.ndarray]) -> ir.Graph:
@@ -492,6 +493,74 @@ def _add_current(g: ir.Graph, deltas: dict[str, np.ndarray]) -> ir.Graph:
 
 
 # --------------------------------------------------------------------------- entry
+AUTO_AGREEMENT = 0.90
+"""``convert(timesteps=T)`` keeps its burst-2 coding where the converted network's prediction
+agrees with the ANN's on at least this fraction of the bias-calibration samples, else it also
+builds :data:`STRONG_CODING` and keeps the coding that agrees more.
+
+Set by measurement (``experiments/bench/low_latency.py``, CIFAR-10 JPEG q75 copy, 512
+calibration images, 256 of them simulated; agreement of burst 2 / of burst 4 + signed, then
+test accuracy on the first 1,000 images of burst 2 / burst 4 + signed, ANN 80.9 %):
+ResNet-20 at T=16 0.914 / 0.992, 81.3 / 80.8 % (burst 2 is as accurate with 2.5x fewer
+SynOps: kept); at T=8 0.895 / 0.980, 75.7 / 80.5 %; at T=4 0.809 / 0.945, 71.4 / 80.0 % (the
+stronger coding at T=4 beats burst 2 at T=8 in accuracy with 1.2x its SynOps); ResNet-56 at
+T=16 0.852 / 0.984, 76.7 / 83.8 % (ANN 84.5 %); ResNet-32 at T=16 0.914 / 0.988, 81.1 /
+84.1 % (ANN 83.7 %: 256 samples do not separate it from ResNet-20, and burst 2 is kept)."""
+STRONG_CODING = (4, True)
+"""(burst, signed) of the stronger coding that ``convert(timesteps=T)`` tries: up to 4 spikes per
+step and negative spikes."""
+
+
+def _coding_name(burst: int, signed: bool) -> str:
+    return f"burst {burst}" + (", signed" if signed else "")
+
+
+@dataclass
+class _Built:
+    """An SNN graph built for one coding, with what :func:`convert` records about it."""
+    graph: ir.Graph
+    lam: dict[str, np.ndarray]
+    corrections: dict[str, np.ndarray]
+    inactive: list[str]
+    coded: bool  # some layer uses the burst/signed coding
+    output: torch.Tensor | None  # (T, n, K) readout on the calibration samples that bias correction simulated
+
+    def agreement(self, ref: torch.Tensor) -> float:
+        """Fraction of the ``len(ref)`` samples whose prediction after the last step is the ANN's ``ref``."""
+        return float((self.output[-1, :len(ref)].argmax(-1) == ref).double().mean())
+
+
+def _build(canon: ir.Graph, x: torch.Tensor, *, method: str, percentile: float, channelwise: bool,
+           timesteps: int | None, v_init: float, reset: str, burst: int, signed: bool, calibrate: str,
+           calibrate_samples: int, keep_qcfs: bool) -> _Built:
+    """Scales, IF graph and bias correction of :func:`convert` for one coding (``burst``,
+    ``signed``); ``keep_qcfs``: QCFS layers stay plain (the burst size was picked for T)."""
+    acts = [n for n, v in canon.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
+    # layers whose spikes are max-pooled stay plain; so do QCFS layers when the burst size was picked
+    # for T (trained for their levels, they convert at their trained threshold, one spike per step)
+    spiking = [n for n in acts if not _feeds_pool(canon, n)
+               and not (keep_qcfs and getattr(canon.nodes[n], "levels", None))] if burst > 1 or signed else []
+    bursting = set(spiking) if burst > 1 and method == "mse" else set()
+    # a burst layer represents [0, lambda] with burst * T levels (threshold lambda / burst): the mse scale is
+    # chosen for burst * T levels; every other layer for T
+    inactive: set[str] = set()
+    raw = _scales(canon, x, method, percentile, channelwise, timesteps * burst, v_init, only=bursting,
+                  inactive=inactive) if bursting else {}
+    if len(bursting) < len(acts):
+        raw.update(_scales(canon, x, method, percentile, channelwise, timesteps, v_init,
+                           only=set(acts) - bursting if bursting else None, inactive=inactive))
+    lam = {n: RULES[type(canon.nodes[n])].bound(canon.nodes[n], raw[n]) for n in acts}
+    for n in spiking:
+        lam[n] = lam[n] / burst
+    graph = to_snn(canon, lam, reset, v_init, {n: {"burst": burst, "signed": signed} for n in spiking})
+    corrections: dict[str, np.ndarray] = {}
+    output = None
+    if calibrate != "none":
+        corrections, output = layer_corrections(graph, canon, lam, x[:calibrate_samples], timesteps)
+        graph = _add_current(graph, corrections)
+    return _Built(graph, lam, corrections, [n for n in acts if n in inactive], bool(spiking), output)
+
+
 def _auto_delay(canon: ir.Graph, lam: dict[str, np.ndarray], x: torch.Tensor, v_init: float, timesteps: int) -> int:
     """SpikingJelly 2.0's delay-start estimate (``ann2snn.estimate_delay_start``): each IF
     layer needs about ``(1 - v_init) / r`` steps to charge from its initial membrane to
@@ -514,7 +583,7 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
             channelwise: bool | None = None, reset: str = "subtract", v_init: float = 0.5,
             max_calibration: int | None = 2048, timesteps: int | None = None, calibrate: str | None = None,
             calibrate_samples: int = 256, readout_delay: int | str = 0, burst: int | None = None,
-            signed: bool = False) -> SpikingNetwork:
+            signed: bool | None = None) -> SpikingNetwork:
     """Convert a trained ANN into a :class:`SpikingNetwork` of IF neurons.
 
     ``calibration``: inputs (N, *sample shape) as a tensor/array, or a DataLoader of
@@ -524,7 +593,13 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     retraining; options left at None are then picked for ``T``: ``method="mse"``,
     ``channelwise=True``, ``calibrate="bias"``, and ``burst=2`` for ``T <= 16`` with
     ``reset="subtract"`` (:func:`auto_burst`; else 1; QCFS layers keep one spike per step
-    and their trained threshold). The choices are in
+    and their trained threshold). With ``burst`` and ``signed`` both left at None, the
+    coding is then checked by measurement: where the burst-2 network, bias-corrected, agrees
+    with the ANN's prediction on fewer than :data:`AUTO_AGREEMENT` (90 %) of the
+    ``calibrate_samples`` samples, the stronger :data:`STRONG_CODING` (burst 4, signed) is
+    built as well and kept if it agrees more (both agreements in
+    ``net.meta["choices"]["coding_agreement"]``; the conversion then takes about twice
+    as long). The choices are in
     ``net.meta["choices"]`` (and ``net.meta["auto"]`` lists those that ``timesteps``
     picked). Each option:
 
@@ -562,7 +637,8 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
                                   or timesteps < 1):
         raise ConversionError(f"timesteps must be an integer >= 1 or None, got {timesteps!r}")
     auto = [k for k, v in (("method", method), ("channelwise", channelwise), ("calibrate", calibrate),
-                           ("burst", burst)) if v is None and timesteps]
+                           ("burst", burst), ("signed", signed)) if v is None and timesteps]
+    signed = False if signed is None else signed
     if burst is None:
         burst = auto_burst(timesteps) if timesteps and reset == "subtract" else 1
     method = method or ("mse" if timesteps else "percentile")
@@ -600,38 +676,27 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     if x.shape[1:] != ann.shapes[ann.input]:  # pragma: no cover - trace already ran the model on x
         raise ConversionError(f"calibration samples of shape {tuple(x.shape[1:])}, model expects {ann.shapes[ann.input]}")
     canon = _commute_maxpool_relu(ann)
-    acts = [n for n, v in canon.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
-    # layers whose spikes are max-pooled stay plain; so do QCFS layers when the burst size was picked
-    # for T (trained for their levels, they convert at their trained threshold, one spike per step)
-    spiking = [n for n in acts if not _feeds_pool(canon, n)
-               and not ("burst" in auto and getattr(canon.nodes[n], "levels", None))] if burst > 1 or signed else []
-    if "burst" in auto and not spiking:
+    options = dict(method=method, percentile=percentile, channelwise=channelwise, timesteps=timesteps, v_init=v_init,
+                   reset=reset, calibrate=calibrate, calibrate_samples=calibrate_samples,
+                   keep_qcfs="burst" in auto)
+    built = _build(canon, x, burst=burst, signed=signed, **options)
+    agreement: dict[str, float] = {}
+    if "burst" in auto and "signed" in auto and built.coded and built.output is not None:
+        # the coding picked by measurement: the stronger one only where the cheaper one disagrees with the ANN
+        ref = ir_torch.evaluate_ann(canon, x[:calibrate_samples])["output"].argmax(-1)
+        agreement[_coding_name(burst, signed)] = built.agreement(ref)
+        if agreement[_coding_name(burst, signed)] < AUTO_AGREEMENT:
+            strong = _build(canon, x, burst=STRONG_CODING[0], signed=STRONG_CODING[1], **options)
+            agreement[_coding_name(*STRONG_CODING)] = strong.agreement(ref)
+            if agreement[_coding_name(*STRONG_CODING)] > agreement[_coding_name(burst, signed)]:
+                built, (burst, signed) = strong, STRONG_CODING
+    if "burst" in auto and not built.coded:
         burst = 1
-    bursting = set(spiking) if burst > 1 and method == "mse" else set()
-    # a burst layer represents [0, lambda] with burst * T levels (threshold lambda / burst): the mse scale is
-    # chosen for burst * T levels; every other layer for T
-    inactive: set[str] = set()
-    raw = _scales(canon, x, method, percentile, channelwise, timesteps * burst, v_init, only=bursting,
-                  inactive=inactive) if bursting else {}
-    if len(bursting) < len(acts):
-        raw.update(_scales(canon, x, method, percentile, channelwise, timesteps, v_init,
-                           only=set(acts) - bursting if bursting else None, inactive=inactive))
-    inactive_layers = [n for n in acts if n in inactive]
+    graph, lam, corrections, inactive_layers = built.graph, built.lam, built.corrections, built.inactive
     for n in inactive_layers:
         warnings.warn(f"layer {n!r} never activates on the {len(x)} calibration samples: its scale is a default "
                       "(1.0), so its neurons may never spike; recorded in net.meta['inactive_layers']",
                       UserWarning, stacklevel=2)
-    lam = {n: RULES[type(canon.nodes[n])].bound(canon.nodes[n], raw[n]) for n in acts}
-    neurons: dict[str, dict[str, Any]] = {}
-    if burst > 1 or signed:
-        for n in spiking:
-            lam[n] = lam[n] / burst
-        neurons = {n: {"burst": burst, "signed": signed} for n in spiking}
-    graph = to_snn(canon, lam, reset, v_init, neurons)
-    corrections: dict[str, np.ndarray] = {}
-    if calibrate != "none":
-        corrections = layer_corrections(graph, canon, lam, x[:calibrate_samples], timesteps)
-        graph = _add_current(graph, corrections)
     delay = _auto_delay(canon, lam, x[:calibrate_samples], v_init, timesteps) if readout_delay == "auto" \
         else int(readout_delay)
     if delay:
@@ -640,6 +705,8 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     choices = {"method": method, "percentile": percentile if method == "percentile" else None,
                "channelwise": channelwise, "calibrate": calibrate, "readout_delay": delay, "v_init": v_init,
                "reset": reset, "burst": burst, "signed": signed}
+    if agreement:
+        choices["coding_agreement"] = agreement
     meta = {
         "method": method, "percentile": percentile if method == "percentile" else 100.0,
         "channelwise": channelwise, "reset": reset, "v_init": v_init, "calibration_samples": len(x),

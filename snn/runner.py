@@ -104,7 +104,8 @@ def build_model(cfg: ExperimentConfig, progress: bool = True, log: Log = _stderr
         log(f"[{cfg.name}] loading the pretrained {m.name} weights")
         return zoo.load_pretrained(m.name, root=d.root).eval(), {"source": f"pretrained {m.name}", "metrics": []}
     train_cfg = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "optimizer": t.optimizer,
-                 "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed}
+                 "schedule": t.schedule, "weight_decay": t.weight_decay, "device": t.device, "seed": cfg.seed,
+                 "augment": t.augment}
     if qcfs:  # conversion-aware training (fine-tuning with model.pretrained)
         train_cfg.update(activation="qcfs", levels=t.levels, pretrained=m.pretrained)
     if _trains_zoo_model(cfg) or (m.pretrained and qcfs):

@@ -36,6 +36,7 @@ from snn.util import atomic_path, interactive
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
+AUGMENTS = ("none", "flip_crop")
 CACHE_VERSION = 1
 
 
@@ -78,10 +79,29 @@ def _scheduler(name: str, opt: torch.optim.Optimizer, lr: float, total: int):
     raise SnnError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The standard CIFAR augmentation of a batch ``x`` (B, C, H, W): each image mirrored
+    left-right with probability 1/2, then shifted by ``(dy, dx)``, each uniform in
+    ``[-pad, pad]``, with zeros filling the border (a random ``H x W`` crop of the image
+    zero-padded by ``pad``)."""
+    b, c, h, w = x.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (b,), generator=generator) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
+    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
 def train(model: nn.Module, x: Any, y: Any, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,
           seed: int = 0, optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "constant",
-          device: str = "cpu", progress: bool = True, x_val: Any = None, y_val: Any = None) -> list[dict]:
+          device: str = "cpu", progress: bool = True, x_val: Any = None, y_val: Any = None,
+          augment: str = "none") -> list[dict]:
     """Train ``model`` in place on ``x`` (N, ...) float, ``y`` (N,) class indices.
+
+    ``augment``: ``"none"``, or ``"flip_crop"`` (:func:`flip_crop`, images (N, C, H, W) only),
+    drawn from the seeded generator that shuffles.
 
     Returns one dict per epoch: ``epoch`` (1-based), ``loss`` (mean training cross-entropy),
     ``train_acc`` (accuracy on the training batches as seen during the epoch), ``val_acc``
@@ -94,7 +114,11 @@ def train(model: nn.Module, x: Any, y: Any, *, epochs: int, lr: float = 1e-3, ba
     _check_positive("weight_decay", weight_decay, allow_zero=True)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise SnnError(f"seed must be an integer, got {seed!r}")
+    if augment not in AUGMENTS:
+        raise SnnError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
     xt, yt = _tensors(x, y, "training data")
+    if augment == "flip_crop" and xt.dim() != 4:
+        raise SnnError(f"augment 'flip_crop' needs images (N, C, H, W), got training data of shape {tuple(xt.shape)}")
     val = _tensors(x_val, y_val, "validation data") if x_val is not None else None
     try:
         dev = torch.device(device)
@@ -119,7 +143,8 @@ def train(model: nn.Module, x: Any, y: Any, *, epochs: int, lr: float = 1e-3, ba
                        leave=False, unit="batch")  # in a log file: only the line per epoch below
             for s in bar:
                 idx = perm[s * batch_size:(s + 1) * batch_size]
-                xb, yb = xt[idx].to(dev, non_blocking=True), yt[idx].to(dev, non_blocking=True)
+                xb = flip_crop(xt[idx], shuffle) if augment == "flip_crop" else xt[idx]
+                xb, yb = xb.to(dev, non_blocking=True), yt[idx].to(dev, non_blocking=True)
                 out = model(xb)
                 loss = F.cross_entropy(out, yb)
                 if not torch.isfinite(loss):
@@ -295,7 +320,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict:
 
 # --------------------------------------------------------------------------- cached training
 _TRAIN_KEYS = ("epochs", "lr", "batch_size", "seed", "optimizer", "weight_decay", "schedule", "device")
-_EXTRA_KEYS = ("limit", "activation", "levels", "pretrained")
+_EXTRA_KEYS = ("limit", "activation", "levels", "pretrained", "augment")
 # limit: number of training samples (the first ones), default all; activation: "relu" or
 # "qcfs" (conversion-aware training, :func:`snn.zoo.qcfs`) with ``levels``; pretrained:
 # start from the published weights (:func:`snn.zoo.load_pretrained`), i.e. fine-tune.
@@ -325,6 +350,10 @@ def resolve_train_config(train_cfg: dict) -> dict:
         _check_positive("levels", cfg["levels"], integer=True)
     if not cfg.get("pretrained"):
         cfg.pop("pretrained", None)
+    if cfg.get("augment", "none") == "none":  # as for relu: the keys of unaugmented training stay as they were
+        cfg.pop("augment", None)
+    elif cfg["augment"] not in AUGMENTS:
+        raise SnnError(f"unknown augmentation {cfg['augment']!r}; valid: {', '.join(AUGMENTS)}")
     return cfg
 
 
@@ -404,7 +433,8 @@ def train_cached(model_name: str, model_kwargs: dict | None, dataset: str, train
                 warnings.warn(f"ignoring unreadable cached checkpoint, retraining: {e}", stacklevel=2)
         t0 = time.perf_counter()
         train_args = {k: cfg[k] for k in _TRAIN_KEYS}
-        metrics = train(model, x, y, **train_args, progress=progress, x_val=xv, y_val=yv)
+        metrics = train(model, x, y, **train_args, progress=progress, x_val=xv, y_val=yv,
+                        augment=cfg.get("augment", "none"))
         seconds = time.perf_counter() - t0
         model.to("cpu").eval()
         test_acc = metrics[-1]["val_acc"] if metrics else evaluate(model, xv, yv)

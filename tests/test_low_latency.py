@@ -76,7 +76,10 @@ def test_mse_scales_depend_on_timesteps(digits, digits_mlp):
 # --------------------------------------------------------------------------- convert(timesteps=T)
 def test_timesteps_picks_and_records_the_options(digits, digits_resnet):
     net = snn.convert(digits_resnet, _img(digits[0]), timesteps=T)
-    assert net.meta["timesteps"] == T and sorted(net.meta["auto"]) == ["burst", "calibrate", "channelwise", "method"]
+    assert net.meta["timesteps"] == T
+    assert sorted(net.meta["auto"]) == ["burst", "calibrate", "channelwise", "method", "signed"]
+    agreement = net.meta["choices"].pop("coding_agreement")
+    assert list(agreement) == ["burst 2"] and agreement["burst 2"] >= cv.AUTO_AGREEMENT  # burst 2 was enough
     assert net.meta["choices"] == {"method": "mse", "percentile": None, "channelwise": True, "calibrate": "bias",
                                    "readout_delay": 0, "v_init": 0.5, "reset": "subtract", "burst": 2,
                                    "signed": False}
@@ -88,7 +91,8 @@ def test_timesteps_picks_and_records_the_options(digits, digits_resnet):
         assert plain.meta["choices"]["burst"] == 1 and ("burst" in plain.meta["auto"]) == ("reset" in kw)
     assert set(net.meta["corrections"]) == {n for n, v in net.graph.nodes.items() if isinstance(v, ir.IF)}
     named = snn.convert(digits_resnet, _img(digits[0]), timesteps=T, method="percentile", calibrate="none")
-    assert named.meta["auto"] == ["channelwise", "burst"] and named.meta["method"] == "percentile"
+    assert named.meta["auto"] == ["channelwise", "burst", "signed"] and named.meta["method"] == "percentile"
+    assert "coding_agreement" not in named.meta["choices"]  # nothing simulated without calibration: not measured
     assert named.meta["corrections"] == {}
     plain = snn.convert(digits_resnet, _img(digits[0]))
     assert plain.meta["timesteps"] is None and plain.meta["auto"] == [] and plain.meta["method"] == "percentile"
@@ -473,6 +477,34 @@ def test_burst_spikes_count_as_events_and_help_at_few_steps(digits, digits_resne
         assert v.min() >= 0
     rep = snn.energy_report(burst, rb, hardware=["45nm-fp32"])
     assert rep.totals.synops > snn.energy_report(plain, rp, hardware=["45nm-fp32"]).totals.synops
+
+
+def test_timesteps_measures_the_coding_and_keeps_the_stronger_where_it_agrees_more(monkeypatch, digits,
+                                                                                     digits_resnet):
+    """convert(timesteps=T) keeps burst 2 where it agrees with the ANN on AUTO_AGREEMENT of the
+    bias-calibration samples; below, it also builds burst 4 + signed and keeps the coding that
+    agrees more. Each recorded agreement is the converted network's own, re-measured here by
+    simulating it on those samples; a coding given by name is not measured."""
+    x = _img(digits[0][:300])
+    monkeypatch.setattr(cv, "AUTO_AGREEMENT", 1.01)  # burst 2 never enough: both are built
+    net = snn.convert(digits_resnet, x, timesteps=4, calibrate_samples=200)
+    agreement = net.meta["choices"]["coding_agreement"]
+    assert list(agreement) == ["burst 2", "burst 4, signed"]
+    strong = agreement["burst 4, signed"] > agreement["burst 2"]
+    c = net.meta["choices"]
+    assert (c["burst"], c["signed"]) == ((4, True) if strong else (2, False))
+    assert all((n.burst, n.signed) == (c["burst"], c["signed"]) for n in net.graph.nodes.values()
+               if isinstance(n, ir.IF))
+    ref = digits_resnet(torch.as_tensor(x[:200])).argmax(-1).numpy()
+    res = snn.simulate(net, x[:200], 4, precision="float64", impl="torch")
+    assert abs(float((res.outputs[-1].argmax(-1) == ref).mean()) - agreement[f"burst {c['burst']}" + (
+        ", signed" if c["signed"] else "")]) <= 2 / 200  # folded biases: at most a tie or two flips
+    monkeypatch.setattr(cv, "AUTO_AGREEMENT", 0.0)
+    assert list(snn.convert(digits_resnet, x, timesteps=4, calibrate_samples=200).meta["choices"][
+        "coding_agreement"]) == ["burst 2"]
+    for kw in ({"burst": 2}, {"signed": False}, {"burst": 1}):
+        assert "coding_agreement" not in snn.convert(digits_resnet, x, timesteps=4, calibrate_samples=200,
+                                                     **kw).meta["choices"]
 
 
 def test_layers_feeding_a_max_pool_stay_plain(digits, digits_cnn):

@@ -72,6 +72,39 @@ def test_schedules(dig, schedule, final):
         assert hist[0]["lr"] > 5e-3
 
 
+def test_flip_crop_mirrors_and_shifts_each_image():
+    """Each augmented image is its source, mirrored or not, shifted by at most ``pad`` pixels
+    with zeros filling the border; both mirrors and several shifts occur; the generator fixes it."""
+    x = torch.rand(64, 2, 6, 7) + 0.1  # no zeros inside: a zero marks the border
+    a = train.flip_crop(x, torch.Generator().manual_seed(1), pad=2)
+    assert torch.equal(a, train.flip_crop(x, torch.Generator().manual_seed(1), pad=2))
+    seen = set()
+    for i in range(len(x)):
+        found = [(f, dy, dx) for f in (False, True) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(a[i], torch.roll(torch.nn.functional.pad(x[i].flip(-1) if f else x[i], (2, 2, 2, 2)),
+                                                 (-dy, -dx), (-2, -1))[:, 2:8, 2:9])]
+        assert len(found) == 1, i
+        seen.add(found[0])
+    assert {f for f, _, _ in seen} == {False, True} and len(seen) > 10
+
+
+def test_augmented_training_runs_and_is_part_of_the_cache_key(dig, tmp_path):
+    x, y, xv, yv = dig
+    m = fresh(name="vgg", in_channels=1, input_size=8, cfg=[8, "M"], hidden=[16])
+    plain = fresh(name="vgg", in_channels=1, input_size=8, cfg=[8, "M"], hidden=[16])
+    img = (x.reshape(-1, 1, 8, 8), y)  # already images; the flat form is refused below
+    train.train(m, *img, epochs=1, lr=3e-3, progress=False, augment="flip_crop")
+    train.train(plain, *img, epochs=1, lr=3e-3, progress=False)
+    assert not torch.equal(m.features[0].weight, plain.features[0].weight)
+    with pytest.raises(SnnError, match="augment 'flip_crop' needs images"):
+        train.train(fresh(), x[:32].reshape(32, -1), y[:32], epochs=1, progress=False, augment="flip_crop")
+    with pytest.raises(SnnError, match="unknown augmentation 'mixup'; choose one of none, flip_crop"):
+        train.train(fresh(), x[:32], y[:32], epochs=1, progress=False, augment="mixup")
+    cfg = {"epochs": 1, "lr": 0.003}
+    assert train.resolve_train_config({**cfg, "augment": "none"}) == train.resolve_train_config(cfg)
+    assert train.resolve_train_config({**cfg, "augment": "flip_crop"})["augment"] == "flip_crop"
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"epochs": -1}, "epochs must be a non-negative integer"),
     ({"epochs": 1.5}, "epochs must be"),

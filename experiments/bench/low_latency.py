@@ -8,9 +8,12 @@ Peers, each simulated on the same test images with constant input:
 * ``snn timesteps=T``: ``snn.convert(model, calib, timesteps=T)``, tuned for each ``T``
   (scales minimising the T-step quantisation error, channel-wise, layer-wise bias
   correction on ``--calib-steps-samples`` simulated samples, burst spikes for T <= 16:
-  :func:`snn.conversion.auto_burst`), simulated ``T`` steps, with the SynOps per image
-  of its first ``--synops-n`` test images (``snn.energy_report``);
+  :func:`snn.conversion.auto_burst`, or burst 4 and signed where burst 2 disagrees with
+  the ANN on the calibration samples: :data:`snn.conversion.AUTO_AGREEMENT`), simulated
+  ``T`` steps, with the SynOps per image of its first ``--synops-n`` test images
+  (``snn.energy_report``);
 * ``snn timesteps=T, burst=1`` (``ours-plain``, T <= 16): the same with plain 0/1 spikes;
+* ``snn timesteps=T, burst=2`` (``ours-b2``, T <= 16): the same with burst 2 named;
 * ``snn timesteps=T, burst=4, signed`` (``ours-b4s``): up to 4 spikes per step and
   negative spikes (the deep ResNets);
 * ``SJ rate 99.9%`` and ``SJ rate max``: ``FXConverter(RateCodingRecipe(mode="99.9%"))``
@@ -20,6 +23,11 @@ Peers, each simulated on the same test images with constant input:
 * ``SJ LTB + delay``: the same network read out after SpikingJelly's delay-start estimate
   ``estimate_delay_start(net, loader, T)`` for each ``T`` (delayed evaluation).
 
+``resnetN-qcfsL`` (for example ``resnet20-qcfs4``) is the pretrained ResNet-N with its ReLUs
+made QCFS with L levels and fine-tuned (:func:`load_model`, :data:`QCFS_FT`; the committed
+checkpoint is loaded where it exists); SpikingJelly's recipes do not run on it (they convert
+ReLUs, not QCFS activations).
+
 SpikingJelly's networks run their own step loop (``functional.reset_net`` then ``T``
 calls); their outputs after every step are kept, so one run of ``max(T)`` steps gives the
 plain read-out at every ``T`` and the delayed one for every (T, delay). Calibration: 512
@@ -28,10 +36,11 @@ training images (seed 0) for every peer. Results accumulate in
 size), with an accuracy-vs-T plot per model.
 
     python experiments/bench/low_latency.py --models resnet20 --timesteps 4 8 16 32 64 [--n-test 10000]
-        [--peers ours ours-plain ours-b4s default sj-rate sj-max sj-ltb] [--sj-n-test 2000] [--early-exit]
+        [--peers ours ours-plain ours-b2 ours-b4s default sj-rate sj-max sj-ltb] [--sj-n-test 2000] [--early-exit]
 
 Early exit (``--early-exit``, :mod:`snn.early_exit`): the network converted for T=32
-(``--ee-steps``), the trust factor ``beta`` picked on 2,000 training images (the smallest
+(``--ee-steps``; ``--ee-convert 16``: converted with ``timesteps=16`` and run for at most
+``--ee-steps``), the trust factor ``beta`` picked on 2,000 training images (the smallest
 whose accuracy there is not below the full T steps'), then the test set; the energy saved
 from re-simulating each exit-step group of the first 2,000 test images, priced by
 ``snn.energy_report``.
@@ -51,6 +60,48 @@ import common
 
 RESULTS = "low_latency.json"
 SJ_RATE_MODES = {"sj-rate": "99.9%", "sj-max": "max"}
+# QCFS fine-tuning of a pretrained CIFAR ResNet (model name "resnetN-qcfsL"): SGD with momentum
+# 0.9, cosine from lr 0.01, weight decay 5e-4, batch 128, mirror and 4-pixel shift augmentation.
+QCFS_FT = {"epochs": 12, "lr": 0.01, "batch_size": 128, "seed": 0, "optimizer": "sgd", "schedule": "cosine",
+           "weight_decay": 5e-4, "augment": "flip_crop"}
+
+
+def qcfs_checkpoint(name: str) -> Path:
+    """``results/reference/checkpoints/resnetN-cifar10-qcfsL.safetensors`` for ``resnetN-qcfsL``."""
+    base, levels = name.split("-qcfs")
+    return common.REFERENCE / "checkpoints" / f"{base}-cifar10-qcfs{levels}.safetensors"
+
+
+def load_model(name: str) -> torch.nn.Module:
+    """The pretrained CIFAR ResNet ``name`` (``resnetN``), or for ``resnetN-qcfsL`` that network
+    with its ReLUs made QCFS with L levels (thresholds from 256 training images) and fine-tuned
+    on the training split (:data:`QCFS_FT`); its committed checkpoint is loaded where it holds
+    this very recipe (its ``how``), else it is fine-tuned and written."""
+    from snn import data, train, zoo
+
+    if "-qcfs" not in name:
+        return zoo.load_pretrained(name)
+    base, levels = name.split("-qcfs")
+    how = (f"{base} pretrained (snn.zoo.load_pretrained), snn.zoo.qcfs(levels={levels}, thresholds from the first 256 "
+           f"training images), fine-tuned on the CIFAR-10 JPEG q75 training split ({QCFS_FT}) by "
+           f"experiments/bench/low_latency.py")
+    model = zoo.qcfs(zoo.load_pretrained(base), int(levels))
+    ck = qcfs_checkpoint(name)
+    if ck.is_file() and train._read_checkpoint(ck)[1].get("how") == how:
+        train.load_checkpoint(model, ck)
+        return model.eval()
+    xtr, ytr = data.load_dataset("cifar10", "train")
+    x, y = data.load_dataset("cifar10", "test")
+    model = zoo.qcfs(zoo.load_pretrained(base), int(levels), calibration=torch.tensor(xtr[:256]))
+    print(f"fine-tuning {name}: {QCFS_FT}", flush=True)
+    t0 = time.perf_counter()
+    hist = train.train(model, xtr, ytr, **QCFS_FT, x_val=x, y_val=y)
+    seconds = time.perf_counter() - t0
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    train.save_checkpoint(model, ck, {"how": how, "levels": int(levels), "train_seconds": seconds,
+                                      "threads": torch.get_num_threads(), "history": hist})
+    print(f"fine-tuned {name} in {seconds:.0f} s: test accuracy {hist[-1]['val_acc']:.4f}; wrote {ck}", flush=True)
+    return model.eval()
 
 
 def _load() -> dict:
@@ -122,12 +173,12 @@ def sj_outputs(model: torch.nn.Module, recipe: str, calib: np.ndarray, x: np.nda
 
 def run_model(name: str, args, doc: dict) -> None:
     import snn
-    from snn import data, train, zoo
+    from snn import data, train
     from snn.conversion import auto_burst
 
     key = f"{name}-n{args.n_test}"
     run = doc["runs"].setdefault(key, {"model": name, "n_test": args.n_test, "peers": {}})
-    model = zoo.load_pretrained(name)
+    model = load_model(name)
     xtr, _ = data.load_dataset("cifar10", "train")
     x, y = data.load_dataset("cifar10", "test", limit=args.n_test)
     calib = xtr[np.random.default_rng(0).permutation(len(xtr))[:512]]
@@ -145,12 +196,13 @@ def run_model(name: str, args, doc: dict) -> None:
         peers["default"] = {"curve": acc.tolist(), "seconds": time.perf_counter() - t0,
                             "settings": "snn.convert(model, calib): percentile 99.99, layer-wise, v_init 0.5"}
         _save(doc)
-    for peer, kw in (("ours", {}), ("ours-plain", {"burst": 1}), ("ours-b4s", {"burst": 4, "signed": True})):
+    for peer, kw in (("ours", {}), ("ours-plain", {"burst": 1}), ("ours-b2", {"burst": 2}),
+                     ("ours-b4s", {"burst": 4, "signed": True})):
         if peer not in args.peers:
             continue
         ours = peers.setdefault(peer, {"at": {}, "seconds": {}, "choices": {}, "curve": {}, "synops": {}})
         for T in args.timesteps:
-            if str(T) in ours["at"] or (peer == "ours-plain" and auto_burst(T) == 1):
+            if str(T) in ours["at"] or (peer in ("ours-plain", "ours-b2") and auto_burst(T) == 1):
                 continue
             t0 = time.perf_counter()
             net = snn.convert(model, calib, timesteps=T, calibrate_samples=args.calib_steps_samples, **kw)
@@ -166,11 +218,12 @@ def run_model(name: str, args, doc: dict) -> None:
                 ours["synops"][str(T)] = float(snn.energy_report(net, counted, hardware=["45nm-fp32"]).totals.synops)
                 ours["synops_images"] = args.synops_n
             print(f"  snn {peer} timesteps={T}: {100 * acc[-1]:.2f} % (convert {t1 - t0:.0f} s, simulate "
-                  f"{res.wall_time_s:.0f} s), burst {net.meta['choices']['burst']}", flush=True)
+                  f"{res.wall_time_s:.0f} s), burst {net.meta['choices']['burst']}"
+                  + (", signed" if net.meta["choices"]["signed"] else ""), flush=True)
             _save(doc)
     sj_x, sj_y = x[:args.sj_n_test], y[:args.sj_n_test]
     for recipe in ("sj-rate", "sj-max", "sj-ltb"):
-        if recipe not in args.peers or len(peers.get(recipe, {}).get("curve", [])) >= Tmax:
+        if recipe not in args.peers or len(peers.get(recipe, {}).get("curve", [])) >= Tmax or "-qcfs" in name:
             continue
         outs, delays, secs = sj_outputs(model, recipe, calib, sj_x, Tmax, args.batch)
         cum = np.cumsum(outs, axis=0)
@@ -195,22 +248,23 @@ def early_exit_run(name: str, args, doc: dict) -> None:
     training images (the smallest whose accuracy there is not below that of the full T
     steps), then applied to the test images; energy from the per-group re-simulation."""
     import snn
-    from snn import data, zoo
+    from snn import data
     from snn import early_exit as ee
 
-    T = args.ee_steps
+    T, conv = args.ee_steps, args.ee_convert or args.ee_steps
     key = f"{name}-n{args.n_test}"
     run = doc["runs"][key]
-    if run.get("early_exit", {}).get("steps") == T:
+    slot = "early_exit" if conv == T else f"early_exit_convert{conv}"
+    if run.get(slot, {}).get("steps") == T:
         return
-    model = zoo.load_pretrained(name)
+    model = load_model(name)
     xtr, ytr = data.load_dataset("cifar10", "train")
     x, y = data.load_dataset("cifar10", "test", limit=args.n_test)
     perm = np.random.default_rng(0).permutation(len(xtr))
     calib = xtr[perm[:512]]
     xs, ys = xtr[perm[512:512 + args.ee_pick]], ytr[perm[512:512 + args.ee_pick]]
     t0 = time.perf_counter()
-    net = snn.convert(model, calib, timesteps=T, calibrate_samples=args.calib_steps_samples)
+    net = snn.convert(model, calib, timesteps=conv, calibrate_samples=args.calib_steps_samples)
     bound = ee.readout_bound(net.graph)
     delay = net.graph.nodes[net.graph.output].delay
     pick_out = snn.simulate(net, xs, T, record="none", batch_size=args.batch).outputs
@@ -230,16 +284,16 @@ def early_exit_run(name: str, args, doc: dict) -> None:
     res = ee.early_exit(net, x[:n_e], T, beta, y[:n_e], outputs=out[:, :n_e], hardware=["45nm-fp32", "loihi"],
                         batch_size=args.batch)
     t_all = ee.exit_steps(out, bound, beta, delay)
-    run["early_exit"] = {
-        "steps": T, "beta": beta, "pick_images": len(xs), "pick_full_accuracy": full_pick,
+    run[slot] = {
+        "steps": T, "convert_timesteps": conv, "choices": net.meta["choices"], "beta": beta, "pick_images": len(xs), "pick_full_accuracy": full_pick,
         "pick": {str(b): {"accuracy": a, "mean_steps": m} for b, (a, m) in pick.items()},
         "full_accuracy": float((out[-1].argmax(-1) == y).mean()), "test": test,
         "accuracy": test[str(beta)]["accuracy"], "mean_steps": float(t_all.mean()),
         "median_steps": float(np.median(t_all)),
         "steps_histogram": {int(k): int(v) for k, v in zip(*np.unique(t_all, return_counts=True))},
         "energy_images": n_e, "energy": res.energy, "energy_subset": res.to_dict(), "seconds": time.perf_counter() - t0}
-    e = run["early_exit"]
-    print(f"  early exit, T={T}, beta={beta} (picked on {len(xs)} training images): accuracy "
+    e = run[slot]
+    print(f"  early exit, converted for T={conv}, at most {T} steps, beta={beta} (picked on {len(xs)} training images): accuracy "
           f"{100 * e['accuracy']:.2f} % (full T: {100 * e['full_accuracy']:.2f} %), mean steps {e['mean_steps']:.2f}, "
           f"energy saved " + ", ".join(f"{p} {100 * v['saved_dynamic']:.1f} %" for p, v in res.energy.items()),
           flush=True)
@@ -251,6 +305,7 @@ def table(run: dict, ts: list[int]) -> None:
     cols = [("snn default", lambda t: p["default"]["curve"][t - 1] if "default" in p else None),
             ("snn timesteps=T", lambda t: p.get("ours", {}).get("at", {}).get(str(t))),
             ("snn timesteps=T, burst=1", lambda t: p.get("ours-plain", {}).get("at", {}).get(str(t))),
+            ("snn timesteps=T, burst=2", lambda t: p.get("ours-b2", {}).get("at", {}).get(str(t))),
             ("snn timesteps=T, burst=4, signed", lambda t: p.get("ours-b4s", {}).get("at", {}).get(str(t))),
             ("SJ rate 99.9%", lambda t: p["sj-rate"]["curve"][t - 1] if "sj-rate" in p else None),
             ("SJ rate max", lambda t: p["sj-max"]["curve"][t - 1] if "sj-max" in p else None),
@@ -277,7 +332,7 @@ def plot(run: dict, name: str) -> None:
     if "ours" in p:
         ts = sorted(int(t) for t in p["ours"]["at"])
         ax.plot(ts, [100 * p["ours"]["at"][str(t)] for t in ts], "o-", label="snn timesteps=T")
-    for k, mark, lab in (("ours-plain", "s-", "snn timesteps=T, burst=1"),
+    for k, mark, lab in (("ours-plain", "s-", "snn timesteps=T, burst=1"), ("ours-b2", "d-", "snn timesteps=T, burst=2"),
                          ("ours-b4s", "^-", "snn timesteps=T, burst=4, signed")):
         if k in p:
             ts = sorted(int(t) for t in p[k]["at"])
@@ -312,7 +367,9 @@ def main() -> None:
     ap.add_argument("--calib-steps-samples", type=int, default=256)
     ap.add_argument("--synops-n", type=int, default=200, help="test images whose SynOps are counted (0: none)")
     ap.add_argument("--early-exit", action="store_true", help="also run early exit (network tuned for --ee-steps)")
-    ap.add_argument("--ee-steps", type=int, default=32)
+    ap.add_argument("--ee-steps", type=int, default=32, help="early exit: at most this many steps")
+    ap.add_argument("--ee-convert", type=int, default=None,
+                    help="early exit: the network converted with timesteps= this (default: --ee-steps)")
     ap.add_argument("--ee-pick", type=int, default=2000, help="training images that pick beta")
     ap.add_argument("--ee-energy-n", type=int, default=2000, help="test images re-simulated for the energy")
     args = ap.parse_args()
