@@ -496,7 +496,8 @@ def _add_current(g: ir.Graph, deltas: dict[str, np.ndarray]) -> ir.Graph:
 AUTO_AGREEMENT = 0.90
 """``convert(timesteps=T)`` keeps its burst-2 coding where the converted network's prediction
 agrees with the ANN's on at least this fraction of the bias-calibration samples, else it also
-builds :data:`STRONG_CODING` and keeps the coding that agrees more.
+builds :data:`STRONG_CODING` (QCFS layers included) and keeps the coding that agrees more.
+Only where the burst size is picked for T (T <= 16) and the bias correction simulates.
 
 Set by measurement (``experiments/bench/low_latency.py``, CIFAR-10 JPEG q75 copy, 512
 calibration images, 256 of them simulated; agreement of burst 2 / of burst 4 + signed, then
@@ -598,8 +599,9 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     with the ANN's prediction on fewer than :data:`AUTO_AGREEMENT` (90 %) of the
     ``calibrate_samples`` samples, the stronger :data:`STRONG_CODING` (burst 4, signed) is
     built as well and kept if it agrees more (both agreements in
-    ``net.meta["choices"]["coding_agreement"]``; the conversion then takes about twice
-    as long). The choices are in
+    ``net.meta["choices"]["coding_agreement"]``; the conversion then costs both builds).
+    The stronger coding includes QCFS layers, so a QCFS network whose plain spikes disagree
+    with its ANN gets it too. The choices are in
     ``net.meta["choices"]`` (and ``net.meta["auto"]`` lists those that ``timesteps``
     picked). Each option:
 
@@ -681,14 +683,17 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
                    keep_qcfs="burst" in auto)
     built = _build(canon, x, burst=burst, signed=signed, **options)
     agreement: dict[str, float] = {}
-    if "burst" in auto and "signed" in auto and built.coded and built.output is not None:
-        # the coding picked by measurement: the stronger one only where the cheaper one disagrees with the ANN
+    if "burst" in auto and "signed" in auto and burst > 1 and built.output is not None:
+        # the coding picked by measurement: the stronger one (QCFS layers included) only where the
+        # cheaper one disagrees with the ANN
         ref = ir_torch.evaluate_ann(canon, x[:calibrate_samples])["output"].argmax(-1)
-        agreement[_coding_name(burst, signed)] = built.agreement(ref)
-        if agreement[_coding_name(burst, signed)] < AUTO_AGREEMENT:
-            strong = _build(canon, x, burst=STRONG_CODING[0], signed=STRONG_CODING[1], **options)
+        cheap = _coding_name(burst if built.coded else 1, signed)
+        agreement[cheap] = built.agreement(ref)
+        if agreement[cheap] < AUTO_AGREEMENT:
+            strong = _build(canon, x, burst=STRONG_CODING[0], signed=STRONG_CODING[1],
+                            **{**options, "keep_qcfs": False})
             agreement[_coding_name(*STRONG_CODING)] = strong.agreement(ref)
-            if agreement[_coding_name(*STRONG_CODING)] > agreement[_coding_name(burst, signed)]:
+            if agreement[_coding_name(*STRONG_CODING)] > agreement[cheap]:
                 built, (burst, signed) = strong, STRONG_CODING
     if "burst" in auto and not built.coded:
         burst = 1

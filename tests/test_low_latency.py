@@ -499,6 +499,15 @@ def test_timesteps_measures_the_coding_and_keeps_the_stronger_where_it_agrees_mo
     res = snn.simulate(net, x[:200], 4, precision="float64", impl="torch")
     assert abs(float((res.outputs[-1].argmax(-1) == ref).mean()) - agreement[f"burst {c['burst']}" + (
         ", signed" if c["signed"] else "")]) <= 2 / 200  # folded biases: at most a tie or two flips
+    # a QCFS network (its layers plain for burst 2) is measured with plain spikes, and the stronger
+    # coding includes its QCFS layers
+    torch.manual_seed(0)
+    q = nn.Sequential(nn.Linear(6, 16), QCFS(4, 1.25), nn.Linear(16, 3)).eval()
+    qnet = snn.convert(q, torch.rand(64, 6), timesteps=4)
+    qa, qc = qnet.meta["choices"]["coding_agreement"], qnet.meta["choices"]
+    assert list(qa) == ["burst 1", "burst 4, signed"]
+    assert (qc["burst"], qc["signed"]) == ((4, True) if qa["burst 4, signed"] > qa["burst 1"] else (1, False))
+    assert qnet.graph.nodes["1"].burst == qc["burst"]
     monkeypatch.setattr(cv, "AUTO_AGREEMENT", 0.0)
     assert list(snn.convert(digits_resnet, x, timesteps=4, calibrate_samples=200).meta["choices"][
         "coding_agreement"]) == ["burst 2"]

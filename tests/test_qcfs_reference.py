@@ -32,3 +32,33 @@ def test_committed_mnist_qcfs_checkpoint_reaches_its_snn_accuracy_at_T4(tmp_path
     # fully connected layers (what convert(timesteps=4) picks where burst spikes are automatic)
     assert s["ann_accuracy"] == pytest.approx(0.9903, abs=1e-4)
     assert s["snn_accuracy"] >= 0.990
+
+
+CIFAR_CHECKPOINT = ROOT / "results" / "reference" / "checkpoints" / "resnet20-cifar10-qcfs4.safetensors"
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10-jpeg").is_dir(), reason=f"CIFAR-10 JPEG copy not found in {SHARED}")
+def test_committed_cifar_qcfs_resnet20_at_T4(monkeypatch):
+    """The committed QCFS ResNet-20 through experiments/cifar10_resnet20_qcfs.yaml's model
+    section, converted with timesteps=4 (512 calibration images drawn with seed 0, as
+    experiments/bench/low_latency.py does), which picks burst-4 signed spikes, on the first
+    500 test images: at least its ANN - 3.0 points, the issue's T=4 target (all 10,000:
+    87.76 % against its ANN's 84.83 %)."""
+    import numpy as np
+
+    from snn import data, runner, train
+    from snn.config import load_config
+
+    monkeypatch.setenv("SNN_DATA", str(SHARED))
+    cfg = load_config(ROOT / "experiments" / "cifar10_resnet20_qcfs.yaml",
+                      overrides={"model.checkpoint": str(CIFAR_CHECKPOINT)})
+    model, info = runner.build_model(cfg, progress=False, log=lambda *a: None)
+    assert info["source"].startswith("checkpoint")
+    xtr, _ = data.load_dataset("cifar10", "train")
+    x, y = data.load_dataset("cifar10", "test", limit=500)
+    calib = xtr[np.random.default_rng(0).permutation(len(xtr))[:512]]
+    net = snn.convert(model, calib, timesteps=4)
+    assert (net.meta["choices"]["burst"], net.meta["choices"]["signed"]) == (4, True)
+    ann = train.evaluate(model, x, y)
+    acc = snn.simulate(net, x, 4, record="none", batch_size=250).accuracy(y)[-1]
+    assert acc >= ann - 0.03, (ann, acc)
