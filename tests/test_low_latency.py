@@ -402,8 +402,10 @@ def test_config_timesteps_reaches_the_conversion_and_the_summary(tmp_path):
            "sim": {"timesteps": 6}, "energy": {"enabled": False}, "output": {"report": False}, "threads": 1}
     r = run_experiment(cfg, results_dir=tmp_path, progress=False, log=lambda m: None)
     conv = r.summary["conversion"]
-    assert conv["timesteps"] == 6 and sorted(conv["auto"]) == ["burst", "calibrate", "channelwise", "method"]
+    assert conv["timesteps"] == 6
+    assert sorted(conv["auto"]) == ["burst", "calibrate", "channelwise", "method", "signed"]
     assert conv["choices"]["method"] == "mse" and conv["choices"]["readout_delay"] == 1
+    assert set(conv["choices"]["coding_agreement"]) <= {"burst 2", "burst 4, signed"}
     assert r.summary["method"] == "mse"
 
 
