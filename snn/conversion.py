@@ -423,19 +423,21 @@ def _chan_view(d: torch.Tensor, ndim: int, lead: int) -> torch.Tensor:
 
 
 def layer_corrections(snn: ir.Graph, canon: ir.Graph, lam: dict[str, np.ndarray], x: torch.Tensor, timesteps: int,
-                      iterations: int = 2) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+                      iterations: int = 2, ann: dict[str, torch.Tensor] | None = None
+                      ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Bias correction of Li et al. 2021 ("A Free Lunch From ANN: Towards Efficient,
     Accurate Spiking Neural Networks Calibration", ICML 2021), layer by layer in one
     simulated pass over ``x`` (:func:`snn.ir_torch.simulate_steps`): for each IF layer, in
     order, with the layers before it already corrected, the per-channel mean error between
     the ANN activation in spike units (``relu(a) / lambda``) and the layer's spike rate over
     ``T`` steps is added to its input current at every step; ``iterations`` re-measurements
-    of the layer refine it. Returns ``{IF name: (C,) current}`` in threshold units and the
-    corrected network's readout on ``x`` after every step, (T, N, K)."""
+    of the layer refine it. ``ann``: :func:`snn.ir_torch.evaluate_ann` of ``canon`` on ``x``
+    keeping every IF layer's activation, where the caller has it already. Returns ``{IF
+    name: (C,) current}`` in threshold units and the corrected network's readout on ``x``
+    after every step, (T, N, K)."""
     ifs = [n for n, v in snn.nodes.items() if isinstance(v, ir.IF)]
-    ann = ir_torch.evaluate_ann(canon, x, keep=ifs)
+    ann = ann if ann is not None else ir_torch.evaluate_ann(canon, x, keep=ifs)
     target = {n: _channel_mean(ann[n], 1) / torch.as_tensor(lam[n], dtype=x.dtype) for n in ifs}
-    del ann
     found: dict[str, np.ndarray] = {}
 
     def adjust(name: str, cur: torch.Tensor) -> torch.Tensor:
@@ -531,12 +533,13 @@ class _Built:
         return float((self.output[-1, :len(ref)].argmax(-1) == ref).double().mean())
 
 
-def _build(canon: ir.Graph, x: torch.Tensor, *, method: str, percentile: float, channelwise: bool,
+def _build(canon: ir.Graph, acts: list[str], x: torch.Tensor, *, method: str, percentile: float, channelwise: bool,
            timesteps: int | None, v_init: float, reset: str, burst: int, signed: bool, calibrate: str,
-           calibrate_samples: int, keep_qcfs: bool) -> _Built:
+           calibrate_samples: int, keep_qcfs: bool, ann: dict[str, torch.Tensor] | None) -> _Built:
     """Scales, IF graph and bias correction of :func:`convert` for one coding (``burst``,
-    ``signed``); ``keep_qcfs``: QCFS layers stay plain (the burst size was picked for T)."""
-    acts = [n for n, v in canon.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
+    ``signed``) of the activation layers ``acts``; ``keep_qcfs``: QCFS layers stay plain (the
+    burst size was picked for T); ``ann``: the ANN's activations on the bias-calibration
+    samples (:func:`layer_corrections`)."""
     # layers whose spikes are max-pooled stay plain; so do QCFS layers when the burst size was picked
     # for T (trained for their levels, they convert at their trained threshold, one spike per step)
     spiking = [n for n in acts if not _feeds_pool(canon, n)
@@ -557,7 +560,7 @@ def _build(canon: ir.Graph, x: torch.Tensor, *, method: str, percentile: float, 
     corrections: dict[str, np.ndarray] = {}
     output = None
     if calibrate != "none":
-        corrections, output = layer_corrections(graph, canon, lam, x[:calibrate_samples], timesteps)
+        corrections, output = layer_corrections(graph, canon, lam, x[:calibrate_samples], timesteps, ann=ann)
         graph = _add_current(graph, corrections)
     return _Built(graph, lam, corrections, [n for n in acts if n in inactive], bool(spiking), output)
 
@@ -678,19 +681,22 @@ def convert(model: torch.nn.Module, calibration: Any, method: str | None = None,
     if x.shape[1:] != ann.shapes[ann.input]:  # pragma: no cover - trace already ran the model on x
         raise ConversionError(f"calibration samples of shape {tuple(x.shape[1:])}, model expects {ann.shapes[ann.input]}")
     canon = _commute_maxpool_relu(ann)
+    acts = [n for n, v in canon.nodes.items() if isinstance(v, ir.ACTIVATIONS)]
+    # the ANN on the bias-calibration samples, once for every coding built
+    ann_calib = ir_torch.evaluate_ann(canon, x[:calibrate_samples], keep=acts) if calibrate != "none" else None
     options = dict(method=method, percentile=percentile, channelwise=channelwise, timesteps=timesteps, v_init=v_init,
                    reset=reset, calibrate=calibrate, calibrate_samples=calibrate_samples,
-                   keep_qcfs="burst" in auto)
-    built = _build(canon, x, burst=burst, signed=signed, **options)
+                   keep_qcfs="burst" in auto, ann=ann_calib)
+    built = _build(canon, acts, x, burst=burst, signed=signed, **options)
     agreement: dict[str, float] = {}
     if "burst" in auto and "signed" in auto and burst > 1 and built.output is not None:
         # the coding picked by measurement: the stronger one (QCFS layers included) only where the
         # cheaper one disagrees with the ANN
-        ref = ir_torch.evaluate_ann(canon, x[:calibrate_samples])["output"].argmax(-1)
+        ref = ann_calib["output"].argmax(-1)
         cheap = _coding_name(burst if built.coded else 1, signed)
         agreement[cheap] = built.agreement(ref)
         if agreement[cheap] < AUTO_AGREEMENT:
-            strong = _build(canon, x, burst=STRONG_CODING[0], signed=STRONG_CODING[1],
+            strong = _build(canon, acts, x, burst=STRONG_CODING[0], signed=STRONG_CODING[1],
                             **{**options, "keep_qcfs": False})
             agreement[_coding_name(*STRONG_CODING)] = strong.agreement(ref)
             if agreement[_coding_name(*STRONG_CODING)] > agreement[cheap]:

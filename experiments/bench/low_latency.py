@@ -85,9 +85,9 @@ def load_model(name: str) -> torch.nn.Module:
     how = (f"{base} pretrained (snn.zoo.load_pretrained), snn.zoo.qcfs(levels={levels}, thresholds from the first 256 "
            f"training images), fine-tuned on the CIFAR-10 JPEG q75 training split ({QCFS_FT}) by "
            f"experiments/bench/low_latency.py")
-    model = zoo.qcfs(zoo.load_pretrained(base), int(levels))
     ck = qcfs_checkpoint(name)
     if ck.is_file() and train._read_checkpoint(ck)[1].get("how") == how:
+        model = zoo.qcfs(zoo.load_pretrained(base), int(levels))
         train.load_checkpoint(model, ck)
         return model.eval()
     xtr, ytr = data.load_dataset("cifar10", "train")
@@ -285,7 +285,8 @@ def early_exit_run(name: str, args, doc: dict) -> None:
                         batch_size=args.batch)
     t_all = ee.exit_steps(out, bound, beta, delay)
     run[slot] = {
-        "steps": T, "convert_timesteps": conv, "choices": net.meta["choices"], "beta": beta, "pick_images": len(xs), "pick_full_accuracy": full_pick,
+        "steps": T, "convert_timesteps": conv, "choices": net.meta["choices"], "beta": beta,
+        "pick_images": len(xs), "pick_full_accuracy": full_pick,
         "pick": {str(b): {"accuracy": a, "mean_steps": m} for b, (a, m) in pick.items()},
         "full_accuracy": float((out[-1].argmax(-1) == y).mean()), "test": test,
         "accuracy": test[str(beta)]["accuracy"], "mean_steps": float(t_all.mean()),
@@ -293,8 +294,9 @@ def early_exit_run(name: str, args, doc: dict) -> None:
         "steps_histogram": {int(k): int(v) for k, v in zip(*np.unique(t_all, return_counts=True))},
         "energy_images": n_e, "energy": res.energy, "energy_subset": res.to_dict(), "seconds": time.perf_counter() - t0}
     e = run[slot]
-    print(f"  early exit, converted for T={conv}, at most {T} steps, beta={beta} (picked on {len(xs)} training images): accuracy "
-          f"{100 * e['accuracy']:.2f} % (full T: {100 * e['full_accuracy']:.2f} %), mean steps {e['mean_steps']:.2f}, "
+    print(f"  early exit, converted for T={conv}, at most {T} steps, beta={beta} (picked on {len(xs)} training "
+          f"images): accuracy {100 * e['accuracy']:.2f} % (full T: {100 * e['full_accuracy']:.2f} %), "
+          f"mean steps {e['mean_steps']:.2f}, "
           f"energy saved " + ", ".join(f"{p} {100 * v['saved_dynamic']:.1f} %" for p, v in res.energy.items()),
           flush=True)
     _save(doc)
@@ -332,7 +334,8 @@ def plot(run: dict, name: str) -> None:
     if "ours" in p:
         ts = sorted(int(t) for t in p["ours"]["at"])
         ax.plot(ts, [100 * p["ours"]["at"][str(t)] for t in ts], "o-", label="snn timesteps=T")
-    for k, mark, lab in (("ours-plain", "s-", "snn timesteps=T, burst=1"), ("ours-b2", "d-", "snn timesteps=T, burst=2"),
+    for k, mark, lab in (("ours-plain", "s-", "snn timesteps=T, burst=1"),
+                         ("ours-b2", "d-", "snn timesteps=T, burst=2"),
                          ("ours-b4s", "^-", "snn timesteps=T, burst=4, signed")):
         if k in p:
             ts = sorted(int(t) for t in p[k]["at"])
