@@ -127,26 +127,29 @@ def test_unknown_event_mode(mlp_net, digits):
 def test_event_conv_equals_dense(dtype, stride, padding, dilation, kernel):
     """The event kernel computes F.conv2d for binary and for graded sparse inputs (an average
     pool of spikes), any stride, padding, dilation, kernel shape and output channels (the
-    weight stored as (kh, kw, Cin, Co padded to 16))."""
+    weight stored as (kh, kw, Cin, Co padded to 16); 13, 29 and 61 output channels are 1, 2
+    and 4 vectors of float32, the row scatter's straight-line cases for 3 tap columns at
+    stride 1, and 2, 4 and 8 of float64)."""
     from snn import ir
     from snn.backends.snntorch.event_cost import _event_weights
 
     fused = kernels.load()
     g = torch.Generator().manual_seed(0)
-    w = torch.randn((13, 5) + kernel, generator=g, dtype=dtype)
-    b = torch.randn(13, generator=g, dtype=dtype)
-    node = ir.Conv2d(weight=w.numpy(), bias=b.numpy(), stride=(stride,) * 2, padding=(padding,) * 2,
-                     dilation=(dilation,) * 2)
-    wt = _event_weights(node, {"weight": w, "bias": b})
-    assert wt.shape == (kernel[0], kernel[1], 5, 16)
-    spikes = (torch.rand((6, 5, 11, 11), generator=g) < 0.15).to(dtype)
-    graded = spikes * torch.randint(1, 5, spikes.shape, generator=g).to(dtype) / 4
-    for x in (spikes, graded, torch.zeros_like(spikes)):
-        ref = torch.nn.functional.conv2d(x, w, b, stride, padding, dilation)
-        for path in (0, 1, 2):  # chosen per sample, output-stationary gather, row scatter
-            got = fused.event_conv2d(x, wt, b, 13, ref.shape[2], ref.shape[3], [stride] * 2, [padding] * 2,
-                                     [dilation] * 2, path)
-            torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    for co in (13, 29, 61):
+        w = torch.randn((co, 5) + kernel, generator=g, dtype=dtype)
+        b = torch.randn(co, generator=g, dtype=dtype)
+        node = ir.Conv2d(weight=w.numpy(), bias=b.numpy(), stride=(stride,) * 2, padding=(padding,) * 2,
+                         dilation=(dilation,) * 2)
+        wt = _event_weights(node, {"weight": w, "bias": b})
+        assert wt.shape == (kernel[0], kernel[1], 5, -(-co // 16) * 16)
+        spikes = (torch.rand((6, 5, 11, 11), generator=g) < 0.15).to(dtype)
+        graded = spikes * torch.randint(1, 5, spikes.shape, generator=g).to(dtype) / 4
+        for x in (spikes, graded, torch.zeros_like(spikes)):
+            ref = torch.nn.functional.conv2d(x, w, b, stride, padding, dilation)
+            for path in (0, 1, 2):  # chosen per sample, output-stationary gather, row scatter
+                got = fused.event_conv2d(x, wt, b, co, ref.shape[2], ref.shape[3], [stride] * 2, [padding] * 2,
+                                         [dilation] * 2, path)
+                torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
 def test_sampled_nonzeros_counts_every_eighth_sample():

@@ -458,10 +458,89 @@ static void escatter(const int64_t* __restrict start, const int32_t* __restrict 
   }
 }
 
+// escatter for the common case of stride 1 and dilation 1 along the row, KW tap columns and
+// NV vectors of output channels known at compile time: an event whose KW outputs all lie in
+// the row (every event but those at the row's ends) adds its KW weight rows in straight-line
+// code; the others take escatter's checked loop. Same sums in the same order as escatter.
+template <typename T, bool BIN, int KW, int NV>
+static void escatter_s1(const int64_t* __restrict start, const int32_t* __restrict chan,
+                        const int32_t* __restrict col, const T* __restrict val, const T* __restrict wt,
+                        T* __restrict acc, const ConvGeom& g) {
+  using Vec = typename Vec64<T>::type;
+  constexpr int64_t L = 64 / sizeof(T);
+  const int64_t CoP = g.CoP, tap = g.Cin * CoP;
+  for (int64_t oy = 0; oy < g.Ho; ++oy) {
+    T* __restrict row = acc + oy * g.Wo * CoP;
+    std::fill(row, row + g.Wo * CoP, T(0));
+    for (int64_t ka = 0; ka < g.kh; ++ka) {
+      const int64_t iy = oy * g.sh - g.ph + ka * g.dh;
+      if (iy < 0 || iy >= g.Hp) continue;
+      for (int64_t q = start[iy * g.Wp]; q < start[(iy + 1) * g.Wp]; ++q) {
+        const int64_t t0 = col[q] + g.pw;  // the output of tap column 0; tap e reaches t0 - e
+        const T* __restrict wc = wt + (ka * KW * g.Cin + chan[q]) * CoP;
+        Vec v{};
+        if constexpr (!BIN) v = v + val[q];
+        if (t0 >= KW - 1 && t0 < g.Wo) {
+#pragma GCC unroll 8
+          for (int e = 0; e < KW; ++e) {
+            const T* __restrict w = wc + e * tap;
+            T* __restrict o = row + (t0 - e) * CoP;
+#pragma GCC unroll 8
+            for (int j = 0; j < NV; ++j) {
+              Vec x, a;
+              __builtin_memcpy(&x, w + j * L, sizeof(Vec));
+              __builtin_memcpy(&a, o + j * L, sizeof(Vec));
+              if constexpr (BIN) a += x;
+              else a += v * x;
+              __builtin_memcpy(o + j * L, &a, sizeof(Vec));
+            }
+          }
+          continue;
+        }
+        for (int e = 0; e < KW; ++e) {
+          const int64_t ox = t0 - e;
+          if (ox < 0) break;
+          if (ox >= g.Wo) continue;
+          const T* __restrict w = wc + e * tap;
+          T* __restrict o = row + ox * CoP;
+#pragma GCC unroll 8
+          for (int j = 0; j < NV; ++j) {
+            Vec x, a;
+            __builtin_memcpy(&x, w + j * L, sizeof(Vec));
+            __builtin_memcpy(&a, o + j * L, sizeof(Vec));
+            if constexpr (BIN) a += x;
+            else a += v * x;
+            __builtin_memcpy(o + j * L, &a, sizeof(Vec));
+          }
+        }
+      }
+    }
+  }
+}
+
+// escatter, or escatter_s1 where the geometry allows it (3 tap columns, 1 to 4 vectors).
+template <typename T, bool BIN>
+static void escatter_any(const int64_t* start, const int32_t* chan, const int32_t* col, const T* val, const T* wt,
+                         T* acc, const ConvGeom& g) {
+  constexpr int64_t L = 64 / sizeof(T);
+  if (g.sw == 1 && g.dw == 1 && g.kw == 3) {
+    switch (g.CoP / L) {
+      case 1: return escatter_s1<T, BIN, 3, 1>(start, chan, col, val, wt, acc, g);
+      case 2: return escatter_s1<T, BIN, 3, 2>(start, chan, col, val, wt, acc, g);
+      case 4: return escatter_s1<T, BIN, 3, 4>(start, chan, col, val, wt, acc, g);
+      default: break;
+    }
+  }
+  escatter<T, BIN>(start, chan, col, val, wt, acc, g);
+}
+
 // path: 1 gather, 2 row scatter, 0 per sample the one expected faster: per event and tap,
 // the gather costs ~1 ns and the scatter ~0.9 + 0.5 ns per vector of output channels, and
 // the gather ~2 ns more per position visit (Ho Wo kh kw per block of NVMAX vectors)
-// (measured on AVX-512, experiments/bench/event_cost.py shapes).
+// (measured on AVX-512, experiments/bench/event_cost.py shapes); where the scatter runs
+// escatter_s1, the gather costs ~0.78 ns more per event and tap, 5.6 ns more per visit and
+// the scatter ~0.7 ns more per event, tap and vector (fitted on 40 cases: 3x3 stride-1
+// layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread).
 template <typename T>
 static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t H, int64_t W, int64_t Co,
                        const ConvGeom& g, const int64_t* pl, int64_t path) {
@@ -479,6 +558,7 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
   const int64_t L = 64 / (int64_t)sizeof(T), visits = HWo * g.kh * g.kw;
   const int64_t nvec = g.CoP / L, blocks = (nvec + NVMAX - 1) / NVMAX;
   const double taps = (double)(g.kh * g.kw) / (double)(g.sh * g.sw);
+  const bool s1 = g.sw == 1 && g.dw == 1 && g.kw == 3 && (nvec == 1 || nvec == 2 || nvec == 4);  // escatter_s1
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
     std::vector<int32_t> ev(g.Cin * HW + 16), chan(g.Cin * HW), col(g.Cin * HW);
     std::vector<int64_t> cbound(g.Cin + 1), start(P + 1), cursor(P);
@@ -508,12 +588,13 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
           col[k] = colof[p];
           if (!bin) val[k] = xm[c * HW + ev[q]];
         }
-      const bool gather = path == 1 || (path == 0 && 20.0 * (double)(visits * blocks) <
-                                                       (double)(5 * nvec - 1) * taps * (double)start[P]);
+      const double ev = taps * (double)start[P], vb = (double)(visits * blocks);
+      const bool gather = path == 1 || (path == 0 && (s1 ? 5.6 * vb < (0.7 * (double)nvec - 0.78) * ev
+                                                         : 20.0 * vb < (double)(5 * nvec - 1) * ev));
       if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
       else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
-      else if (bin) escatter<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g);
-      else escatter<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g);
+      else if (bin) escatter_any<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g);
+      else escatter_any<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g);
       T* __restrict ym = y + m * Co * HWo;  // (HWo, CoP) -> (Co, HWo), in tiles of 16 positions
       for (int64_t o0 = 0; o0 < HWo; o0 += 16) {
         const int64_t o1 = std::min(HWo, o0 + 16);
