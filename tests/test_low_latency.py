@@ -99,16 +99,23 @@ def test_timesteps_picks_and_records_the_options(digits, digits_resnet):
 
 
 def test_low_latency_beats_the_default_at_few_steps(digits, digits_resnet, digits_cnn):
-    """On the digits networks at T=4, the timesteps=4 conversion is more accurate than the
-    default one (percentile 99.99, layer-wise) and within 4 points of the ANN."""
+    """On the digits networks at T=4, the timesteps=4 conversion is within 4 points of the
+    ANN, and more accurate than the default one (percentile 99.99, layer-wise) wherever that
+    one loses more than 2 points (the ResNet: about 68 % against 99 %; the CNN's default is
+    at its ANN's accuracy or one image from it, depending on the fixture's training threads)."""
     from tests.conftest import accuracy
 
     xtr, _, xte, yte = digits
+    lost = 0
     for model in (digits_resnet, digits_cnn):
         ann = accuracy(model, _img(xte), yte)
         default = snn.simulate(snn.convert(model, _img(xtr)), _img(xte), 4).accuracy(yte)[-1]
         tuned = snn.simulate(snn.convert(model, _img(xtr), timesteps=4), _img(xte), 4).accuracy(yte)[-1]
-        assert tuned > default and tuned >= ann - 0.04, (ann, default, tuned)
+        assert tuned >= ann - 0.04, (ann, default, tuned)
+        if default < ann - 0.02:
+            lost += 1
+            assert tuned > default, (ann, default, tuned)
+    assert lost >= 1  # the comparison was made at least once
 
 
 def test_bias_correction_matches_the_ann_rates(digits, digits_resnet):
