@@ -62,3 +62,29 @@ def test_committed_cifar_qcfs_resnet20_at_T4(monkeypatch):
     ann = train.evaluate(model, x, y)
     acc = snn.simulate(net, x, 4, record="none", batch_size=250).accuracy(y)[-1]
     assert acc >= ann - 0.03, (ann, acc)
+
+
+# ANN accuracy of each committed deeper QCFS ResNet (fine-tuned 3 epochs by
+# experiments/bench/low_latency.py --models resnetN-qcfs4) on the first 1,000 test images,
+# measured when it was written
+DEEP_QCFS_ANN = {32: 0.836, 56: 0.837}
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10-jpeg").is_dir(), reason=f"CIFAR-10 JPEG copy not found in {SHARED}")
+@pytest.mark.parametrize("depth", sorted(DEEP_QCFS_ANN))
+def test_committed_deep_qcfs_resnets_load_through_the_config(depth, monkeypatch):
+    """The committed QCFS ResNet-32/44/56 checkpoints load through the ResNet-20 QCFS config
+    with ``model.name`` and ``model.checkpoint`` overridden (the README's command) and give
+    the ANN accuracy they were written with (their SNN figures, on all 10,000 test images,
+    are in results/reference/low_latency.json)."""
+    from snn import data, runner, train
+    from snn.config import load_config
+
+    monkeypatch.setenv("SNN_DATA", str(SHARED))
+    ck = ROOT / "results" / "reference" / "checkpoints" / f"resnet{depth}-cifar10-qcfs4.safetensors"
+    cfg = load_config(ROOT / "experiments" / "cifar10_resnet20_qcfs.yaml",
+                      overrides={"model.name": f"resnet{depth}", "model.checkpoint": str(ck)})
+    model, info = runner.build_model(cfg, progress=False, log=lambda *a: None)
+    assert info["source"].startswith("checkpoint")
+    x, y = data.load_dataset("cifar10", "test", limit=1000)
+    assert train.evaluate(model, x, y) == pytest.approx(DEEP_QCFS_ANN[depth], abs=1e-9)

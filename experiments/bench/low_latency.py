@@ -19,19 +19,23 @@ Peers, each simulated on the same test images with constant input:
 * ``SJ rate 99.9%`` and ``SJ rate max``: ``FXConverter(RateCodingRecipe(mode="99.9%"))``
   and ``mode="max"`` (per-layer scale at the 99.9th percentile or at the maximum);
 * ``SJ LTB``: ``FXConverter(LocalThresholdBalancingRecipe())`` (channel-wise thresholds,
-  half-threshold IF neurons; Bu et al. CVPR 2025), read out from step 1;
+  half-threshold IF neurons; Bu et al. CVPR 2025), read out from step 1. Its thresholds
+  are learnt by an iterative rule, one update per calibration batch from zero (each adds
+  twice the mean overflow above the threshold), so it is calibrated on
+  ``--sj-ltb-calib`` training images (default all 50,000, as SpikingJelly's ImageNet LTB
+  example; batches of 128): with the 512 images of the other peers it stays at chance;
 * ``SJ LTB + delay``: the same network read out after SpikingJelly's delay-start estimate
   ``estimate_delay_start(net, loader, T)`` for each ``T`` (delayed evaluation).
 
 ``resnetN-qcfsL`` (for example ``resnet20-qcfs4``) is the pretrained ResNet-N with its ReLUs
-made QCFS with L levels and fine-tuned (:func:`load_model`, :data:`QCFS_FT`; the committed
+made QCFS with L levels and fine-tuned (:func:`load_model`, :func:`qcfs_recipe`; the committed
 checkpoint is loaded where it exists); SpikingJelly's recipes do not run on it (they convert
 ReLUs, not QCFS activations).
 
 SpikingJelly's networks run their own step loop (``functional.reset_net`` then ``T``
 calls); their outputs after every step are kept, so one run of ``max(T)`` steps gives the
 plain read-out at every ``T`` and the delayed one for every (T, delay). Calibration: 512
-training images (seed 0) for every peer. Results accumulate in
+training images (seed 0) for every peer but SJ LTB. Results accumulate in
 ``results/reference/low_latency.json`` (a rerun skips what is there for the same test
 size), with an accuracy-vs-T plot per model.
 
@@ -64,6 +68,15 @@ SJ_RATE_MODES = {"sj-rate": "99.9%", "sj-max": "max"}
 # 0.9, cosine from lr 0.01, weight decay 5e-4, batch 128, mirror and 4-pixel shift augmentation.
 QCFS_FT = {"epochs": 12, "lr": 0.01, "batch_size": 128, "seed": 0, "optimizer": "sgd", "schedule": "cosine",
            "weight_decay": 5e-4, "augment": "flip_crop"}
+# Epochs for the deeper ResNets, sized for 2 CPU cores (one epoch of ResNet-56 takes about
+# 2.8x ResNet-20's ~285 s on one thread); ResNet-20's first epoch alone reached 81.8 % of its
+# final 84.8 %.
+QCFS_EPOCHS = {"resnet32": 3, "resnet44": 3, "resnet56": 3}
+
+
+def qcfs_recipe(base: str) -> dict:
+    """The fine-tuning arguments of ``snn.train.train`` for the QCFS ``base`` network."""
+    return {**QCFS_FT, "epochs": QCFS_EPOCHS.get(base, QCFS_FT["epochs"])}
 
 
 def qcfs_checkpoint(name: str) -> Path:
@@ -75,15 +88,16 @@ def qcfs_checkpoint(name: str) -> Path:
 def load_model(name: str) -> torch.nn.Module:
     """The pretrained CIFAR ResNet ``name`` (``resnetN``), or for ``resnetN-qcfsL`` that network
     with its ReLUs made QCFS with L levels (thresholds from 256 training images) and fine-tuned
-    on the training split (:data:`QCFS_FT`); its committed checkpoint is loaded where it holds
+    on the training split (:func:`qcfs_recipe`); its committed checkpoint is loaded where it holds
     this very recipe (its ``how``), else it is fine-tuned and written."""
     from snn import data, train, zoo
 
     if "-qcfs" not in name:
         return zoo.load_pretrained(name)
     base, levels = name.split("-qcfs")
+    recipe = qcfs_recipe(base)
     how = (f"{base} pretrained (snn.zoo.load_pretrained), snn.zoo.qcfs(levels={levels}, thresholds from the first 256 "
-           f"training images), fine-tuned on the CIFAR-10 JPEG q75 training split ({QCFS_FT}) by "
+           f"training images), fine-tuned on the CIFAR-10 JPEG q75 training split ({recipe}) by "
            f"experiments/bench/low_latency.py")
     ck = qcfs_checkpoint(name)
     if ck.is_file() and train._read_checkpoint(ck)[1].get("how") == how:
@@ -93,9 +107,9 @@ def load_model(name: str) -> torch.nn.Module:
     xtr, ytr = data.load_dataset("cifar10", "train")
     x, y = data.load_dataset("cifar10", "test")
     model = zoo.qcfs(zoo.load_pretrained(base), int(levels), calibration=torch.tensor(xtr[:256]))
-    print(f"fine-tuning {name}: {QCFS_FT}", flush=True)
+    print(f"fine-tuning {name}: {recipe}", flush=True)
     t0 = time.perf_counter()
-    hist = train.train(model, xtr, ytr, **QCFS_FT, x_val=x, y_val=y)
+    hist = train.train(model, xtr, ytr, **recipe, x_val=x, y_val=y)
     seconds = time.perf_counter() - t0
     ck.parent.mkdir(parents=True, exist_ok=True)
     train.save_checkpoint(model, ck, {"how": how, "levels": int(levels), "train_seconds": seconds,
@@ -109,11 +123,12 @@ def _load() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"benchmark": "low-latency conversion", "runs": {}}
 
 
-def _save(doc: dict) -> None:
-    """Write ``doc``, merged peer by peer into the file as it is now, so that runs of this
-    script for different peers or models in parallel processes keep each other's results."""
+def _save(doc: dict, key: str) -> None:
+    """Write the run ``key`` of ``doc``, merged peer by peer into the file as it is now, so
+    that runs of this script for different peers or models in parallel processes keep each
+    other's results (a process writes only the run it is measuring)."""
     now = _load()
-    _merge(now["runs"], doc["runs"])
+    _merge(now["runs"], {key: doc["runs"][key]})
     common.write_json(RESULTS, now)
 
 
@@ -181,11 +196,12 @@ def run_model(name: str, args, doc: dict) -> None:
     model = load_model(name)
     xtr, _ = data.load_dataset("cifar10", "train")
     x, y = data.load_dataset("cifar10", "test", limit=args.n_test)
-    calib = xtr[np.random.default_rng(0).permutation(len(xtr))[:512]]
+    perm = np.random.default_rng(0).permutation(len(xtr))
+    calib = xtr[perm[:512]]
     if "ann_acc" not in run:
         run["ann_acc"] = train.evaluate(model, x, y)
         run["dataset"] = data.dataset_label("cifar10")
-        _save(doc)
+        _save(doc, key)
     print(f"\n## {name}: ANN {100 * run['ann_acc']:.2f} % on {args.n_test} test images ({run['dataset']})", flush=True)
     Tmax = max(args.timesteps)
     peers = run["peers"]
@@ -195,7 +211,7 @@ def run_model(name: str, args, doc: dict) -> None:
         acc = snn.simulate(net, x, Tmax, record="none", batch_size=args.batch).accuracy(y)
         peers["default"] = {"curve": acc.tolist(), "seconds": time.perf_counter() - t0,
                             "settings": "snn.convert(model, calib): percentile 99.99, layer-wise, v_init 0.5"}
-        _save(doc)
+        _save(doc, key)
     for peer, kw in (("ours", {}), ("ours-plain", {"burst": 1}), ("ours-b2", {"burst": 2}),
                      ("ours-b4s", {"burst": 4, "signed": True})):
         if peer not in args.peers:
@@ -220,14 +236,18 @@ def run_model(name: str, args, doc: dict) -> None:
             print(f"  snn {peer} timesteps={T}: {100 * acc[-1]:.2f} % (convert {t1 - t0:.0f} s, simulate "
                   f"{res.wall_time_s:.0f} s), burst {net.meta['choices']['burst']}"
                   + (", signed" if net.meta["choices"]["signed"] else ""), flush=True)
-            _save(doc)
+            _save(doc, key)
     sj_x, sj_y = x[:args.sj_n_test], y[:args.sj_n_test]
     for recipe in ("sj-rate", "sj-max", "sj-ltb"):
-        if recipe not in args.peers or len(peers.get(recipe, {}).get("curve", [])) >= Tmax or "-qcfs" in name:
+        n_calib = args.sj_ltb_calib if recipe == "sj-ltb" else len(calib)
+        have = peers.get(recipe, {})
+        if recipe not in args.peers or "-qcfs" in name or (
+                len(have.get("curve", [])) >= Tmax and have.get("calibration_images", 512) == n_calib):
             continue
-        outs, delays, secs = sj_outputs(model, recipe, calib, sj_x, Tmax, args.batch)
+        sj_calib = xtr[perm[:n_calib]] if recipe == "sj-ltb" else calib
+        outs, delays, secs = sj_outputs(model, recipe, sj_calib, sj_x, Tmax, args.batch)
         cum = np.cumsum(outs, axis=0)
-        entry = {"n_test": len(sj_x), "seconds": secs,
+        entry = {"n_test": len(sj_x), "seconds": secs, "calibration_images": n_calib,
                  "curve": [float((cum[t].argmax(-1) == sj_y).mean()) for t in range(Tmax)]}
         if recipe == "sj-ltb":
             entry["delay"] = {str(t): d for t, d in delays.items()}
@@ -235,7 +255,7 @@ def run_model(name: str, args, doc: dict) -> None:
                                              == sj_y).mean()) for t in range(Tmax)]
         peers[recipe] = entry
         print(f"  {recipe}: done in {secs:.0f} s on {len(sj_x)} images", flush=True)
-        _save(doc)
+        _save(doc, key)
     table(run, args.timesteps)
     plot(run, name)
 
@@ -299,7 +319,7 @@ def early_exit_run(name: str, args, doc: dict) -> None:
           f"mean steps {e['mean_steps']:.2f}, "
           f"energy saved " + ", ".join(f"{p} {100 * v['saved_dynamic']:.1f} %" for p, v in res.energy.items()),
           flush=True)
-    _save(doc)
+    _save(doc, key)
 
 
 def table(run: dict, ts: list[int]) -> None:
@@ -364,6 +384,8 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--sj-n-test", type=int, default=None, help="test images for SpikingJelly (default: n-test)")
+    ap.add_argument("--sj-ltb-calib", type=int, default=50000,
+                    help="training images that calibrate SpikingJelly's LTB recipe (its ImageNet example's default)")
     ap.add_argument("--peers", nargs="+", default=["ours", "ours-plain", "default", "sj-rate", "sj-max", "sj-ltb"])
     ap.add_argument("--batch", type=int, default=50,
                     help="simulation batch (snn.simulate refuses batches its memory estimate says do not fit)")
