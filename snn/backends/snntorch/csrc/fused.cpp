@@ -414,6 +414,25 @@ static void egather_all(const int64_t* start, const int32_t* chan, const T* val,
   }
 }
 
+// One event's weight row w (n vectors of output channels) added to the accumulators o:
+// o += w for a binary event, o += v * w for a graded one of value v (broadcast in v). Inlined,
+// so a compile-time n unrolls.
+template <typename T, bool BIN>
+static inline __attribute__((always_inline)) void add_weights(T* __restrict o, const T* __restrict w,
+                                                              typename Vec64<T>::type v, int64_t n) {
+  using Vec = typename Vec64<T>::type;
+  constexpr int64_t L = 64 / sizeof(T);
+#pragma GCC unroll 8
+  for (int64_t j = 0; j < n; ++j) {
+    Vec x, a;
+    __builtin_memcpy(&x, w + j * L, sizeof(Vec));
+    __builtin_memcpy(&a, o + j * L, sizeof(Vec));
+    if constexpr (BIN) a += x;
+    else a += v * x;
+    __builtin_memcpy(o + j * L, &a, sizeof(Vec));
+  }
+}
+
 // Row-stationary alternative for sparse inputs or few output channels: output row by
 // output row, the events of the input rows its taps reach each add their weight rows
 // wt[a, e, c, :] to the row's accumulators (Wo, CoP), which stay in L1, for each tap column
@@ -444,14 +463,7 @@ static void escatter(const int64_t* __restrict start, const int32_t* __restrict 
           if (ox >= g.Wo) continue;
           const T* __restrict w = wc + ke * g.Cin * g.CoP;
           T* __restrict o = row + ox * g.CoP;
-          for (int64_t j = 0; j < nv; ++j) {
-            Vec x, a;
-            __builtin_memcpy(&x, w + j * L, sizeof(Vec));
-            __builtin_memcpy(&a, o + j * L, sizeof(Vec));
-            if constexpr (BIN) a += x;
-            else a += v * x;
-            __builtin_memcpy(o + j * L, &a, sizeof(Vec));
-          }
+          add_weights<T, BIN>(o, w, v, nv);
         }
       }
     }
@@ -467,7 +479,6 @@ static void escatter_s1(const int64_t* __restrict start, const int32_t* __restri
                         const int32_t* __restrict col, const T* __restrict val, const T* __restrict wt,
                         T* __restrict acc, const ConvGeom& g) {
   using Vec = typename Vec64<T>::type;
-  constexpr int64_t L = 64 / sizeof(T);
   const int64_t CoP = g.CoP, tap = g.Cin * CoP;
   for (int64_t oy = 0; oy < g.Ho; ++oy) {
     T* __restrict row = acc + oy * g.Wo * CoP;
@@ -485,15 +496,7 @@ static void escatter_s1(const int64_t* __restrict start, const int32_t* __restri
           for (int e = 0; e < KW; ++e) {
             const T* __restrict w = wc + e * tap;
             T* __restrict o = row + (t0 - e) * CoP;
-#pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) {
-              Vec x, a;
-              __builtin_memcpy(&x, w + j * L, sizeof(Vec));
-              __builtin_memcpy(&a, o + j * L, sizeof(Vec));
-              if constexpr (BIN) a += x;
-              else a += v * x;
-              __builtin_memcpy(o + j * L, &a, sizeof(Vec));
-            }
+            add_weights<T, BIN>(o, w, v, NV);
           }
           continue;
         }
@@ -503,15 +506,7 @@ static void escatter_s1(const int64_t* __restrict start, const int32_t* __restri
           if (ox >= g.Wo) continue;
           const T* __restrict w = wc + e * tap;
           T* __restrict o = row + ox * CoP;
-#pragma GCC unroll 8
-          for (int j = 0; j < NV; ++j) {
-            Vec x, a;
-            __builtin_memcpy(&x, w + j * L, sizeof(Vec));
-            __builtin_memcpy(&a, o + j * L, sizeof(Vec));
-            if constexpr (BIN) a += x;
-            else a += v * x;
-            __builtin_memcpy(o + j * L, &a, sizeof(Vec));
-          }
+          add_weights<T, BIN>(o, w, v, NV);
         }
       }
     }
