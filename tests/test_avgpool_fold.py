@@ -128,9 +128,13 @@ def _assert_same(ref, got, precision):
 @needs_kernels
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("which", list(MODELS))
-def test_avgpool_cnn_folded_equals_reference(which, precision, digits):
+def test_avgpool_cnn_folded_equals_reference(which, precision, digits, monkeypatch):
     """Every pool of these nets is folded (each conv after a pool, each Linear after pool and
-    flatten), and the recorded spikes and outputs are the reference torch ops'."""
+    flatten) and runs with its IF layer as one kernel (``if_avgpool``), and the recorded
+    spikes and outputs are the reference torch ops'."""
+    fused, calls = kernels.load(), []
+    run_kernel = fused.if_avgpool
+    monkeypatch.setattr(fused, "if_avgpool", lambda *a: calls.append(a[11:13]) or run_kernel(*a))
     torch.manual_seed(0)
     model, shape = MODELS[which]
     x = np.ascontiguousarray(np.resize(digits[0][:120], (120,) + shape)).astype(np.float32)
@@ -145,8 +149,38 @@ def test_avgpool_cnn_folded_equals_reference(which, precision, digits):
     params = engine._params(net.graph, torch.device("cpu"), engine.DTYPES[precision])
     assert all("pool_event" in params.t[layer] for layer in folds)  # the folded weights were used
     _assert_same(ref, got, precision)
+    assert len(set(calls)) == 2  # both pools (their output sizes) ran with their IF layer
     auto = snn.simulate(net, x[100:], impl="fused", **kw)  # the cost model's choice per tile, either way the same
     _assert_same(ref, auto, precision)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size,K,S,P", [((12, 12), (2, 2), (2, 2), (0, 0)), ((13, 11), (2, 2), (2, 2), (1, 0)),
+                                         ((17, 16), (2, 3), (3, 3), (1, 1)), ((1, 15), (1, 2), (1, 2), (0, 1))])
+def test_if_avgpool_equals_if_then_pool(size, K, S, P, dtype):
+    """The fused IF + average pool kernel: the same membranes, previous spikes and spike
+    counts as ``if_scan``, and as its output the windows' spike sums (pool * area), for the
+    fast 2 x 2 path, padded and partial windows, a 1-D pool (height 1), static and varying
+    input, both resets."""
+    fused = kernels.load()
+    g = torch.Generator().manual_seed(1)
+    k, B, C = 5, 3, 4
+    Ho, Wo = ((n + 2 * p - kk) // s + 1 for n, kk, s, p in zip(size, K, S, P))
+    for static, subtract in itertools.product((False, True), (False, True)):
+        x = torch.rand(((B,) if static else (k, B)) + (C,) + size, generator=g, dtype=dtype) * 0.9
+        state = [torch.rand((B, C) + size, generator=g, dtype=dtype), torch.zeros((B, C) + size, dtype=dtype)]
+        ref_u, ref_p, u, p = state[0].clone(), state[1].clone(), state[0].clone(), state[1].clone()
+        ref_steps, steps = torch.zeros((k, C) + size, dtype=torch.float64), torch.zeros((k, C) + size, dtype=torch.float64)
+        s = fused.if_scan(x, None, None, ref_u, ref_p, 0.7, subtract, static, k, ref_steps)
+        ref = F.avg_pool2d(s.reshape((k * B, C) + size), K, S, P) * (K[0] * K[1])
+        got = fused.if_avgpool(x, u, p, 0.7, subtract, static, k, steps, list(K), list(S), list(P), Ho, Wo)
+        assert got.shape == (k, B, C, Ho, Wo) and float(s.sum()) > 0
+        torch.testing.assert_close(got.reshape(ref.shape), ref, rtol=0, atol=1e-12)
+        for a, b in ((u, ref_u), (p, ref_p), (steps, ref_steps)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="non-overlapping"):
+        fused.if_avgpool(x, u, p, 0.7, True, static, k, None, [3, 3], [2, 2], [0, 0], Ho, Wo)
 
 
 @needs_kernels

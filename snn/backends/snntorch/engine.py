@@ -14,8 +14,10 @@ Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
   inputs; the choice is :mod:`snn.backends.snntorch.event_cost`'s), an average pool of
   spikes read only by a convolution (or, through a flatten, a Linear layer) is folded into
   that layer, which then runs event-driven on the binary pre-pool spikes (same spikes; the
-  pooled map is never made), and a residual ``Add`` is summed inside the IF kernel that
-  consumes it;
+  pooled map is never made) or, where the pool's input is an IF layer read by nothing
+  else, on the windows' spike counts, made by one kernel with that IF layer (the spikes are
+  never stored; an event per nonzero window and channel), and a residual ``Add`` is summed
+  inside the IF kernel that consumes it;
 * only tile-sized tensors exist at any time, so peak memory does not grow with T
   (per-step spike counts, which are per neuron and summed over the batch, do).
 
@@ -37,7 +39,8 @@ from snn import encode as enc
 from snn import ir
 from snn import ir_torch as torch_ops
 from snn.backends import BatchRecord
-from snn.backends.snntorch.event_cost import _event_forward, _packs, _pooled_event_forward, foldable
+from snn.backends.snntorch.event_cost import (_event_forward, _packs, _pool_counts_event_forward,
+                                              _pooled_event_forward, foldable)
 from snn.errors import SnnError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -87,6 +90,26 @@ class _IFState:
         return out
 
 
+    def avgpool(self, current: torch.Tensor, k: int, static: bool, rows: slice, pool: ir.AvgPool1d | ir.AvgPool2d,
+                pooled_shape: tuple[int, ...], steps: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`scan` (fused kernels, plain spikes) and the non-overlapping average pool
+        ``pool`` that alone reads this layer, in one kernel that never stores the spikes:
+        returns the spike counts of the pool's windows (k * b, C, Hp, Wp) (a 1-D pool's
+        (k * b, C, 1, Lp)); the pool's value is ``counts / area``. ``pooled_shape``: the
+        pool's output shape (C, Hp, Wp) or (C, Lp)."""
+        g = ir.spatial(pool)
+        two = len(pooled_shape) == 3
+        u, prev = self.u[rows], self.prev[rows]
+        if not two:  # (b, C, L) as (b, C, 1, L)
+            u, prev = u.unsqueeze(-2), prev.unsqueeze(-2)
+        kernel, stride, padding = ([list(g[a]) if two else [1, *g[a]] for a in ("kernel", "stride")]
+                                   + [list(g["padding"]) if two else [0, *g["padding"]]])
+        ho, wo = pooled_shape[1:] if two else (1, pooled_shape[1])
+        out = self.fused.if_avgpool(current.contiguous(), u, prev, self.node.threshold, self.node.reset == "subtract",
+                                    static, k, steps, kernel, stride, padding, ho, wo)
+        return out.reshape((-1,) + tuple(out.shape[2:]))
+
+
 class _Sum:
     """An ``Add`` node's value left unevaluated for the IF layer that is its only consumer:
     ``gains[0] * xs[0] + gains[1] * xs[1]`` (per channel), so the fused IF kernel sums it on
@@ -99,10 +122,12 @@ class _Sum:
 class _Pooled:
     """An average pool of the spikes ``spikes`` (k, b, ...) left unevaluated for the
     convolution or Linear layer that alone reads it (through a flatten, for a Linear layer),
-    which takes the spikes themselves with the pool folded into its weights."""
+    which takes the spikes themselves with the pool folded into its weights; or, where the
+    IF layer and the pool ran as one kernel (:meth:`_IFState.avgpool`), the spike ``counts``
+    of the pool's windows (k * b, C, Hp, Wp)."""
 
-    def __init__(self, spikes: torch.Tensor):
-        self.spikes = spikes
+    def __init__(self, spikes: torch.Tensor | None = None, counts: torch.Tensor | None = None):
+        self.spikes, self.counts = spikes, counts
 
 
 def _avgpool_folds(graph: ir.Graph, spiking: set[str]) -> dict[str, tuple[str, str | None]]:
@@ -260,6 +285,9 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     folds = _avgpool_folds(graph, spiking) if fused is not None and event != "never" else {}
     deferred = {n for pool, via in folds.values() for n in (pool, via) if n}
     fold_of = {pool: layer for layer, (pool, _) in folds.items()}
+    if_avgpools = {n: graph.consumers_of(n)[0] for n, node in graph.nodes.items()  # IF + folded pool: one kernel
+                   if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
+                   and graph.consumers_of(n)[0] in fold_of and inputs_of[n][0] not in pending_sums}
 
     def synaptic(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
         """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""
@@ -267,15 +295,24 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
             if name in event_nodes and event != "never" else None
         return torch_ops.forward(node, params.t[name], [v]) if y is None else y
 
-    def folded(name: str, node: ir.Node, s: torch.Tensor) -> torch.Tensor:
-        """``name`` after its average pool (and flatten) of the spikes ``s`` (k * b, ...): event-driven
-        on the pre-pool spikes with the pool folded in, or (the cost model's choice) pool and layer."""
-        pool = folds[name][0]
-        y = _pooled_event_forward(fused, graph.nodes[pool], node, params.t[name], s, graph.shapes[name], event)
+    def folded(name: str, node: ir.Node, v: _Pooled, k: int, b: int) -> torch.Tensor:
+        """``name`` after its average pool (and flatten) of spikes (k, b, ...), ``v``: event-driven
+        on the pre-pool spikes with the pool folded in, or on the windows' spike counts where
+        the IF layer and the pool ran as one kernel; or (the cost model's choice) pool and layer."""
+        pool, via = folds[name]
+        pool_in = graph.shapes[inputs_of[pool][0]]
+        if v.counts is not None:
+            y = _pool_counts_event_forward(fused, graph.nodes[pool], node, params.t[name], v.counts, pool_in,
+                                           graph.shapes[name], event)
+            pooled = None if y is not None else (
+                v.counts / float(np.prod(graph.nodes[pool].kernel))).reshape((k * b,) + graph.shapes[pool])
+        else:
+            s = v.spikes.reshape((k * b,) + pool_in)
+            y = _pooled_event_forward(fused, graph.nodes[pool], node, params.t[name], s, graph.shapes[name], event)
+            pooled = None if y is not None else torch_ops.forward(graph.nodes[pool], params.t[pool], [s])
         if y is None:
-            y = torch_ops.forward(graph.nodes[pool], params.t[pool], [s])
-            y = synaptic(name, node, y.reshape(len(y), -1) if folds[name][1] else y)
-        return y
+            y = synaptic(name, node, pooled.reshape(len(pooled), -1) if via else pooled)
+        return y.reshape((k, b) + tuple(y.shape[1:]))
 
     fused_pool: dict[str, torch.Tensor] = {}  # pooled spikes computed with their IF layer
     static_full: dict[str, torch.Tensor] = {graph.input: xt} if static_input else {}
@@ -304,6 +341,12 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         fused_pool[p] = pool_state[p].after_if(if_state[name], cur, k, st, sl, rec_buffer(name, c0, k),
                                                                rec_buffer(p, c0, k))
                         vals[name] = (fused_pool[p], False)  # read by the pool only, which takes fused_pool[p]
+                    elif name in if_avgpools:
+                        cur, st = ins[0]
+                        p = if_avgpools[name]
+                        counts = if_state[name].avgpool(cur, k, st, sl, graph.nodes[p], graph.shapes[p],
+                                                        rec_buffer(name, c0, k))
+                        vals[name] = (_Pooled(counts=counts), False)  # read by the pool only, which passes it on
                     elif isinstance(node, ir.IF):
                         cur, st = ins[0]
                         vals[name] = (if_state[name].scan(cur, k, st, sl, rec_buffer(name, c0, k)), False)
@@ -321,11 +364,10 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                     elif name in pending_sums and not any(st for _, st in ins):
                         vals[name] = (_Sum([v for v, _ in ins], params.t[name]["gains"]), False)
                     elif name in deferred and not ins[0][1]:  # an average pool (or its flatten) left to its layer
-                        vals[name] = (ins[0][0] if name not in fold_of else _Pooled(ins[0][0]), False)
+                        v = ins[0][0]
+                        vals[name] = (_Pooled(spikes=v) if name in fold_of and not isinstance(v, _Pooled) else v, False)
                     elif name in folds and isinstance(ins[0][0], _Pooled):
-                        s = ins[0][0].spikes
-                        y = folded(name, node, s.reshape((k * b,) + tuple(s.shape[2:])))
-                        vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)
+                        vals[name] = (folded(name, node, ins[0][0], k, b), False)
                     elif name in event_nodes and event != "never" and not ins[0][1]:
                         y = synaptic(name, node, ins[0][0].reshape((k * b,) + tuple(ins[0][0].shape[2:])))
                         vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)

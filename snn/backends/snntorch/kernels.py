@@ -45,6 +45,12 @@ instead of several:
     whose spikes only the pool reads: the spikes are never stored. ``pool_steps`` (1 or k
     rows) receives the pooled spikes' batch sums as ``steps`` does the IF's.
 
+``if_avgpool(I, u, prev, theta, subtract, static, k, steps, kernel, stride, padding, Ho, Wo)``
+    ``if_scan`` followed by a non-overlapping average pool (kernel <= stride), channel
+    plane by plane, for an IF layer whose spikes only the pool reads: the spikes are never
+    stored. Returns the windows' spike sums (k, B, C, Ho, Wo) (padding adds nothing; the
+    pool's value is these over the window's area), integers, so exact in any order.
+
 ``event_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation)``
     Event-driven ``conv2d`` (a Linear layer is a 1x1 one) of a sparse input ``x``
     (M, Cin, H, W), output-stationary: per sample, the nonzero inputs are listed plane by

@@ -257,6 +257,87 @@ torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, d
   return out;
 }
 
+// IF layer and the non-overlapping average pool that is its only consumer, plane by plane:
+// the spikes are added to the IF's counts and summed over each pool window (padding adds
+// nothing) as they are made, never stored; out gets the window sums (spike counts; the
+// consumer divides by the window's area). Parallel over channels.
+template <typename T, bool SUB, bool STATIC>
+static void if_avgpool_impl(const T* x, T* u, T* prev, T* out, double* steps, int64_t rows, int64_t k, int64_t B,
+                            int64_t C, const PoolGeom& g, T theta) {
+  const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t r = steps && rows != 1 ? k : 1;
+    std::vector<T> cnt(r * HW);  // batch sums of this channel (a scratch row if not asked)
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(cnt.begin(), cnt.end(), T(0));
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict ub = u + b * N + c * HW;
+        T* __restrict pb = prev + b * N + c * HW;
+        for (int64_t t = 0; t < k; ++t) {
+          const T* __restrict xa = x + (STATIC ? b * N : (t * B + b) * N) + c * HW;
+          T* __restrict cn = cnt.data() + (r == 1 ? 0 : t * HW);
+          for (int64_t i = 0; i < HW; ++i) {
+            const T spk = if_update<T, SUB>(ub[i], pb[i], xa[i], theta);
+            pb[i] = spk; cn[i] += spk;
+          }
+          T* __restrict op = out + (t * B + b) * No + c * HWo;  // pb: this step's spikes
+          if (g.fast2x2()) {  // kernel 2, stride 2, no padding: no bounds checks
+            for (int64_t oy = 0; oy < g.Ho; ++oy) {
+              const T* __restrict r0 = pb + 2 * oy * g.W;
+              const T* __restrict r1 = r0 + g.W;
+              T* __restrict o = op + oy * g.Wo;
+              for (int64_t ox = 0; ox < g.Wo; ++ox) o[ox] = (r0[2 * ox] + r0[2 * ox + 1]) + (r1[2 * ox] + r1[2 * ox + 1]);
+            }
+            continue;
+          }
+          for (int64_t oy = 0; oy < g.Ho; ++oy)
+            for (int64_t ox = 0; ox < g.Wo; ++ox) {
+              T sum = T(0);
+              for (int64_t a = 0; a < g.kh; ++a) {
+                const int64_t y = oy * g.sh - g.ph + a;
+                if (y < 0 || y >= g.H) continue;
+                for (int64_t e = 0; e < g.kw; ++e) {
+                  const int64_t xx = ox * g.sw - g.pw + e;
+                  if (xx >= 0 && xx < g.W) sum += pb[y * g.W + xx];
+                }
+              }
+              op[oy * g.Wo + ox] = sum;
+            }
+        }
+      }
+      if (steps) add_counts(steps, cnt.data(), r, HW, N, c * HW);
+    }
+  });
+}
+
+#define SNN_IFA(SUB, ST) if_avgpool_impl<scalar_t, SUB, ST>(x, uu, pp, o, st, rows, k, B, C, g, th)
+torch::Tensor if_avgpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
+                         bool is_static, int64_t k, c10::optional<torch::Tensor> steps, std::vector<int64_t> kernel,
+                         std::vector<int64_t> stride, std::vector<int64_t> padding, int64_t Ho, int64_t Wo) {
+  TORCH_CHECK(I.is_contiguous() && u.is_contiguous() && prev.is_contiguous() && u.dim() == 4 &&
+              u.sizes() == prev.sizes() && I.numel() == (is_static ? 1 : k) * u.numel(),
+              "if_avgpool: contiguous (B, C, H, W) membranes and their (k, B, C, H, W) input");
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && kernel[0] <= stride[0] &&
+              kernel[1] <= stride[1], "if_avgpool: a non-overlapping 2-D pool");
+  const PoolGeom g{u.size(2), u.size(3), Ho, Wo, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
+                   1, 1};
+  int64_t B = u.size(0), C = u.size(1);
+  auto out = torch::empty({k, B, C, Ho, Wo}, u.options());
+  double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
+  int64_t rows = steps.has_value() ? steps->size(0) : 0;
+  TORCH_CHECK(!st || rows == 1 || rows == k, "if_avgpool: steps must have 1 or k rows");
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "if_avgpool", [&] {
+    auto* x = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
+    auto* o = out.data_ptr<scalar_t>();
+    auto th = (scalar_t)theta;
+    if (subtract && is_static) SNN_IFA(true, true);
+    else if (subtract) SNN_IFA(true, false);
+    else if (is_static) SNN_IFA(false, true);
+    else SNN_IFA(false, false);
+  });
+  return out;
+}
+
 torch::Tensor spike_maxpool(torch::Tensor s, torch::Tensor cum, torch::Tensor prev, std::vector<int64_t> kernel,
                             std::vector<int64_t> stride, std::vector<int64_t> padding,
                             std::vector<int64_t> dilation, c10::optional<torch::Tensor> steps) {
@@ -704,6 +785,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("spike_maxpool", torch::wrap_pybind_function(spike_maxpool), "cumulative-count max-pooling of spikes");
   m.def("if_maxpool", torch::wrap_pybind_function(if_maxpool),
         "IF layer and the spiking max-pool that alone reads it, fused");
+  m.def("if_avgpool", torch::wrap_pybind_function(if_avgpool),
+        "IF layer and the average pool that alone reads it, fused: the pool windows' spike counts");
   m.def("sampled_nonzeros", torch::wrap_pybind_function(sampled_nonzeros),
         "mean nonzeros per sample over every n-th sample");
   m.def("event_conv2d", torch::wrap_pybind_function(event_conv2d), "event-driven conv2d (a Linear layer is a 1x1 one)");
