@@ -96,7 +96,7 @@ def write_json(name: str, payload: dict) -> Path:
     REFERENCE.mkdir(parents=True, exist_ok=True)
     path = REFERENCE / name
     atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {_shown(path)}")
     return path
 
 
@@ -108,5 +108,10 @@ def write_figure(name: str, fig, dpi: int = 110) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {_shown(path)}")
     return path
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository where it lies inside it (an absolute ``--out`` may not)."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path

@@ -518,13 +518,16 @@ static inline __attribute__((always_inline)) void add_weights(T* __restrict o, c
 // output row, the events of the input rows its taps reach each add their weight rows
 // wt[a, e, c, :] to the row's accumulators (Wo, CoP), which stay in L1, for each tap column
 // e that lands on an output; then the row is stored. Visits Ho * kh input rows instead of
-// Ho * Wo * kh * kw positions, at the price of accumulator loads and stores.
+// Ho * Wo * kh * kw positions, at the price of accumulator loads and stores. reach: for each
+// input column, the number n of (tap column, output column) pairs it reaches, then the n
+// pairs, tap columns ascending (reach_table), so that no event divides by the stride.
 template <typename T, bool BIN>
 static void escatter(const int64_t* __restrict start, const int32_t* __restrict chan, const int32_t* __restrict col,
-                     const T* __restrict val, const T* __restrict wt, T* __restrict acc, const ConvGeom& g) {
+                     const T* __restrict val, const T* __restrict wt, T* __restrict acc, const ConvGeom& g,
+                     const int32_t* __restrict reach) {
   using Vec = typename Vec64<T>::type;
   constexpr int64_t L = 64 / sizeof(T);
-  const int64_t nv = g.CoP / L;
+  const int64_t nv = g.CoP / L, tap = g.Cin * g.CoP, stride = 2 * g.kw + 1;
   for (int64_t oy = 0; oy < g.Ho; ++oy) {
     T* __restrict row = acc + oy * g.Wo * g.CoP;
     std::fill(row, row + g.Wo * g.CoP, T(0));
@@ -532,23 +535,33 @@ static void escatter(const int64_t* __restrict start, const int32_t* __restrict 
       const int64_t iy = oy * g.sh - g.ph + ka * g.dh;
       if (iy < 0 || iy >= g.Hp) continue;
       for (int64_t q = start[iy * g.Wp]; q < start[(iy + 1) * g.Wp]; ++q) {
-        const int64_t t0 = col[q] + g.pw;
+        const int32_t* __restrict r = reach + col[q] * stride;
         const T* __restrict wc = wt + (ka * g.kw * g.Cin + chan[q]) * g.CoP;
         Vec v{};
         if constexpr (!BIN) v = v + val[q];
-        for (int64_t ke = 0; ke < g.kw; ++ke) {
-          const int64_t t = t0 - ke * g.dw;
-          if (t < 0) break;
-          if (t % g.sw) continue;
-          const int64_t ox = t / g.sw;
-          if (ox >= g.Wo) continue;
-          const T* __restrict w = wc + ke * g.Cin * g.CoP;
-          T* __restrict o = row + ox * g.CoP;
-          add_weights<T, BIN>(o, w, v, nv);
-        }
+        for (int32_t j = 0; j < r[0]; ++j) add_weights<T, BIN>(row + r[2 + 2 * j] * g.CoP, wc + r[1 + 2 * j] * tap, v, nv);
       }
     }
   }
+}
+
+// escatter's table: for each input column x of the (pooled) map, the tap columns e (ascending)
+// whose output column ox = (x + pw - e dw) / sw is whole and inside the row, as
+// [n, e_1, ox_1, ..., e_n, ox_n] in slots of 2 kw + 1.
+static std::vector<int32_t> reach_table(const ConvGeom& g) {
+  std::vector<int32_t> reach(g.Wp * (2 * g.kw + 1), 0);
+  for (int64_t x = 0; x < g.Wp; ++x) {
+    int32_t* r = reach.data() + x * (2 * g.kw + 1);
+    for (int64_t e = 0; e < g.kw; ++e) {
+      const int64_t t = x + g.pw - e * g.dw;
+      if (t < 0) break;
+      if (t % g.sw || t / g.sw >= g.Wo) continue;
+      r[1 + 2 * r[0]] = (int32_t)e;
+      r[2 + 2 * r[0]] = (int32_t)(t / g.sw);
+      ++r[0];
+    }
+  }
+  return reach;
 }
 
 // escatter for the common case of stride 1 and dilation 1 along the row, KW tap columns and
@@ -597,7 +610,7 @@ static void escatter_s1(const int64_t* __restrict start, const int32_t* __restri
 // escatter, or escatter_s1 where the geometry allows it (3 tap columns, 1 to 4 vectors).
 template <typename T, bool BIN>
 static void escatter_any(const int64_t* start, const int32_t* chan, const int32_t* col, const T* val, const T* wt,
-                         T* acc, const ConvGeom& g) {
+                         T* acc, const ConvGeom& g, const int32_t* reach) {
   constexpr int64_t L = 64 / sizeof(T);
   if (g.sw == 1 && g.dw == 1 && g.kw == 3) {
     switch (g.CoP / L) {
@@ -607,7 +620,7 @@ static void escatter_any(const int64_t* start, const int32_t* chan, const int32_
       default: break;
     }
   }
-  escatter<T, BIN>(start, chan, col, val, wt, acc, g);
+  escatter<T, BIN>(start, chan, col, val, wt, acc, g, reach);
 }
 
 // ym (Co, HWo) = acc (HWo, CoP) transposed, plus bias (per channel; nullptr: none), in
@@ -682,6 +695,7 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
       pos[iy * W + ix] = in ? (int32_t)(py * pl[7] + px) : -1;
     }
   const int32_t* pm = pl ? pos.data() : nullptr;  // input position -> pooled one (or -1)
+  const std::vector<int32_t> reach = reach_table(g);
   std::vector<int32_t> colof(P);  // (pooled) position -> its column
   for (int64_t p = 0; p < P; ++p) colof[p] = (int32_t)(p % g.Wp);
   const int64_t L = 64 / (int64_t)sizeof(T), visits = HWo * g.kh * g.kw;
@@ -722,8 +736,8 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
                                                          : 20.0 * vb < (double)(5 * nvec - 1) * ev));
       if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
       else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
-      else if (bin) escatter_any<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g);
-      else escatter_any<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g);
+      else if (bin) escatter_any<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g, reach.data());
+      else escatter_any<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g, reach.data());
       store_transposed<T>(acc.data(), bias, y + m * Co * HWo, HWo, Co, g.CoP);
     }
   });
