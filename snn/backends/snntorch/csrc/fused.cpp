@@ -52,13 +52,15 @@ static inline void if_step(const T* __restrict xa, const T* __restrict xb, const
   }
 }
 
-// One IF step of m neurons whose spikes are only counted: added to cn and to cp.
-template <typename T, bool SUB>
+// One IF step of m neurons whose spikes are only counted: added to cn and, if CUM, to cp
+// (pb holds them afterwards).
+template <typename T, bool SUB, bool CUM>
 static inline void if_step_counted(const T* __restrict xa, T* __restrict ub, T* __restrict pb, T* __restrict cn,
                                    T* __restrict cp, int64_t m, T theta) {
   for (int64_t i = 0; i < m; ++i) {
     const T spk = if_update<T, SUB>(ub[i], pb[i], xa[i], theta);
-    pb[i] = spk; cn[i] += spk; cp[i] += spk;
+    pb[i] = spk; cn[i] += spk;
+    if constexpr (CUM) cp[i] += spk;
   }
 }
 
@@ -192,32 +194,64 @@ static void maxpool_impl(const T* s, T* cum, T* prev, T* out, double* steps, int
   });
 }
 
-// IF layer and the spiking max-pool that is its only consumer, plane by plane: the spikes
-// are added to the IF's counts and the pool's cumulative counts as they are made, never
-// stored. Parallel over channels, so the IF's batch sums need no atomics.
-template <typename T, bool SUB, bool STATIC>
+// Window sums of one plane of spikes sp (H, W) into op (Ho, Wo) for a non-overlapping
+// average pool (padding adds nothing): spike counts, exact in any order.
+template <typename T>
+static inline void pool_sum(const T* __restrict sp, T* __restrict op, const PoolGeom& g) {
+  if (g.fast2x2()) {  // kernel 2, stride 2, no padding: no bounds checks
+    for (int64_t oy = 0; oy < g.Ho; ++oy) {
+      const T* __restrict r0 = sp + 2 * oy * g.W;
+      const T* __restrict r1 = r0 + g.W;
+      T* __restrict o = op + oy * g.Wo;
+      for (int64_t ox = 0; ox < g.Wo; ++ox) o[ox] = (r0[2 * ox] + r0[2 * ox + 1]) + (r1[2 * ox] + r1[2 * ox + 1]);
+    }
+    return;
+  }
+  for (int64_t oy = 0; oy < g.Ho; ++oy)
+    for (int64_t ox = 0; ox < g.Wo; ++ox) {
+      T sum = T(0);
+      for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t y = oy * g.sh - g.ph + a;
+        if (y < 0 || y >= g.H) continue;
+        for (int64_t e = 0; e < g.kw; ++e) {
+          const int64_t x = ox * g.sw - g.pw + e;
+          if (x >= 0 && x < g.W) sum += sp[y * g.W + x];
+        }
+      }
+      op[oy * g.Wo + ox] = sum;
+    }
+}
+
+// IF layer and the spiking pool that is its only consumer, plane by plane: the spikes are
+// added to the IF's counts (and, for a max pool, to its cumulative counts) as they are
+// made, never stored. MAX: the cumulative-count max pool (out: pooled spikes, their batch
+// sums to psteps); else a non-overlapping average pool (out: the windows' spike sums; the
+// consumer divides by the window's area; cum, pooled and psteps unused). Parallel over
+// channels, so the IF's batch sums need no atomics.
+template <typename T, bool SUB, bool STATIC, bool MAX>
 static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows,
                          double* psteps, int64_t prows, int64_t k, int64_t B, int64_t C, const PoolGeom& g, T theta) {
   const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
   at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
     const int64_t r = steps && rows != 1 ? k : 1, pr = psteps && prows != 1 ? k : 1;
-    std::vector<T> cnt(r * HW), pcnt(pr * HWo);  // batch sums of this channel (scratch rows if not asked)
+    std::vector<T> cnt(r * HW), pcnt(MAX ? pr * HWo : 0);  // batch sums of this channel (scratch rows if not asked)
     for (int64_t c = c0; c < c1; ++c) {
       std::fill(cnt.begin(), cnt.end(), T(0));
       std::fill(pcnt.begin(), pcnt.end(), T(0));
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict ub = u + b * N + c * HW;
         T* __restrict pb = prev + b * N + c * HW;
-        T* __restrict cp = cum + b * N + c * HW;
+        T* __restrict cp = MAX ? cum + b * N + c * HW : nullptr;
         for (int64_t t = 0; t < k; ++t) {
-          if_step_counted<T, SUB>(x + (STATIC ? b * N : (t * B + b) * N) + c * HW, ub, pb,
-                                  cnt.data() + (r == 1 ? 0 : t * HW), cp, HW, theta);
-          pool_max<T>(cp, pooled + b * No + c * HWo, out + (t * B + b) * No + c * HWo,
-                      pcnt.data() + (pr == 1 ? 0 : t * HWo), g);
+          if_step_counted<T, SUB, MAX>(x + (STATIC ? b * N : (t * B + b) * N) + c * HW, ub, pb,
+                                       cnt.data() + (r == 1 ? 0 : t * HW), cp, HW, theta);
+          T* __restrict op = out + (t * B + b) * No + c * HWo;
+          if constexpr (MAX) pool_max<T>(cp, pooled + b * No + c * HWo, op, pcnt.data() + (pr == 1 ? 0 : t * HWo), g);
+          else pool_sum<T>(pb, op, g);  // pb: this step's spikes
         }
       }
       if (steps) add_counts(steps, cnt.data(), r, HW, N, c * HW);
-      if (psteps) add_counts(psteps, pcnt.data(), pr, HWo, No, c * HWo);
+      if (MAX && psteps) add_counts(psteps, pcnt.data(), pr, HWo, No, c * HWo);
     }
   });
 }
@@ -229,7 +263,7 @@ static PoolGeom pool_geom(const torch::Tensor& cum, const torch::Tensor& prev, c
           padding[0], padding[1], dilation[0], dilation[1]};
 }
 
-#define SNN_IFP(SUB, ST) if_pool_impl<scalar_t, SUB, ST>(x, uu, pp, cp, po, o, st, rows, pst, prows, k, B, C, g, th)
+#define SNN_IFP(SUB, ST) if_pool_impl<scalar_t, SUB, ST, true>(x, uu, pp, cp, po, o, st, rows, pst, prows, k, B, C, g, th)
 torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
                          bool is_static, int64_t k, c10::optional<torch::Tensor> steps, torch::Tensor cum,
                          torch::Tensor pooled, std::vector<int64_t> kernel, std::vector<int64_t> stride,
@@ -257,60 +291,9 @@ torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, d
   return out;
 }
 
-// IF layer and the non-overlapping average pool that is its only consumer, plane by plane:
-// the spikes are added to the IF's counts and summed over each pool window (padding adds
-// nothing) as they are made, never stored; out gets the window sums (spike counts; the
-// consumer divides by the window's area). Parallel over channels.
-template <typename T, bool SUB, bool STATIC>
-static void if_avgpool_impl(const T* x, T* u, T* prev, T* out, double* steps, int64_t rows, int64_t k, int64_t B,
-                            int64_t C, const PoolGeom& g, T theta) {
-  const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
-  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    const int64_t r = steps && rows != 1 ? k : 1;
-    std::vector<T> cnt(r * HW);  // batch sums of this channel (a scratch row if not asked)
-    for (int64_t c = c0; c < c1; ++c) {
-      std::fill(cnt.begin(), cnt.end(), T(0));
-      for (int64_t b = 0; b < B; ++b) {
-        T* __restrict ub = u + b * N + c * HW;
-        T* __restrict pb = prev + b * N + c * HW;
-        for (int64_t t = 0; t < k; ++t) {
-          const T* __restrict xa = x + (STATIC ? b * N : (t * B + b) * N) + c * HW;
-          T* __restrict cn = cnt.data() + (r == 1 ? 0 : t * HW);
-          for (int64_t i = 0; i < HW; ++i) {
-            const T spk = if_update<T, SUB>(ub[i], pb[i], xa[i], theta);
-            pb[i] = spk; cn[i] += spk;
-          }
-          T* __restrict op = out + (t * B + b) * No + c * HWo;  // pb: this step's spikes
-          if (g.fast2x2()) {  // kernel 2, stride 2, no padding: no bounds checks
-            for (int64_t oy = 0; oy < g.Ho; ++oy) {
-              const T* __restrict r0 = pb + 2 * oy * g.W;
-              const T* __restrict r1 = r0 + g.W;
-              T* __restrict o = op + oy * g.Wo;
-              for (int64_t ox = 0; ox < g.Wo; ++ox) o[ox] = (r0[2 * ox] + r0[2 * ox + 1]) + (r1[2 * ox] + r1[2 * ox + 1]);
-            }
-            continue;
-          }
-          for (int64_t oy = 0; oy < g.Ho; ++oy)
-            for (int64_t ox = 0; ox < g.Wo; ++ox) {
-              T sum = T(0);
-              for (int64_t a = 0; a < g.kh; ++a) {
-                const int64_t y = oy * g.sh - g.ph + a;
-                if (y < 0 || y >= g.H) continue;
-                for (int64_t e = 0; e < g.kw; ++e) {
-                  const int64_t xx = ox * g.sw - g.pw + e;
-                  if (xx >= 0 && xx < g.W) sum += pb[y * g.W + xx];
-                }
-              }
-              op[oy * g.Wo + ox] = sum;
-            }
-        }
-      }
-      if (steps) add_counts(steps, cnt.data(), r, HW, N, c * HW);
-    }
-  });
-}
-
-#define SNN_IFA(SUB, ST) if_avgpool_impl<scalar_t, SUB, ST>(x, uu, pp, o, st, rows, k, B, C, g, th)
+// if_pool_impl with the average pool: the IF layer and the pool windows' spike sums.
+#define SNN_IFA(SUB, ST) \
+  if_pool_impl<scalar_t, SUB, ST, false>(x, uu, pp, nullptr, nullptr, o, st, rows, nullptr, 0, k, B, C, g, th)
 torch::Tensor if_avgpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
                          bool is_static, int64_t k, c10::optional<torch::Tensor> steps, std::vector<int64_t> kernel,
                          std::vector<int64_t> stride, std::vector<int64_t> padding, int64_t Ho, int64_t Wo) {
