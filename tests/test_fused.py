@@ -168,9 +168,13 @@ def test_event_cost_model_choices():
     c = snntorch.EVENT_COST["conv"]
     # ResNet 64->64 3x3 on 8x8, 5 % of 4,096 inputs spike: 204.8 events x 9 x 64 adds
     event = c["F"] + c["IO"] * (4096 + 4096) + 204.8 * 9 * (c["EV"] + c["ADD"] * 64)
-    assert event < c["MAC"] * 64 * 9 * 64 * 64
+    assert event < c["MAC"] * 64 * 9 * 64 * 64 + c["DIO"] * (4096 + 4096)
     assert snntorch.event_wins(4096, 4096, 204.8, 9, 64, 64 * 9 * 64 * 64, linear=False)
     assert not snntorch.event_wins(84, 10, 11.0, 1, 16, 840, linear=True)  # LeNet's last layer
+    # ResNet's 16->32 1x1 stride-2 shortcut on 32x32, 10 % of 16,384 inputs: its MACs alone
+    # (131,072) would call it dense; its memory traffic makes the event kernel win
+    assert c["MAC"] * 131072 < c["F"] + c["IO"] * (16384 + 8192) + 1638.4 * 0.25 * (c["EV"] + c["ADD"] * 32)
+    assert snntorch.event_wins(16384, 8192, 1638.4, 0.25, 32, 131072, linear=False)
 
 
 def test_event_kernel_takes_wide_layers_and_refuses_unpackable_inputs():

@@ -45,20 +45,24 @@ import torch
 
 from snn import ir
 
-EVENT_COST = {"linear": {"F": 10.0, "IO": 1.5, "EV": 5.2, "ADD": 0.017, "MAC": 0.019},
-              "conv": {"F": 8.0, "IO": 0.41, "EV": 0.88, "ADD": 0.0036, "MAC": 0.017}}
+EVENT_COST = {"linear": {"F": 14.0, "IO": 1.1, "EV": 5.2, "ADD": 0.017, "MAC": 0.0084, "DIO": 0.28},
+              "conv": {"F": 89.0, "IO": 0.24, "EV": 1.0, "ADD": 0.0047, "MAC": 0.0092, "DIO": 0.34}}
 """Per-sample costs (ns) with which a Linear/Conv2d layer chooses between the event-driven
 kernel and the dense torch op, fitted by ``experiments/bench/event_cost.py`` on 2 CPU
-cores: ``F + IO * (inputs + outputs) + EV * nonzeros * taps + ADD * nonzeros * taps *
-Co_padded`` (``taps`` = kh * kw / (sh * sw), the outputs an event reaches; 1 for a Linear
-layer) against ``MAC`` times the dense MACs (its mean over the shapes: the dense op's time is
+cores (17 layer shapes, 2-40 % density; ``results/reference/event_cost.json``): ``F + IO *
+(inputs + outputs) + EV * nonzeros * taps + ADD * nonzeros * taps * Co_padded`` (``taps`` =
+kh * kw / (sh * sw), the outputs an event reaches; 1 for a Linear layer) against ``MAC``
+times the dense MACs plus ``DIO`` per input and output (the dense op's own memory traffic,
+which dominates 1x1 convolutions: a 16->32 1x1 stride-2 one takes ~10 us per sample, ~5x
+its MACs' share; fitted on the mean of each case's timings, as the dense op's time is
 bimodal for some shapes)."""
 
 
-AVG_POOL_MACS = 16.0
-"""The dense average pool's time per input element, in dense MACs: what the dense path of a
-layer after an average pool pays on top of the layer (torch's CPU ``avg_pool2d`` on spikes;
-15-40 MACs per element in profiles of the average-pooling MNIST CNN of ``speed.py``)."""
+AVG_POOL_MACS = 30.0
+"""The dense average pool's time per input element, in dense MACs (``EVENT_COST``'s
+``MAC``): what the dense path of a layer after an average pool of spikes that is not made
+with its IF layer pays on top of the layer (torch's CPU ``avg_pool2d`` on spikes; 0.25-0.7
+ns per element in profiles of the average-pooling MNIST CNN of ``speed.py``)."""
 
 
 def event_wins(inputs: int, outputs: int, nonzeros: float, taps: float, cop: int, macs: float,
@@ -68,7 +72,7 @@ def event_wins(inputs: int, outputs: int, nonzeros: float, taps: float, cop: int
     output channels); see :data:`EVENT_COST`."""
     c = EVENT_COST["linear" if linear else "conv"]
     event = c["F"] + c["IO"] * (inputs + outputs) + nonzeros * taps * (c["EV"] + c["ADD"] * cop)
-    return event < c["MAC"] * macs
+    return event < c["MAC"] * macs + c["DIO"] * (inputs + outputs)
 
 
 def _taps(node: ir.Linear | ir.Conv1d | ir.Conv2d) -> float:
