@@ -89,7 +89,6 @@ class _IFState:
             steps += per_step.sum(dim=0, keepdim=True) if len(steps) == 1 else per_step
         return out
 
-
     def avgpool(self, current: torch.Tensor, k: int, static: bool, rows: slice, pool: ir.AvgPool1d | ir.AvgPool2d,
                 pooled_shape: tuple[int, ...], steps: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`scan` (fused kernels, plain spikes) and the non-overlapping average pool
