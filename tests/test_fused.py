@@ -2,6 +2,10 @@
 (issue 6: results identical before and after the speed work)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +49,63 @@ def test_fused_equals_reference(which, encoding, precision, request, digits):
         if not any(flips.values()):
             np.testing.assert_allclose(event.outputs, ref.outputs, rtol=0, atol=1e-5 * np.abs(ref.outputs).max())
         assert (event.predictions[-1] == ref.predictions[-1]).mean() >= 0.95
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(8, 20, 9, 3, 1, 1), (6, 32, 10, 3, 2, 1), (40, 24, 1, 1, 1, 0)])
+def test_event_conv_if_kernel_equals_conv_then_if_scan(dtype, shape):
+    """``event_conv2d_if`` (an event-driven layer and the IF layer that alone reads it, one
+    kernel, parallel over samples) gives bit for bit ``event_conv2d`` then ``if_scan``:
+    spikes, membranes, previous spikes and the batch sums (none, per chunk, per step), for
+    a convolution, a strided one and a Linear layer (1 x 1), both resets."""
+    fused = kernels.load()
+    g = torch.Generator().manual_seed(0)
+    ci, co, H, kk, s, p = shape
+    k, B, Ho = 5, 3, (H + 2 * p - kk) // s + 1
+    for subtract, rows in [(True, None), (True, 1), (False, 5), (True, 5)]:
+        x = (torch.rand(k * B, ci, H, H, generator=g) < 0.2).to(dtype)
+        wt = torch.zeros(kk, kk, ci, -(-co // 16) * 16, dtype=dtype)
+        wt[..., :co] = torch.randn(kk, kk, ci, co, generator=g, dtype=dtype) * 0.5
+        b = torch.randn(co, generator=g, dtype=dtype) * 0.1
+        u, prev = torch.rand(B, co, Ho, Ho, generator=g, dtype=dtype), torch.zeros(B, co, Ho, Ho, dtype=dtype)
+        steps = [None if rows is None else torch.zeros((rows, co, Ho, Ho), dtype=torch.float64) for _ in range(2)]
+        geometry = [[s, s], [p, p], [1, 1]]
+        y = fused.event_conv2d(x, wt, b, co, Ho, Ho, *geometry, 0).reshape(k, B, co, Ho, Ho).contiguous()
+        u1, p1, u2, p2 = u.clone(), prev.clone(), u.clone(), prev.clone()
+        ref = fused.if_scan(y, None, None, u1, p1, 0.7, subtract, False, k, steps[0])
+        got = fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2, p2, 0.7, subtract, k, steps[1])
+        assert float(ref.sum()) > 0
+        for a, e in ((got, ref), (u2, u1), (p2, p1)) + (() if rows is None else ((steps[1], steps[0]),)):
+            assert torch.equal(a, e)
+    with pytest.raises(RuntimeError, match="membranes"):
+        fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2[:2], p2[:2], 0.7, True, k, None)
+
+
+@pytest.mark.parametrize("which", ["mlp_net", "cnn_net", "resnet_net"])
+@pytest.mark.parametrize("record", ["steps", "totals"])
+def test_layer_and_if_fused_equal_reference(which, record, request, digits, monkeypatch):
+    """With every event-driven layer that feeds a plain IF layer alone run as one kernel
+    with it (``FUSE_IF_NEURONS`` lowered to 1 for these small nets), float64: the reference
+    spikes in every layer and step, outputs within 1e-12, and the fused kernel ran."""
+    from snn.backends.snntorch import engine
+
+    fused, calls = kernels.load(), []
+    run_kernel = fused.event_conv2d_if
+    monkeypatch.setattr(fused, "event_conv2d_if", lambda *a: calls.append(a[0].shape) or run_kernel(*a))
+    monkeypatch.setattr(engine, "FUSE_IF_NEURONS", 1)
+    net = request.getfixturevalue(which)
+    x = digits[2][:48]
+    if which != "mlp_net":
+        x = x.reshape(-1, 1, 8, 8)
+    kw = dict(timesteps=24, precision="float64", batch_size=20, chunk=9, record=record)
+    ref = snn.simulate(net, x, impl="torch", **kw)
+    got = snn.simulate(net, x, impl="fused", event="always", **kw)
+    assert calls
+    for k in ref.spike_sums:
+        np.testing.assert_array_equal(got.spike_sums[k], ref.spike_sums[k], err_msg=k)
+        if record == "steps":
+            np.testing.assert_array_equal(got.step_sums[k], ref.step_sums[k], err_msg=k)
+    np.testing.assert_allclose(got.outputs, ref.outputs, rtol=0, atol=1e-12 * np.abs(ref.outputs).max())
 
 
 def test_fused_zero_reset_and_padding_pool(digits):
@@ -221,3 +282,32 @@ def test_spike_maxpool_kernel_equals_reference(geometry, per_step):
     torch.testing.assert_close(pools[1].pooled, pools[0].pooled, rtol=0, atol=0)
     torch.testing.assert_close(counts[1], counts[0], rtol=0, atol=0)
     assert counts[0].sum() > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings: Linux only")
+def test_freed_tile_buffers_stay_in_the_heap():
+    """After the snntorch backend's ``keep_freed_tiles`` (run by every CPU simulation), a
+    48 MiB buffer is carved from the heap, whose freed memory the next tile reuses, not
+    mapped on its own (glibc's default for buffers over 32 MiB, unmapped on free and
+    page-faulted afresh next time): glibc's ``mallinfo2`` counts no mapped bytes while it
+    lives. ``SNN_MALLOC=0`` leaves malloc as it is."""
+    code = ("import ctypes, numpy as np\n"
+            "from snn.backends.snntorch import engine\n"
+            "class Info(ctypes.Structure):\n"
+            "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',\n"
+            "                'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+            "libc = ctypes.CDLL('libc.so.6')\n"
+            "libc.mallinfo2.restype = Info\n"
+            "engine.keep_freed_tiles()\n"
+            "before = libc.mallinfo2().hblkhd\n"
+            "t = np.ones(12 * 2**20, dtype=np.float32)\n"
+            "print(libc.mallinfo2().hblkhd - before)\n")
+    mapped = {}
+    for setting in ("1", "0"):
+        env = {**os.environ, "SNN_MALLOC": setting}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if "mallinfo2" in out.stderr:
+            pytest.skip("no mallinfo2 (glibc < 2.33 or not glibc)")
+        assert out.returncode == 0, out.stderr
+        mapped[setting] = int(out.stdout.split()[-1])
+    assert mapped["1"] == 0 and mapped["0"] >= 48 * 2**20, mapped

@@ -30,6 +30,9 @@ other node is its stateless torch op from :mod:`snn.ir_torch`.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -118,6 +121,14 @@ class _Sum:
         self.xs, self.gains = xs, gains
 
 
+class _Spiked:
+    """The spikes (k, b, ...) of the plain IF layer that alone reads an event-driven layer,
+    made by one kernel with that layer (its currents never stored), for the IF node to pass on."""
+
+    def __init__(self, spikes: torch.Tensor):
+        self.spikes = spikes
+
+
 class _Pooled:
     """An average pool of the spikes ``spikes`` (k, b, ...) left unevaluated for the
     convolution or Linear layer that alone reads it (through a flatten, for a Linear layer),
@@ -173,6 +184,37 @@ def _tiles(graph: ir.Graph, batch: int, timesteps: int, itemsize: int, chunk: in
     return k, -(-batch // n_sub)
 
 
+MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD = 64 * 2**20, 256 * 2**20
+"""glibc malloc settings applied once per process by :func:`keep_freed_tiles`."""
+_malloc_set = False
+
+
+def keep_freed_tiles() -> None:
+    """Once per process, on Linux with glibc, unless ``SNN_MALLOC=0``: sets malloc's
+    ``M_MMAP_THRESHOLD`` to 64 MiB and ``M_TRIM_THRESHOLD`` to 256 MiB, so that the tiles'
+    buffers (at most 16 MiB each, :func:`_tiles`), once freed, are reused by the next tile
+    instead of being returned to the system and page-faulted afresh. glibc adapts its own
+    thresholds to a process's frees, but other torch work in the process (SpikingJelly's
+    run in ``speed.py``) resets them: our ResNet-20 batch then took ~550,000 page faults
+    (2 GB of fresh pages) and 16 % more time per run. The cost: up to 256 MiB of freed
+    memory may stay with the process."""
+    global _malloc_set
+    if _malloc_set or os.environ.get("SNN_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    _malloc_set = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MALLOC_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, MALLOC_TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl): its allocator as it is
+        pass
+
+
+FUSE_IF_NEURONS = 2048
+"""An event-driven layer of at least this many outputs per sample runs as one kernel with
+the plain IF layer that alone reads it (the currents are never stored: a saving in memory
+traffic, which small layers do not have; the fused kernel is parallel over samples, not
+rows, so it only pays where the traffic does)."""
 OPTIONS = ("chunk", "impl", "event")
 IMPLS = ("auto", "fused", "torch")
 EVENT_MODES = ("auto", "always", "never")
@@ -227,6 +269,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
         raise SnnError(f"unknown impl {impl!r} for backend 'snntorch'; valid: {', '.join(IMPLS)}")
     dtype, dev = DTYPES[precision], _device(device)
     fused = None
+    if dev.type == "cpu":
+        keep_freed_tiles()
     if impl != "torch" and dev.type == "cpu":
         from snn.backends.snntorch import kernels
 
@@ -287,6 +331,11 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     if_avgpools = {n: graph.consumers_of(n)[0] for n, node in graph.nodes.items()  # IF + folded pool: one kernel
                    if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
                    and graph.consumers_of(n)[0] in fold_of and inputs_of[n][0] not in pending_sums}
+    conv_ifs = {n: graph.consumers_of(n)[0] for n in event_nodes  # event-driven layer + its IF layer: one kernel
+                if len(graph.consumers_of(n)) == 1 and isinstance(graph.nodes[graph.consumers_of(n)[0]], ir.IF)
+                and int(np.prod(graph.shapes[n])) >= FUSE_IF_NEURONS
+                and graph.nodes[graph.consumers_of(n)[0]].plain
+                and graph.consumers_of(n)[0] not in if_pools and graph.consumers_of(n)[0] not in if_avgpools}
 
     def synaptic(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
         """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""
@@ -294,15 +343,28 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
             if name in event_nodes and event != "never" else None
         return torch_ops.forward(node, params.t[name], [v]) if y is None else y
 
-    def folded(name: str, node: ir.Node, v: _Pooled, k: int, b: int) -> torch.Tensor:
+    def with_if(name: str, k: int, b: int, c0: int, sl: slice) -> tuple | None:
+        """The ``ifs`` argument of the event kernels for ``name`` and the IF layer that alone
+        reads it (:data:`conv_ifs`), or None: the fused kernel is parallel over the b samples."""
+        if name not in conv_ifs or b < torch.get_num_threads():
+            return None
+        ifs = if_state[conv_ifs[name]]
+        return ifs.u[sl], ifs.prev[sl], ifs.node.threshold, ifs.node.reset == "subtract", k, \
+            rec_buffer(conv_ifs[name], c0, k)
+
+    def folded(name: str, node: ir.Node, v: _Pooled, k: int, b: int, c0: int, sl: slice) -> torch.Tensor | _Spiked:
         """``name`` after its average pool (and flatten) of spikes (k, b, ...), ``v``: event-driven
         on the pre-pool spikes with the pool folded in, or on the windows' spike counts where
-        the IF layer and the pool ran as one kernel; or (the cost model's choice) pool and layer."""
+        the IF layer and the pool ran as one kernel (then with the IF layer after ``name`` too,
+        where :func:`with_if` allows: its spikes); or (the cost model's choice) pool and layer."""
         pool, via = folds[name]
         pool_in = graph.shapes[inputs_of[pool][0]]
         if v.counts is not None:
+            ifs = with_if(name, k, b, c0, sl)
             y = _pool_counts_event_forward(fused, graph.nodes[pool], node, params.t[name], v.counts, pool_in,
-                                           graph.shapes[name], event)
+                                           graph.shapes[name], event, ifs=ifs)
+            if y is not None and ifs is not None:
+                return _Spiked(y)
             pooled = None if y is not None else (
                 v.counts / float(np.prod(graph.nodes[pool].kernel))).reshape((k * b,) + graph.shapes[pool])
         else:
@@ -340,6 +402,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         fused_pool[p] = pool_state[p].after_if(if_state[name], cur, k, st, sl, rec_buffer(name, c0, k),
                                                                rec_buffer(p, c0, k))
                         vals[name] = (fused_pool[p], False)  # read by the pool only, which takes fused_pool[p]
+                    elif isinstance(node, ir.IF) and isinstance(ins[0][0], _Spiked):  # made with its layer
+                        vals[name] = (ins[0][0].spikes, False)
                     elif name in if_avgpools:
                         cur, st = ins[0]
                         p = if_avgpools[name]
@@ -366,10 +430,17 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         v = ins[0][0]
                         vals[name] = (_Pooled(spikes=v) if name in fold_of and not isinstance(v, _Pooled) else v, False)
                     elif name in folds and isinstance(ins[0][0], _Pooled):
-                        vals[name] = (folded(name, node, ins[0][0], k, b), False)
+                        vals[name] = (folded(name, node, ins[0][0], k, b, c0, sl), False)
                     elif name in event_nodes and event != "never" and not ins[0][1]:
-                        y = synaptic(name, node, ins[0][0].reshape((k * b,) + tuple(ins[0][0].shape[2:])))
-                        vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)
+                        v = ins[0][0].reshape((k * b,) + tuple(ins[0][0].shape[2:]))
+                        ifs = with_if(name, k, b, c0, sl)
+                        spikes = None if ifs is None else _event_forward(fused, node, params.t[name], v,
+                                                                         graph.shapes[name], event, ifs=ifs)
+                        if spikes is not None:
+                            vals[name] = (_Spiked(spikes), False)
+                        else:
+                            y = synaptic(name, node, v)
+                            vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)
                     elif all(st for _, st in ins):  # constant over time: computed once, for the whole batch
                         if name not in static_full:
                             static_full[name] = torch_ops.forward(node, params.t[name],

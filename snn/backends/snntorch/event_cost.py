@@ -112,12 +112,19 @@ def _event_layout(w: torch.Tensor) -> torch.Tensor:
 
 
 def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
-                   out_shape: tuple[int, ...], mode: str, path: int = 0) -> torch.Tensor | None:
+                   out_shape: tuple[int, ...], mode: str, path: int = 0,
+                   ifs: tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None] | None = None
+                   ) -> torch.Tensor | None:
     """``node`` applied to ``x`` (M, *input shape) by the event-driven kernel (work in
     proportion to the nonzero inputs), or None if ``mode`` is "auto" and :func:`event_wins`
     (on the nonzeros of every 8th sample) expects the dense op to be faster. ``path``: the
     kernel's loop order, 0 chosen per sample (fewer visits), 1 output-stationary gather, 2
-    row scatter (same sums in another order; the tests run each)."""
+    row scatter (same sums in another order; the tests run each). ``ifs``: ``(u, prev,
+    theta, subtract, k, steps)`` of the plain IF layer that alone reads ``node``, for ``x``
+    of k steps of b samples (rows t * b + s): the layer and that IF layer run as one kernel
+    (``event_conv2d_if``, parallel over the samples; the currents are never stored), which
+    updates ``u`` and ``prev`` (b, *out_shape), adds the spikes' batch sums to ``steps``
+    and returns the spikes (k, b, *out_shape), the same as the layer then ``if_scan``."""
     wt = _event_weights(node, p)
     linear = isinstance(node, ir.Linear)
     x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()
@@ -126,11 +133,14 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
         if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), _taps(node), wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, linear):
             return None
-    if linear:
-        return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], 1, 1, [1, 1], [0, 0], [1, 1], path).reshape(
-            len(x), out_shape[0])
-    return fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], out_shape[1], out_shape[2],
-                              list(node.stride), list(node.padding), list(node.dilation), path)
+    ho, wo = (1, 1) if linear else out_shape[1:]
+    geometry = [[1, 1], [0, 0], [1, 1]] if linear else [list(node.stride), list(node.padding), list(node.dilation)]
+    if ifs is not None:
+        u, prev, theta, subtract, k, steps = ifs
+        return fused.event_conv2d_if(x, wt, p.get("bias"), out_shape[0], ho, wo, *geometry, path, u, prev, theta,
+                                     subtract, k, steps)
+    y = fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], ho, wo, *geometry, path)
+    return y.reshape(len(x), out_shape[0]) if linear else y
 
 
 def foldable(pool: ir.Node, node: ir.Node, in_shape: tuple[int, ...]) -> bool:
@@ -203,7 +213,9 @@ def _out_2d(node: ir.Node, out_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 def _pool_counts_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d | ir.Conv2d,
                                p: dict[str, torch.Tensor], counts: torch.Tensor, in_shape: tuple[int, ...],
-                               out_shape: tuple[int, ...], mode: str, path: int = 0) -> torch.Tensor | None:
+                               out_shape: tuple[int, ...], mode: str, path: int = 0,
+                               ifs: tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None] | None
+                               = None) -> torch.Tensor | None:
     """``node(avgpool(s))`` from the spike counts of the pool's windows, ``counts``
     (M, C, Hp, Wp; a 1-D pool's (M, C, 1, Lp)), made with the spikes ``s`` (pool input shape
     ``in_shape``) by the fused IF + pool kernel ``if_avgpool``: the event kernel on the
@@ -211,7 +223,8 @@ def _pool_counts_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.C
     follows the nonzero windows. The same sums as :func:`_pooled_event_forward` with the
     events of one window and channel added at once (``count * w / area``). None if ``mode``
     is "auto" and :func:`event_wins` expects the dense layer on ``counts / area`` to be faster.
-    Returns (M, *out_shape)."""
+    Returns (M, *out_shape); with ``ifs``, the spikes of the IF layer after ``node``, as in
+    :func:`_event_forward`."""
     wt, (stride, padding, dilation), _ = _pooled_event_weights(pool, node, p, in_shape)
     out2 = _out_2d(node, out_shape)
     if mode == "auto":
@@ -219,5 +232,9 @@ def _pool_counts_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.C
         if not event_wins(inputs, outputs, fused.sampled_nonzeros(counts, 8), _taps(node), wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, False):
             return None
+    if ifs is not None:
+        u, prev, theta, subtract, k, steps = ifs
+        return fused.event_conv2d_if(counts, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation,
+                                     path, u, prev, theta, subtract, k, steps)
     y = fused.event_conv2d(counts, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation, path)
     return y.reshape((len(counts),) + tuple(out_shape))

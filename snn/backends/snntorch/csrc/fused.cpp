@@ -666,9 +666,28 @@ static void store_transposed(const T* __restrict acc, const T* __restrict bias, 
 // escatter_s1, the gather costs ~0.78 ns more per event and tap, 5.6 ns more per visit and
 // the scatter ~0.7 ns more per event, tap and vector (fitted on 40 cases: 3x3 stride-1
 // layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread).
+// The IF layer that alone reads an event-driven convolution, run on each output row as it
+// is made (econv_impl with ife): membranes u and previous spikes prev (B, N) updated in
+// place, spikes to s (k, B, N), batch sums of the spikes to steps (rows 1 or k, N) as in
+// if_scan. The currents are acc + bias, the values the convolution alone would store.
+template <typename T>
+struct IFEpilogue {
+  T* u; T* prev; T* s; double* steps; int64_t rows, k, B; T theta; bool subtract;
+};
+
+template <typename T, bool SUB>
+static inline void if_epilogue_row(const T* __restrict cur, T* __restrict ub, T* __restrict pb, T* __restrict st,
+                                   T* __restrict cn, int64_t N, T theta) {
+  for (int64_t i = 0; i < N; ++i) {
+    const T spk = if_update<T, SUB>(ub[i], pb[i], cur[i], theta);
+    pb[i] = spk; st[i] = spk;
+    if (cn) cn[i] += spk;
+  }
+}
+
 template <typename T>
 static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t H, int64_t W, int64_t Co,
-                       const ConvGeom& g, const int64_t* pl, int64_t path) {
+                       const ConvGeom& g, const int64_t* pl, int64_t path, const IFEpilogue<T>* ife = nullptr) {
   const int64_t HW = H * W, HWo = g.Ho * g.Wo, P = g.Hp * g.Wp;
   std::vector<int32_t> pos(pl ? HW : 0);  // input position -> position of the pooled map, or -1
   for (int64_t iy = 0; pl && iy < H; ++iy)
@@ -685,45 +704,84 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
   const int64_t nvec = g.CoP / L, blocks = (nvec + NVMAX - 1) / NVMAX;
   const double taps = (double)(g.kh * g.kw) / (double)(g.sh * g.sw);
   const bool s1 = g.sw == 1 && g.dw == 1 && g.kw == 3 && (nvec == 1 || nvec == 2 || nvec == 4);  // escatter_s1
-  at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
-    std::vector<int32_t> ev(g.Cin * HW + 16), chan(g.Cin * HW), col(g.Cin * HW);
-    std::vector<int64_t> cbound(g.Cin + 1), start(P + 1), cursor(P);
-    std::vector<T> val(g.Cin * HW), acc(HWo * g.CoP);
-    for (int64_t m = m0; m < m1; ++m) {
-      const T* __restrict xm = x + m * g.Cin * HW;
-      int64_t n = 0, ones = 0;
-      for (int64_t c = 0; c < g.Cin; ++c) {  // the nonzero inputs, plane by plane
-        cbound[c] = n;
-        n = compact_row<T>(xm + c * HW, HW, ev.data(), n, ones);
-      }
-      cbound[g.Cin] = n;
-      std::fill(start.begin(), start.end(), 0);  // counting sort of the events by (pooled) position
-      for (int64_t q = 0; q < n; ++q) {
-        const int32_t p = pm ? pm[ev[q]] : ev[q];
-        start[p + 1] += p >= 0;
-      }
-      for (int64_t p = 0; p < P; ++p) start[p + 1] += start[p];
-      std::copy(start.begin(), start.end() - 1, cursor.begin());
-      const bool bin = ones == n;
-      for (int64_t c = 0; c < g.Cin; ++c)
-        for (int64_t q = cbound[c]; q < cbound[c + 1]; ++q) {
-          const int32_t p = pm ? pm[ev[q]] : ev[q];
-          if (p < 0) continue;
-          const int64_t k = cursor[p]++;
-          chan[k] = (int32_t)c;
-          col[k] = colof[p];
-          if (!bin) val[k] = xm[c * HW + ev[q]];
-        }
-      const double ev = taps * (double)start[P], vb = (double)(visits * blocks);
-      const bool gather = path == 1 || (path == 0 && (s1 ? 5.6 * vb < (0.7 * (double)nvec - 0.78) * ev
-                                                         : 20.0 * vb < (double)(5 * nvec - 1) * ev));
-      if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
-      else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
-      else if (bin) escatter_any<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g, reach.data());
-      else escatter_any<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g, reach.data());
-      store_transposed<T>(acc.data(), bias, y + m * Co * HWo, HWo, Co, g.CoP);
+  struct Scratch {
+    std::vector<int32_t> ev, chan, col;
+    std::vector<int64_t> cbound, start, cursor;
+    std::vector<T> val, acc;
+  };
+  auto scratch = [&] {
+    return Scratch{std::vector<int32_t>(g.Cin * HW + 16), std::vector<int32_t>(g.Cin * HW),
+                   std::vector<int32_t>(g.Cin * HW), std::vector<int64_t>(g.Cin + 1), std::vector<int64_t>(P + 1),
+                   std::vector<int64_t>(P), std::vector<T>(g.Cin * HW), std::vector<T>(HWo * g.CoP)};
+  };
+  auto conv_row = [&](int64_t m, Scratch& sc) {  // row m of x -> sc.acc (HWo, CoP)
+    auto &ev = sc.ev, &chan = sc.chan, &col = sc.col, &val = sc.val, &acc = sc.acc;
+    auto &cbound = sc.cbound, &start = sc.start, &cursor = sc.cursor;
+    const T* __restrict xm = x + m * g.Cin * HW;
+    int64_t n = 0, ones = 0;
+    for (int64_t c = 0; c < g.Cin; ++c) {  // the nonzero inputs, plane by plane
+      cbound[c] = n;
+      n = compact_row<T>(xm + c * HW, HW, ev.data(), n, ones);
     }
+    cbound[g.Cin] = n;
+    std::fill(start.begin(), start.end(), 0);  // counting sort of the events by (pooled) position
+    for (int64_t q = 0; q < n; ++q) {
+      const int32_t p = pm ? pm[ev[q]] : ev[q];
+      start[p + 1] += p >= 0;
+    }
+    for (int64_t p = 0; p < P; ++p) start[p + 1] += start[p];
+    std::copy(start.begin(), start.end() - 1, cursor.begin());
+    const bool bin = ones == n;
+    for (int64_t c = 0; c < g.Cin; ++c)
+      for (int64_t q = cbound[c]; q < cbound[c + 1]; ++q) {
+        const int32_t p = pm ? pm[ev[q]] : ev[q];
+        if (p < 0) continue;
+        const int64_t k = cursor[p]++;
+        chan[k] = (int32_t)c;
+        col[k] = colof[p];
+        if (!bin) val[k] = xm[c * HW + ev[q]];
+      }
+    const double evt = taps * (double)start[P], vb = (double)(visits * blocks);
+    const bool gather = path == 1 || (path == 0 && (s1 ? 5.6 * vb < (0.7 * (double)nvec - 0.78) * evt
+                                                       : 20.0 * vb < (double)(5 * nvec - 1) * evt));
+    if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
+    else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
+    else if (bin) escatter_any<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g, reach.data());
+    else escatter_any<T, false>(start.data(), chan.data(), col.data(), val.data(), wt, acc.data(), g, reach.data());
+  };
+  if (!ife) {
+    at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+      Scratch sc = scratch();
+      for (int64_t m = m0; m < m1; ++m) {
+        conv_row(m, sc);
+        store_transposed<T>(sc.acc.data(), bias, y + m * Co * HWo, HWo, Co, g.CoP);
+      }
+    });
+    return;
+  }
+  // with the IF layer: parallel over samples, each sample's rows (t * B + b) in step order;
+  // each thread sums its samples' spikes in its own buffer, added to steps at the end
+  const int64_t B = ife->B, N = Co * HWo, r = ife->steps && ife->rows != 1 ? ife->k : 1;
+  std::vector<std::vector<T>> cnts(at::get_num_threads());
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    Scratch sc = scratch();
+    std::vector<T> cur(N);
+    std::vector<T>& cnt = cnts[at::get_thread_num()];
+    if (ife->steps && cnt.empty()) cnt.assign(r * N, T(0));
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t t = 0; t < ife->k; ++t) {
+        conv_row(t * B + b, sc);
+        store_transposed<T>(sc.acc.data(), bias, cur.data(), HWo, Co, g.CoP);
+        T* cn = ife->steps ? cnt.data() + (r == 1 ? 0 : t * N) : nullptr;
+        T* ub = ife->u + b * N;
+        T* pb = ife->prev + b * N;
+        T* st = ife->s + (t * B + b) * N;
+        if (ife->subtract) if_epilogue_row<T, true>(cur.data(), ub, pb, st, cn, N, ife->theta);
+        else if_epilogue_row<T, false>(cur.data(), ub, pb, st, cn, N, ife->theta);
+      }
   });
+  for (const auto& cnt : cnts)
+    if (!cnt.empty()) add_counts(ife->steps, cnt.data(), r, N, N, 0);
 }
 
 double sampled_nonzeros(torch::Tensor x, int64_t every) {
@@ -767,6 +825,38 @@ torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torc
   return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, nullptr, path);
 }
 
+torch::Tensor event_conv2d_if(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
+                              int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                              std::vector<int64_t> dilation, int64_t path, torch::Tensor u, torch::Tensor prev,
+                              double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps) {
+  TORCH_CHECK(path >= 0 && path <= 2, "event_conv2d_if: path is 0 (auto), 1 (gather) or 2 (row scatter)");
+  TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous() && u.is_contiguous() &&
+              prev.is_contiguous() && u.sizes() == prev.sizes() && k >= 1 && x.size(0) == k * u.size(0) &&
+              u.numel() == u.size(0) * Co * Ho * Wo && u.scalar_type() == x.scalar_type(),
+              "event_conv2d_if: x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
+  int64_t Cin = x.size(1), H = x.size(2), W = x.size(3), kh = wt.size(0), kw = wt.size(1), CoP = wt.size(3);
+  const int64_t L = 64 / (int64_t)x.element_size();
+  TORCH_CHECK(wt.size(2) == Cin && CoP >= Co && CoP % L == 0 && wt.scalar_type() == x.scalar_type(),
+              "event_conv2d_if: weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
+  TORCH_CHECK(H * W < (int64_t(1) << 31), "event_conv2d_if: an input plane must have fewer than 2**31 positions");
+  const int64_t B = u.size(0), rows = steps.has_value() ? steps->size(0) : 0;
+  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "event_conv2d_if: steps must have 1 or k rows");
+  const ConvGeom g{Cin, H, W, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1],
+                   dilation[0], dilation[1]};
+  std::vector<int64_t> shape = {k};
+  for (auto d : u.sizes()) shape.push_back(d);
+  auto s = torch::empty(shape, u.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d_if", [&] {
+    const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
+    const IFEpilogue<scalar_t> ife{u.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+                                   steps.has_value() ? steps->data_ptr<double>() : nullptr, rows, k, B,
+                                   (scalar_t)theta, subtract};
+    econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, nullptr, k * B, H, W, Co, g, nullptr,
+                         path, &ife);
+  });
+  return s;
+}
+
 torch::Tensor event_pool_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
                                 int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
                                 std::vector<int64_t> dilation, std::vector<int64_t> pool, int64_t path) {
@@ -787,6 +877,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sampled_nonzeros", torch::wrap_pybind_function(sampled_nonzeros),
         "mean nonzeros per sample over every n-th sample");
   m.def("event_conv2d", torch::wrap_pybind_function(event_conv2d), "event-driven conv2d (a Linear layer is a 1x1 one)");
+  m.def("event_conv2d_if", torch::wrap_pybind_function(event_conv2d_if),
+        "event-driven conv2d and the IF layer that alone reads it, fused: the currents are never stored");
   m.def("event_pool_conv2d", torch::wrap_pybind_function(event_pool_conv2d),
         "event-driven conv2d of a non-overlapping average pool of x, on the events of x");
 }
