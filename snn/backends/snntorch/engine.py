@@ -16,8 +16,10 @@ Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
   that layer, which then runs event-driven on the binary pre-pool spikes (same spikes; the
   pooled map is never made) or, where the pool's input is an IF layer read by nothing
   else, on the windows' spike counts, made by one kernel with that IF layer (the spikes are
-  never stored; an event per nonzero window and channel), and a residual ``Add`` is summed
-  inside the IF kernel that consumes it;
+  never stored; an event per nonzero window and channel), an event-driven layer of at
+  least :data:`FUSE_IF_NEURONS` outputs and the plain IF layer that alone reads it run as
+  one kernel (its currents never stored), and a residual ``Add`` is summed inside the IF
+  kernel that consumes it;
 * only tile-sized tensors exist at any time, so peak memory does not grow with T
   (per-step spike counts, which are per neuron and summed over the batch, do).
 

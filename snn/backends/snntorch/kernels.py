@@ -64,6 +64,15 @@ instead of several:
     the dense op's (last-bit differences in the currents; the bound is in
     :mod:`snn.backends.snntorch.event_cost`).
 
+``event_conv2d_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps)``
+    ``event_conv2d`` of ``x`` (k * B, Cin, H, W), rows t * B + b, followed by ``if_scan``
+    of its output for the IF layer that alone reads it, as one kernel parallel over the B
+    samples: each sample's rows are integrated step by step as they are made, so the
+    currents are never stored. ``u``, ``prev`` (B, Co, Ho, Wo) and ``steps`` as in
+    ``if_scan``; returns the spikes (k, B, Co, Ho, Wo), bit for bit those of the two
+    kernels in turn (each thread sums its samples' spikes apart, added to ``steps`` at the
+    end).
+
 ``event_pool_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, pool)``
     The same on the input of a non-overlapping average pool ``pool`` = {Kh, Kw, Sh, Sw,
     Ph, Pw, Hp, Wp}: a nonzero input at (iy, ix) is an event of the pooled map at
