@@ -333,11 +333,10 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     if_avgpools = {n: graph.consumers_of(n)[0] for n, node in graph.nodes.items()  # IF + folded pool: one kernel
                    if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
                    and graph.consumers_of(n)[0] in fold_of and inputs_of[n][0] not in pending_sums}
-    conv_ifs = {n: graph.consumers_of(n)[0] for n in event_nodes  # event-driven layer + its IF layer: one kernel
-                if len(graph.consumers_of(n)) == 1 and isinstance(graph.nodes[graph.consumers_of(n)[0]], ir.IF)
-                and int(np.prod(graph.shapes[n])) >= FUSE_IF_NEURONS
-                and graph.nodes[graph.consumers_of(n)[0]].plain
-                and graph.consumers_of(n)[0] not in if_pools and graph.consumers_of(n)[0] not in if_avgpools}
+    only_reader = {n: cs[0] for n in event_nodes if len(cs := graph.consumers_of(n)) == 1}
+    conv_ifs = {n: c for n, c in only_reader.items()  # event-driven layer + its IF layer: one kernel
+                if isinstance(graph.nodes[c], ir.IF) and graph.nodes[c].plain and c not in if_pools
+                and c not in if_avgpools and int(np.prod(graph.shapes[n])) >= FUSE_IF_NEURONS}
 
     def synaptic(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
         """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""

@@ -111,9 +111,25 @@ def _event_layout(w: torch.Tensor) -> torch.Tensor:
     return wt
 
 
+IFArgs = tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None]
+"""``(u, prev, theta, subtract, k, steps)`` of the plain IF layer that alone reads an
+event-driven layer, for the kernel that runs both (``event_conv2d_if``)."""
+
+
+def _run_event(fused: Any, x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor | None,
+               out2: tuple[int, int, int], geometry: list[list[int]], path: int, ifs: IFArgs | None,
+               out_shape: tuple[int, ...]) -> torch.Tensor:
+    """The event kernel on ``x`` (M, Cin, H, W) with ``wt`` in its layout, output (Co, Ho, Wo)
+    ``out2`` and ``[stride, padding, dilation]`` ``geometry``: (M, *out_shape), or with
+    ``ifs`` the spikes (k, b, *out_shape) of the IF layer after it (``event_conv2d_if``)."""
+    if ifs is not None:
+        u, prev, theta, subtract, k, steps = ifs
+        return fused.event_conv2d_if(x, wt, bias, *out2, *geometry, path, u, prev, theta, subtract, k, steps)
+    return fused.event_conv2d(x, wt, bias, *out2, *geometry, path).reshape((len(x),) + tuple(out_shape))
+
+
 def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
-                   out_shape: tuple[int, ...], mode: str, path: int = 0,
-                   ifs: tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None] | None = None
+                   out_shape: tuple[int, ...], mode: str, path: int = 0, ifs: IFArgs | None = None
                    ) -> torch.Tensor | None:
     """``node`` applied to ``x`` (M, *input shape) by the event-driven kernel (work in
     proportion to the nonzero inputs), or None if ``mode`` is "auto" and :func:`event_wins`
@@ -133,14 +149,8 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
         if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), _taps(node), wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, linear):
             return None
-    ho, wo = (1, 1) if linear else out_shape[1:]
     geometry = [[1, 1], [0, 0], [1, 1]] if linear else [list(node.stride), list(node.padding), list(node.dilation)]
-    if ifs is not None:
-        u, prev, theta, subtract, k, steps = ifs
-        return fused.event_conv2d_if(x, wt, p.get("bias"), out_shape[0], ho, wo, *geometry, path, u, prev, theta,
-                                     subtract, k, steps)
-    y = fused.event_conv2d(x, wt, p.get("bias"), out_shape[0], ho, wo, *geometry, path)
-    return y.reshape(len(x), out_shape[0]) if linear else y
+    return _run_event(fused, x, wt, p.get("bias"), _out_2d(node, out_shape), geometry, path, ifs, out_shape)
 
 
 def foldable(pool: ir.Node, node: ir.Node, in_shape: tuple[int, ...]) -> bool:
@@ -214,8 +224,7 @@ def _out_2d(node: ir.Node, out_shape: tuple[int, ...]) -> tuple[int, int, int]:
 def _pool_counts_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.Conv1d | ir.Conv2d,
                                p: dict[str, torch.Tensor], counts: torch.Tensor, in_shape: tuple[int, ...],
                                out_shape: tuple[int, ...], mode: str, path: int = 0,
-                               ifs: tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None] | None
-                               = None) -> torch.Tensor | None:
+                               ifs: IFArgs | None = None) -> torch.Tensor | None:
     """``node(avgpool(s))`` from the spike counts of the pool's windows, ``counts``
     (M, C, Hp, Wp; a 1-D pool's (M, C, 1, Lp)), made with the spikes ``s`` (pool input shape
     ``in_shape``) by the fused IF + pool kernel ``if_avgpool``: the event kernel on the
@@ -232,9 +241,4 @@ def _pool_counts_event_forward(fused: Any, pool: ir.Node, node: ir.Linear | ir.C
         if not event_wins(inputs, outputs, fused.sampled_nonzeros(counts, 8), _taps(node), wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, False):
             return None
-    if ifs is not None:
-        u, prev, theta, subtract, k, steps = ifs
-        return fused.event_conv2d_if(counts, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation,
-                                     path, u, prev, theta, subtract, k, steps)
-    y = fused.event_conv2d(counts, wt, p.get("bias"), out2[0], out2[1], out2[2], stride, padding, dilation, path)
-    return y.reshape((len(counts),) + tuple(out_shape))
+    return _run_event(fused, counts, wt, p.get("bias"), out2, [stride, padding, dilation], path, ifs, out_shape)

@@ -52,6 +52,25 @@ static inline void if_step(const T* __restrict xa, const T* __restrict xb, const
   }
 }
 
+// if_step, then its spikes added to cn (the batch sums; nullptr: not counted).
+template <typename T, bool SUB, bool ADD2>
+static inline void if_step_count(const T* __restrict xa, const T* __restrict xb, const T* __restrict ga,
+                                 const T* __restrict gb, T* __restrict ub, T* __restrict pb, T* __restrict st,
+                                 T* __restrict cn, int64_t m, T theta) {
+  if_step<T, SUB, ADD2>(xa, xb, ga, gb, ub, pb, st, m, theta);
+  if (cn) for (int64_t i = 0; i < m; ++i) cn[i] += st[i];
+}
+
+// Calls f(sub, st) with std::bool_constant arguments for the IF kernels' compile-time
+// reset (subtract) and input (static) modes.
+template <typename F>
+static inline void with_if_modes(bool subtract, bool is_static, F&& f) {
+  if (subtract && is_static) f(std::true_type{}, std::true_type{});
+  else if (subtract) f(std::true_type{}, std::false_type{});
+  else if (is_static) f(std::false_type{}, std::true_type{});
+  else f(std::false_type{}, std::false_type{});
+}
+
 // One IF step of m neurons whose spikes are only counted: added to cn and, if CUM, to cp
 // (pb holds them afterwards).
 template <typename T, bool SUB, bool CUM>
@@ -89,15 +108,13 @@ static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, i
           const T* __restrict xb = (ADD2 ? x1 : x0) + r;
           T* __restrict st = s + (t * B + b) * N + nb;
           T* __restrict cn = steps ? cnt.data() + (per_step ? t * len : 0) + off : nullptr;
-          if_step<T, SUB, ADD2>(xa, xb, g0, g1, ub, pb, st, m, theta);
-          if (cn) for (int64_t i = 0; i < m; ++i) cn[i] += st[i];
+          if_step_count<T, SUB, ADD2>(xa, xb, g0, g1, ub, pb, st, cn, m, theta);
         }
       }
     if (steps) add_counts(steps, cnt.data(), per_step ? k : 1, len, N, n0);
   });
 }
 
-#define SNN_IF(SUB, ST, A2) if_scan_impl<scalar_t, SUB, ST, A2>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th)
 torch::Tensor if_scan(torch::Tensor I, c10::optional<torch::Tensor> I2, c10::optional<torch::Tensor> gains,
                       torch::Tensor u, torch::Tensor prev, double theta, bool subtract, bool is_static, int64_t k,
                       c10::optional<torch::Tensor> steps) {
@@ -119,11 +136,10 @@ torch::Tensor if_scan(torch::Tensor I, c10::optional<torch::Tensor> I2, c10::opt
     const scalar_t* g = add2 ? gains->data_ptr<scalar_t>() : nullptr;
     auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
     auto* ss = s.data_ptr<scalar_t>(); auto th = (scalar_t)theta;
-    if (add2) { if (subtract) SNN_IF(true, false, true); else SNN_IF(false, false, true); }
-    else if (subtract && is_static) SNN_IF(true, true, false);
-    else if (subtract) SNN_IF(true, false, false);
-    else if (is_static) SNN_IF(false, true, false);
-    else SNN_IF(false, false, false);
+    with_if_modes(subtract, is_static && !add2, [&](auto sub, auto stat) {
+      if (add2) if_scan_impl<scalar_t, sub(), false, true>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th);
+      else if_scan_impl<scalar_t, sub(), stat(), false>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th);
+    });
   });
   return s;
 }
@@ -263,7 +279,6 @@ static PoolGeom pool_geom(const torch::Tensor& cum, const torch::Tensor& prev, c
           padding[0], padding[1], dilation[0], dilation[1]};
 }
 
-#define SNN_IFP(SUB, ST) if_pool_impl<scalar_t, SUB, ST, true>(x, uu, pp, cp, po, o, st, rows, pst, prows, k, B, C, g, th)
 torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
                          bool is_static, int64_t k, c10::optional<torch::Tensor> steps, torch::Tensor cum,
                          torch::Tensor pooled, std::vector<int64_t> kernel, std::vector<int64_t> stride,
@@ -283,17 +298,13 @@ torch::Tensor if_maxpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, d
     auto* x = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
     auto* cp = cum.data_ptr<scalar_t>(); auto* po = pooled.data_ptr<scalar_t>(); auto* o = out.data_ptr<scalar_t>();
     auto th = (scalar_t)theta;
-    if (subtract && is_static) SNN_IFP(true, true);
-    else if (subtract) SNN_IFP(true, false);
-    else if (is_static) SNN_IFP(false, true);
-    else SNN_IFP(false, false);
+    with_if_modes(subtract, is_static, [&](auto sub, auto stat) {
+      if_pool_impl<scalar_t, sub(), stat(), true>(x, uu, pp, cp, po, o, st, rows, pst, prows, k, B, C, g, th);
+    });
   });
   return out;
 }
 
-// if_pool_impl with the average pool: the IF layer and the pool windows' spike sums.
-#define SNN_IFA(SUB, ST) \
-  if_pool_impl<scalar_t, SUB, ST, false>(x, uu, pp, nullptr, nullptr, o, st, rows, nullptr, 0, k, B, C, g, th)
 torch::Tensor if_avgpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, double theta, bool subtract,
                          bool is_static, int64_t k, c10::optional<torch::Tensor> steps, std::vector<int64_t> kernel,
                          std::vector<int64_t> stride, std::vector<int64_t> padding, int64_t Ho, int64_t Wo) {
@@ -313,10 +324,10 @@ torch::Tensor if_avgpool(torch::Tensor I, torch::Tensor u, torch::Tensor prev, d
     auto* x = I.data_ptr<scalar_t>(); auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
     auto* o = out.data_ptr<scalar_t>();
     auto th = (scalar_t)theta;
-    if (subtract && is_static) SNN_IFA(true, true);
-    else if (subtract) SNN_IFA(true, false);
-    else if (is_static) SNN_IFA(false, true);
-    else SNN_IFA(false, false);
+    with_if_modes(subtract, is_static, [&](auto sub, auto stat) {  // if_pool_impl with the average pool
+      if_pool_impl<scalar_t, sub(), stat(), false>(x, uu, pp, nullptr, nullptr, o, st, rows, nullptr, 0, k, B, C, g,
+                                                   th);
+    });
   });
   return out;
 }
@@ -659,13 +670,6 @@ static void store_transposed(const T* __restrict acc, const T* __restrict bias, 
   }
 }
 
-// path: 1 gather, 2 row scatter, 0 per sample the one expected faster: per event and tap,
-// the gather costs ~1 ns and the scatter ~0.9 + 0.5 ns per vector of output channels, and
-// the gather ~2 ns more per position visit (Ho Wo kh kw per block of NVMAX vectors)
-// (measured on AVX-512, experiments/bench/event_cost.py shapes); where the scatter runs
-// escatter_s1, the gather costs ~0.78 ns more per event and tap, 5.6 ns more per visit and
-// the scatter ~0.7 ns more per event, tap and vector (fitted on 40 cases: 3x3 stride-1
-// layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread).
 // The IF layer that alone reads an event-driven convolution, run on each output row as it
 // is made (econv_impl with ife): membranes u and previous spikes prev (B, N) updated in
 // place, spikes to s (k, B, N), batch sums of the spikes to steps (rows 1 or k, N) as in
@@ -675,16 +679,13 @@ struct IFEpilogue {
   T* u; T* prev; T* s; double* steps; int64_t rows, k, B; T theta; bool subtract;
 };
 
-template <typename T, bool SUB>
-static inline void if_epilogue_row(const T* __restrict cur, T* __restrict ub, T* __restrict pb, T* __restrict st,
-                                   T* __restrict cn, int64_t N, T theta) {
-  for (int64_t i = 0; i < N; ++i) {
-    const T spk = if_update<T, SUB>(ub[i], pb[i], cur[i], theta);
-    pb[i] = spk; st[i] = spk;
-    if (cn) cn[i] += spk;
-  }
-}
-
+// path: 1 gather, 2 row scatter, 0 per sample the one expected faster: per event and tap,
+// the gather costs ~1 ns and the scatter ~0.9 + 0.5 ns per vector of output channels, and
+// the gather ~2 ns more per position visit (Ho Wo kh kw per block of NVMAX vectors)
+// (measured on AVX-512, experiments/bench/event_cost.py shapes); where the scatter runs
+// escatter_s1, the gather costs ~0.78 ns more per event and tap, 5.6 ns more per visit and
+// the scatter ~0.7 ns more per event, tap and vector (fitted on 40 cases: 3x3 stride-1
+// layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread).
 template <typename T>
 static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t H, int64_t W, int64_t Co,
                        const ConvGeom& g, const int64_t* pl, int64_t path, const IFEpilogue<T>* ife = nullptr) {
@@ -776,8 +777,9 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
         T* ub = ife->u + b * N;
         T* pb = ife->prev + b * N;
         T* st = ife->s + (t * B + b) * N;
-        if (ife->subtract) if_epilogue_row<T, true>(cur.data(), ub, pb, st, cn, N, ife->theta);
-        else if_epilogue_row<T, false>(cur.data(), ub, pb, st, cn, N, ife->theta);
+        if (ife->subtract) if_step_count<T, true, false>(cur.data(), cur.data(), nullptr, nullptr, ub, pb, st, cn, N,
+                                                          ife->theta);
+        else if_step_count<T, false, false>(cur.data(), cur.data(), nullptr, nullptr, ub, pb, st, cn, N, ife->theta);
       }
   });
   for (const auto& cnt : cnts)
@@ -796,20 +798,28 @@ double sampled_nonzeros(torch::Tensor x, int64_t every) {
   return seen ? (double)nz / (double)seen : 0.0;
 }
 
-static torch::Tensor econv(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co, int64_t Ho,
-                           int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
-                           std::vector<int64_t> dilation, const int64_t* pl, int64_t path) {
-  TORCH_CHECK(path >= 0 && path <= 2, "event_conv2d: path is 0 (auto), 1 (gather) or 2 (row scatter)");
-  TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), "event_conv2d: layout");
-  int64_t M = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+// The checked geometry of an event convolution of x (M, Cin, H, W) with wt (kh, kw, Cin, CoP)
+// (on the pooled map of pl, if given); errors are prefixed with the kernel's name fn.
+static ConvGeom conv_geom(const torch::Tensor& x, const torch::Tensor& wt, int64_t Co, int64_t Ho, int64_t Wo,
+                          const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                          const std::vector<int64_t>& dilation, const int64_t* pl, int64_t path, const char* fn) {
+  TORCH_CHECK(path >= 0 && path <= 2, fn, ": path is 0 (auto), 1 (gather) or 2 (row scatter)");
+  TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), fn, ": layout");
+  int64_t Cin = x.size(1), H = x.size(2), W = x.size(3);
   int64_t kh = wt.size(0), kw = wt.size(1), CoP = wt.size(3);
   const int64_t L = 64 / (int64_t)x.element_size();
   TORCH_CHECK(wt.size(2) == Cin && CoP >= Co && CoP % L == 0 && wt.scalar_type() == x.scalar_type(),
-              "event_conv2d: weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
-  TORCH_CHECK(H * W < (int64_t(1) << 31), "event_conv2d: an input plane must have fewer than 2**31 positions");
+              fn, ": weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
+  TORCH_CHECK(H * W < (int64_t(1) << 31), fn, ": an input plane must have fewer than 2**31 positions");
   const int64_t Hp = pl ? pl[6] : H, Wp = pl ? pl[7] : W;
-  const ConvGeom g{Cin, Hp, Wp, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1],
-                   dilation[0], dilation[1]};
+  return {Cin, Hp, Wp, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
+}
+
+static torch::Tensor econv(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co, int64_t Ho,
+                           int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                           std::vector<int64_t> dilation, const int64_t* pl, int64_t path) {
+  const ConvGeom g = conv_geom(x, wt, Co, Ho, Wo, stride, padding, dilation, pl, path, "event_conv2d");
+  const int64_t M = x.size(0), H = x.size(2), W = x.size(3);
   auto y = torch::empty({M, Co, Ho, Wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
@@ -829,20 +839,12 @@ torch::Tensor event_conv2d_if(torch::Tensor x, torch::Tensor wt, c10::optional<t
                               int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
                               std::vector<int64_t> dilation, int64_t path, torch::Tensor u, torch::Tensor prev,
                               double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps) {
-  TORCH_CHECK(path >= 0 && path <= 2, "event_conv2d_if: path is 0 (auto), 1 (gather) or 2 (row scatter)");
-  TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous() && u.is_contiguous() &&
-              prev.is_contiguous() && u.sizes() == prev.sizes() && k >= 1 && x.size(0) == k * u.size(0) &&
-              u.numel() == u.size(0) * Co * Ho * Wo && u.scalar_type() == x.scalar_type(),
-              "event_conv2d_if: x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
-  int64_t Cin = x.size(1), H = x.size(2), W = x.size(3), kh = wt.size(0), kw = wt.size(1), CoP = wt.size(3);
-  const int64_t L = 64 / (int64_t)x.element_size();
-  TORCH_CHECK(wt.size(2) == Cin && CoP >= Co && CoP % L == 0 && wt.scalar_type() == x.scalar_type(),
-              "event_conv2d_if: weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
-  TORCH_CHECK(H * W < (int64_t(1) << 31), "event_conv2d_if: an input plane must have fewer than 2**31 positions");
-  const int64_t B = u.size(0), rows = steps.has_value() ? steps->size(0) : 0;
+  const ConvGeom g = conv_geom(x, wt, Co, Ho, Wo, stride, padding, dilation, nullptr, path, "event_conv2d_if");
+  TORCH_CHECK(u.is_contiguous() && prev.is_contiguous() && u.sizes() == prev.sizes() && k >= 1 &&
+              x.size(0) == k * u.size(0) && u.numel() == u.size(0) * Co * Ho * Wo &&
+              u.scalar_type() == x.scalar_type(), "event_conv2d_if: x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
+  const int64_t B = u.size(0), H = x.size(2), W = x.size(3), rows = steps.has_value() ? steps->size(0) : 0;
   TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "event_conv2d_if: steps must have 1 or k rows");
-  const ConvGeom g{Cin, H, W, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1],
-                   dilation[0], dilation[1]};
   std::vector<int64_t> shape = {k};
   for (auto d : u.sizes()) shape.push_back(d);
   auto s = torch::empty(shape, u.options());
