@@ -184,6 +184,69 @@ def test_if_avgpool_equals_if_then_pool(size, K, S, P, dtype):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size,conv,K,S,P", [((12, 12), (3, 1, 1), (2, 2), (2, 2), (0, 0)),
+                                              ((13, 11), (3, 1, 1), (2, 2), (2, 2), (1, 0)),
+                                              ((17, 16), (3, 2, 1), (2, 3), (3, 3), (1, 1)),
+                                              ((9, 9), (1, 1, 0), (3, 3), (3, 3), (0, 0))])
+def test_event_conv_if_avgpool_equals_conv_then_if_avgpool(size, conv, K, S, P, dtype):
+    """``event_conv2d_if_avgpool`` (an event-driven convolution, the IF layer that alone reads
+    it and that layer's average pool, one kernel parallel over samples) gives bit for bit
+    ``event_conv2d`` then ``if_avgpool``: window sums, membranes, previous spikes and the IF's
+    batch sums (none, per chunk, per step), for stride 1 and 2, padded and partial windows,
+    a 1 x 1 convolution, binary and graded inputs, both resets."""
+    fused = kernels.load()
+    g = torch.Generator().manual_seed(2)
+    kk, s, p = conv
+    ci, co, k, B = 5, 29, 4, 3
+    Ho, Wo = ((n + 2 * p - kk) // s + 1 for n in size)
+    Hp, Wp = ((n + 2 * q - a) // b + 1 for n, a, b, q in zip((Ho, Wo), K, S, P))
+    pool = [list(K), list(S), list(P), Hp, Wp]
+    for (subtract, rows), graded in itertools.product([(True, None), (True, 1), (False, k), (True, k)], (False, True)):
+        x = (torch.rand((k * B, ci) + size, generator=g) < 0.25).to(dtype)
+        if graded:
+            x = x * torch.randint(1, 4, x.shape, generator=g).to(dtype)
+        wt = torch.zeros(kk, kk, ci, 32, dtype=dtype)
+        wt[..., :co] = torch.randn(kk, kk, ci, co, generator=g, dtype=dtype) * 0.4
+        b = torch.randn(co, generator=g, dtype=dtype) * 0.1
+        u, prev = torch.rand(B, co, Ho, Wo, generator=g, dtype=dtype), torch.zeros(B, co, Ho, Wo, dtype=dtype)
+        steps = [None if rows is None else torch.zeros((rows, co, Ho, Wo), dtype=torch.float64) for _ in range(2)]
+        geometry = [[s, s], [p, p], [1, 1]]
+        y = fused.event_conv2d(x, wt, b, co, Ho, Wo, *geometry, 0).reshape(k, B, co, Ho, Wo).contiguous()
+        u1, p1, u2, p2 = u.clone(), prev.clone(), u.clone(), prev.clone()
+        ref = fused.if_avgpool(y, u1, p1, 0.7, subtract, False, k, steps[0], *pool)
+        got = fused.event_conv2d_if_avgpool(x, wt, b, co, Ho, Wo, *geometry, 0, u2, p2, 0.7, subtract, k, steps[1],
+                                            *pool)
+        assert got.shape == (k, B, co, Hp, Wp) and float(ref.sum()) > 0
+        for a, e in ((got, ref), (u2, u1), (p2, p1)) + (() if rows is None else ((steps[1], steps[0]),)):
+            assert torch.equal(a, e)
+    with pytest.raises(RuntimeError, match="non-overlapping"):
+        fused.event_conv2d_if_avgpool(x, wt, b, co, Ho, Wo, *geometry, 0, u2, p2, 0.7, True, k, None,
+                                      [3, 3], [2, 2], [0, 0], Hp, Wp)
+
+
+@needs_kernels
+@pytest.mark.parametrize("which", ["2d", "2d_pad"])
+def test_layer_if_and_pool_fused_equal_reference(which, digits, monkeypatch):
+    """With every event-driven convolution before an IF layer and its folded average pool run
+    as one kernel (``FUSE_IF_NEURONS`` lowered to 1 for these small nets), float64: the
+    reference spikes in every layer and step and its outputs, and the kernel ran."""
+    fused, calls = kernels.load(), []
+    run_kernel = fused.event_conv2d_if_avgpool
+    monkeypatch.setattr(fused, "event_conv2d_if_avgpool", lambda *a: calls.append(a[-2:]) or run_kernel(*a))
+    monkeypatch.setattr(engine, "FUSE_IF_NEURONS", 1)
+    torch.manual_seed(0)
+    model, shape = MODELS[which]
+    x = np.ascontiguousarray(np.resize(digits[0][:120], (120,) + shape)).astype(np.float32)
+    net = snn.convert(model.eval(), x[:100])
+    kw = dict(timesteps=20, precision="float64", batch_size=7, chunk=6)
+    ref = snn.simulate(net, x[100:], impl="torch", **kw)
+    got = snn.simulate(net, x[100:], impl="fused", event="always", **kw)
+    assert calls and set(calls) == {(2, 2) if which == "2d" else (1, 1)}  # the second pool's output
+    _assert_same(ref, got, "float64")
+
+
+@needs_kernels
 def test_node_type_cases_with_every_pool_folded(digits):
     """The generated cases of test_node_types (residual nets with a pooled head, an
     overlapping pool before a Linear layer, 1-D pools before a conv): with every synaptic

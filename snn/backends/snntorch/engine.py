@@ -18,8 +18,9 @@ Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
   else, on the windows' spike counts, made by one kernel with that IF layer (the spikes are
   never stored; an event per nonzero window and channel), an event-driven layer of at
   least :data:`FUSE_IF_NEURONS` outputs and the plain IF layer that alone reads it run as
-  one kernel (its currents never stored), and a residual ``Add`` is summed inside the IF
-  kernel that consumes it;
+  one kernel (its currents never stored; where that IF layer's average pool is folded into
+  the next layer, the kernel sums its spikes over the pool's windows and the spikes are
+  never stored either), and a residual ``Add`` is summed inside the IF kernel that consumes it;
 * only tile-sized tensors exist at any time, so peak memory does not grow with T
   (per-step spike counts, which are per neuron and summed over the batch, do).
 
@@ -44,7 +45,7 @@ from snn import encode as enc
 from snn import ir
 from snn import ir_torch as torch_ops
 from snn.backends import BatchRecord
-from snn.backends.snntorch.event_cost import (_event_forward, _packs, _pool_counts_event_forward,
+from snn.backends.snntorch.event_cost import (IFArgs, _event_forward, _packs, _pool_counts_event_forward,
                                               _pooled_event_forward, foldable)
 from snn.errors import SnnError
 
@@ -125,7 +126,9 @@ class _Sum:
 
 class _Spiked:
     """The spikes (k, b, ...) of the plain IF layer that alone reads an event-driven layer,
-    made by one kernel with that layer (its currents never stored), for the IF node to pass on."""
+    made by one kernel with that layer (its currents never stored), for the IF node to pass
+    on; where that IF layer's average pool is folded into the next layer, the pool windows'
+    spike counts (k * b, C, Hp, Wp) instead (the spikes never stored either)."""
 
     def __init__(self, spikes: torch.Tensor):
         self.spikes = spikes
@@ -175,13 +178,18 @@ def _tiles(graph: ir.Graph, batch: int, timesteps: int, itemsize: int, chunk: in
     afresh; measured). Long chunks of few samples keep the IF state (membranes) of a
     sub-batch in cache across the chunk's steps. Independent of T beyond 32 steps, so peak
     memory is flat in T. A non-constant encoding's input chunk, made for the whole batch,
-    is kept under ``budget`` too."""
+    is kept under ``budget`` too. Sub-batches larger than the thread count are rounded down
+    to a multiple of it: the fused layer + IF kernels share a tile's samples among the
+    threads (5 samples on 2 threads left one idle a sixth of the time)."""
     per_row = max(int(np.prod(s)) for s in graph.shapes.values()) * itemsize
     rows = max(1, min(rows, budget // per_row))
     k = int(chunk) if chunk else max(1, min(32, timesteps, rows))
     if not static_input and not chunk:
         k = max(1, min(k, budget // (batch * int(np.prod(graph.shapes[graph.input])) * itemsize)))
     sub = max(1, min(batch, rows // k))
+    threads = torch.get_num_threads()
+    if threads < sub < batch:  # whole samples per thread for the kernels parallel over samples
+        sub -= sub % threads
     n_sub = -(-batch // sub)
     return k, -(-batch // n_sub)
 
@@ -334,9 +342,10 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                    if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
                    and graph.consumers_of(n)[0] in fold_of and inputs_of[n][0] not in pending_sums}
     only_reader = {n: cs[0] for n in event_nodes if len(cs := graph.consumers_of(n)) == 1}
-    conv_ifs = {n: c for n, c in only_reader.items()  # event-driven layer + its IF layer: one kernel
+    conv_ifs = {n: c for n, c in only_reader.items()  # event-driven layer + its IF layer (+ its pool): one kernel
                 if isinstance(graph.nodes[c], ir.IF) and graph.nodes[c].plain and c not in if_pools
-                and c not in if_avgpools and int(np.prod(graph.shapes[n])) >= FUSE_IF_NEURONS}
+                and (c not in if_avgpools or isinstance(graph.nodes[if_avgpools[c]], ir.AvgPool2d))
+                and int(np.prod(graph.shapes[n])) >= FUSE_IF_NEURONS}
 
     def synaptic(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
         """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""
@@ -344,14 +353,18 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
             if name in event_nodes and event != "never" else None
         return torch_ops.forward(node, params.t[name], [v]) if y is None else y
 
-    def with_if(name: str, k: int, b: int, c0: int, sl: slice) -> tuple | None:
+    def with_if(name: str, k: int, b: int, c0: int, sl: slice) -> IFArgs | None:
         """The ``ifs`` argument of the event kernels for ``name`` and the IF layer that alone
-        reads it (:data:`conv_ifs`), or None: the fused kernel is parallel over the b samples."""
+        reads it (:data:`conv_ifs`), with that IF layer's folded average pool if it has one, or
+        None: the fused kernel is parallel over the b samples."""
         if name not in conv_ifs or b < torch.get_num_threads():
             return None
-        ifs = if_state[conv_ifs[name]]
-        return ifs.u[sl], ifs.prev[sl], ifs.node.threshold, ifs.node.reset == "subtract", k, \
-            rec_buffer(conv_ifs[name], c0, k)
+        c = conv_ifs[name]
+        ifs, pool = if_state[c], None
+        if c in if_avgpools:
+            g = ir.spatial(graph.nodes[if_avgpools[c]])
+            pool = (list(g["kernel"]), list(g["stride"]), list(g["padding"]), *graph.shapes[if_avgpools[c]][1:])
+        return ifs.u[sl], ifs.prev[sl], ifs.node.threshold, ifs.node.reset == "subtract", k, rec_buffer(c, c0, k), pool
 
     def folded(name: str, node: ir.Node, v: _Pooled, k: int, b: int, c0: int, sl: slice) -> torch.Tensor | _Spiked:
         """``name`` after its average pool (and flatten) of spikes (k, b, ...), ``v``: event-driven
@@ -404,7 +417,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                                                                rec_buffer(p, c0, k))
                         vals[name] = (fused_pool[p], False)  # read by the pool only, which takes fused_pool[p]
                     elif isinstance(node, ir.IF) and isinstance(ins[0][0], _Spiked):  # made with its layer
-                        vals[name] = (ins[0][0].spikes, False)
+                        v = ins[0][0].spikes  # with its folded pool: the windows' counts, passed on by the pool
+                        vals[name] = (_Pooled(counts=v) if name in if_avgpools else v, False)
                     elif name in if_avgpools:
                         cur, st = ins[0]
                         p = if_avgpools[name]

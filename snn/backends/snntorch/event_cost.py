@@ -111,9 +111,12 @@ def _event_layout(w: torch.Tensor) -> torch.Tensor:
     return wt
 
 
-IFArgs = tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None]
-"""``(u, prev, theta, subtract, k, steps)`` of the plain IF layer that alone reads an
-event-driven layer, for the kernel that runs both (``event_conv2d_if``)."""
+IFArgs = tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None, tuple | None]
+"""``(u, prev, theta, subtract, k, steps, pool)`` of the plain IF layer that alone reads an
+event-driven layer, for the kernel that runs both (``event_conv2d_if``); ``pool``: None, or
+``(kernel, stride, padding, Hp, Wp)`` of the non-overlapping 2-D average pool that alone
+reads that IF layer, whose windows' spike sums the kernel then returns instead of the
+spikes (``event_conv2d_if_avgpool``)."""
 
 
 def _run_event(fused: Any, x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor | None,
@@ -121,9 +124,14 @@ def _run_event(fused: Any, x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor
                out_shape: tuple[int, ...]) -> torch.Tensor:
     """The event kernel on ``x`` (M, Cin, H, W) with ``wt`` in its layout, output (Co, Ho, Wo)
     ``out2`` and ``[stride, padding, dilation]`` ``geometry``: (M, *out_shape), or with
-    ``ifs`` the spikes (k, b, *out_shape) of the IF layer after it (``event_conv2d_if``)."""
+    ``ifs`` the spikes (k, b, *out_shape) of the IF layer after it (``event_conv2d_if``), or
+    with its pool the windows' spike sums (k * b, Co, Hp, Wp) (``event_conv2d_if_avgpool``)."""
     if ifs is not None:
-        u, prev, theta, subtract, k, steps = ifs
+        u, prev, theta, subtract, k, steps, pool = ifs
+        if pool is not None:
+            counts = fused.event_conv2d_if_avgpool(x, wt, bias, *out2, *geometry, path, u, prev, theta, subtract, k,
+                                                   steps, *pool)
+            return counts.reshape((-1,) + tuple(counts.shape[2:]))
         return fused.event_conv2d_if(x, wt, bias, *out2, *geometry, path, u, prev, theta, subtract, k, steps)
     return fused.event_conv2d(x, wt, bias, *out2, *geometry, path).reshape((len(x),) + tuple(out_shape))
 
@@ -135,12 +143,14 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
     proportion to the nonzero inputs), or None if ``mode`` is "auto" and :func:`event_wins`
     (on the nonzeros of every 8th sample) expects the dense op to be faster. ``path``: the
     kernel's loop order, 0 chosen per sample (fewer visits), 1 output-stationary gather, 2
-    row scatter (same sums in another order; the tests run each). ``ifs``: ``(u, prev,
-    theta, subtract, k, steps)`` of the plain IF layer that alone reads ``node``, for ``x``
-    of k steps of b samples (rows t * b + s): the layer and that IF layer run as one kernel
+    row scatter (same sums in another order; the tests run each). ``ifs``: the
+    :data:`IFArgs` of the plain IF layer that alone reads ``node``, for ``x`` of k steps of
+    b samples (rows t * b + s): the layer and that IF layer run as one kernel
     (``event_conv2d_if``, parallel over the samples; the currents are never stored), which
     updates ``u`` and ``prev`` (b, *out_shape), adds the spikes' batch sums to ``steps``
-    and returns the spikes (k, b, *out_shape), the same as the layer then ``if_scan``."""
+    and returns the spikes (k, b, *out_shape), the same as the layer then ``if_scan``; or,
+    with the IF layer's average pool, that pool's window sums (k * b, Co, Hp, Wp), the same
+    as the layer then ``if_avgpool``."""
     wt = _event_weights(node, p)
     linear = isinstance(node, ir.Linear)
     x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()

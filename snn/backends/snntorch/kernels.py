@@ -58,7 +58,10 @@ instead of several:
     position (a counting sort that keeps channel order); then each output position sums in
     registers, block of output channels by block, the weight rows ``wt[a, e, c, :]`` of the
     events ``c`` at the input position of each tap ``(a, e)`` (``x * w`` for graded inputs)
-    and stores them once. ``wt`` is (kh, kw, Cin, Co rounded up to 16). Work ~ nonzeros *
+    and stores them once; or (the row scatter, chosen per sample) each output row's events
+    add their weight rows to the row's accumulators, which for 3 tap columns at stride 1
+    and 2 to 8 vectors of output channels slide along the row in registers (the same sums
+    in the same order on either path). ``wt`` is (kh, kw, Cin, Co rounded up to 16). Work ~ nonzeros *
     kh * kw / (sh * sw) * Co loads and adds instead of inputs * kh * kw * Co MACs, with no
     accumulator traffic through memory. Floating-point sums are in a different order than
     the dense op's (last-bit differences in the currents; the bound is in
@@ -72,6 +75,12 @@ instead of several:
     ``if_scan``; returns the spikes (k, B, Co, Ho, Wo), bit for bit those of the two
     kernels in turn (each thread sums its samples' spikes apart, added to ``steps`` at the
     end).
+
+``event_conv2d_if_avgpool(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps, kernel, pstride, ppadding, Hp, Wp)``
+    ``event_conv2d_if`` for an IF layer whose spikes only a non-overlapping average pool
+    reads (kernel <= pstride): the spikes are summed over the pool's windows as they are
+    made and never stored. Returns the windows' spike sums (k, B, Co, Hp, Wp), bit for bit
+    ``event_conv2d`` then ``if_avgpool``.
 
 ``event_pool_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, pool)``
     The same on the input of a non-overlapping average pool ``pool`` = {Kh, Kw, Sh, Sw,

@@ -559,58 +559,116 @@ static std::vector<int32_t> reach_table(const ConvGeom& g) {
 }
 
 // escatter for the common case of stride 1 and dilation 1 along the row, KW tap columns and
-// NV vectors of output channels known at compile time: an event whose KW outputs all lie in
-// the row (every event but those at the row's ends) adds its KW weight rows in straight-line
-// code; the others take escatter's checked loop. Same sums in the same order as escatter.
-template <typename T, bool BIN, int KW, int NV>
+// NV vectors of output channels known at compile time, with the same sums in the same order.
+// WIN: the accumulators of the KW outputs the current input column reaches are kept in
+// registers (win[e]: output t0 - e), loaded when an output enters that window and stored when
+// it leaves it, and the events of each column add their weight rows to them: no accumulator
+// is loaded and stored per event (store-to-load forwarding chains between neighbouring
+// events; faster from 2 vectors of output channels). Else an event whose KW outputs all lie
+// in the row (every event but those at the row's ends) adds its KW weight rows to the
+// accumulators in straight-line code; the others take escatter's checked loop.
+template <typename T, bool BIN, int KW, int NV, bool WIN>
 static void escatter_s1(const int64_t* __restrict start, const int32_t* __restrict chan,
                         const int32_t* __restrict col, const T* __restrict val, const T* __restrict wt,
                         T* __restrict acc, const ConvGeom& g) {
   using Vec = typename Vec64<T>::type;
-  const int64_t CoP = g.CoP, tap = g.Cin * CoP;
+  constexpr int64_t L = 64 / sizeof(T);
+  const int64_t CoP = g.CoP, tap = g.Cin * CoP, Wo = g.Wo;
   for (int64_t oy = 0; oy < g.Ho; ++oy) {
-    T* __restrict row = acc + oy * g.Wo * CoP;
-    std::fill(row, row + g.Wo * CoP, T(0));
+    T* __restrict row = acc + oy * Wo * CoP;
+    std::fill(row, row + Wo * CoP, T(0));
     for (int64_t ka = 0; ka < g.kh; ++ka) {
       const int64_t iy = oy * g.sh - g.ph + ka * g.dh;
       if (iy < 0 || iy >= g.Hp) continue;
-      for (int64_t q = start[iy * g.Wp]; q < start[(iy + 1) * g.Wp]; ++q) {
-        const int64_t t0 = col[q] + g.pw;  // the output of tap column 0; tap e reaches t0 - e
-        const T* __restrict wc = wt + (ka * KW * g.Cin + chan[q]) * CoP;
-        Vec v{};
-        if constexpr (!BIN) v = v + val[q];
-        if (t0 >= KW - 1 && t0 < g.Wo) {
+      const int64_t qs = start[iy * g.Wp], qe = start[(iy + 1) * g.Wp];
+      if constexpr (!WIN) {
+        for (int64_t q = qs; q < qe; ++q) {
+          const int64_t t0 = col[q] + g.pw;  // the output of tap column 0; tap e reaches t0 - e
+          const T* __restrict wc = wt + (ka * KW * g.Cin + chan[q]) * CoP;
+          Vec v{};
+          if constexpr (!BIN) v = v + val[q];
+          if (t0 >= KW - 1 && t0 < Wo) {
 #pragma GCC unroll 8
-          for (int e = 0; e < KW; ++e) {
-            const T* __restrict w = wc + e * tap;
-            T* __restrict o = row + (t0 - e) * CoP;
-            add_weights<T, BIN>(o, w, v, NV);
+            for (int e = 0; e < KW; ++e) add_weights<T, BIN>(row + (t0 - e) * CoP, wc + e * tap, v, NV);
+            continue;
           }
-          continue;
+          for (int e = 0; e < KW; ++e) {
+            const int64_t ox = t0 - e;
+            if (ox < 0) break;
+            if (ox < Wo) add_weights<T, BIN>(row + ox * CoP, wc + e * tap, v, NV);
+          }
         }
-        for (int e = 0; e < KW; ++e) {
-          const int64_t ox = t0 - e;
-          if (ox < 0) break;
-          if (ox >= g.Wo) continue;
-          const T* __restrict w = wc + e * tap;
-          T* __restrict o = row + ox * CoP;
-          add_weights<T, BIN>(o, w, v, NV);
+        continue;
+      }
+      if (qs == qe) continue;
+      Vec win[KW][NV];
+      int64_t t0 = 0;  // win[e] holds output t0 - e (zeros outside the row)
+      auto load = [&](int e) __attribute__((always_inline)) {
+        const int64_t o = t0 - e;
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j)
+          if (o >= 0 && o < Wo) __builtin_memcpy(&win[e][j], row + o * CoP + j * L, sizeof(Vec));
+          else win[e][j] = Vec{};
+      };
+      auto store = [&](int e) __attribute__((always_inline)) {
+        const int64_t o = t0 - e;
+        if (o >= 0 && o < Wo)
+#pragma GCC unroll 8
+          for (int j = 0; j < NV; ++j) __builtin_memcpy(row + o * CoP + j * L, &win[e][j], sizeof(Vec));
+      };
+      for (int64_t q = qs; q < qe;) {
+        const int32_t x = col[q];
+        const int64_t t = x + g.pw;
+        if (q == qs || t - t0 >= KW) {  // a fresh window
+          if (q != qs)
+#pragma GCC unroll 8
+            for (int e = 0; e < KW; ++e) store(e);
+          t0 = t;
+#pragma GCC unroll 8
+          for (int e = 0; e < KW; ++e) load(e);
+        } else {
+          for (; t0 < t;) {  // slide by one column: output t0 - KW + 1 leaves, t0 + 1 enters
+            store(KW - 1);
+#pragma GCC unroll 8
+            for (int e = KW - 1; e > 0; --e)
+#pragma GCC unroll 8
+              for (int j = 0; j < NV; ++j) win[e][j] = win[e - 1][j];
+            ++t0;
+            load(0);
+          }
+        }
+        for (; q < qe && col[q] == x; ++q) {  // the events of this column, channels ascending
+          const T* __restrict wc = wt + (ka * KW * g.Cin + chan[q]) * CoP;
+          Vec v{};
+          if constexpr (!BIN) v = v + val[q];
+#pragma GCC unroll 8
+          for (int e = 0; e < KW; ++e)
+#pragma GCC unroll 8
+            for (int j = 0; j < NV; ++j) {
+              Vec w;
+              __builtin_memcpy(&w, wc + e * tap + j * L, sizeof(Vec));
+              if constexpr (BIN) win[e][j] += w;
+              else win[e][j] += v * w;
+            }
         }
       }
+#pragma GCC unroll 8
+      for (int e = 0; e < KW; ++e) store(e);
     }
   }
 }
 
-// escatter, or escatter_s1 where the geometry allows it (3 tap columns, 1 to 4 vectors).
+// escatter, or escatter_s1 where the geometry allows it (3 tap columns, 1, 2, 4 or 8 vectors).
 template <typename T, bool BIN>
 static void escatter_any(const int64_t* start, const int32_t* chan, const int32_t* col, const T* val, const T* wt,
                          T* acc, const ConvGeom& g, const int32_t* reach) {
   constexpr int64_t L = 64 / sizeof(T);
   if (g.sw == 1 && g.dw == 1 && g.kw == 3) {
     switch (g.CoP / L) {
-      case 1: return escatter_s1<T, BIN, 3, 1>(start, chan, col, val, wt, acc, g);
-      case 2: return escatter_s1<T, BIN, 3, 2>(start, chan, col, val, wt, acc, g);
-      case 4: return escatter_s1<T, BIN, 3, 4>(start, chan, col, val, wt, acc, g);
+      case 1: return escatter_s1<T, BIN, 3, 1, false>(start, chan, col, val, wt, acc, g);
+      case 2: return escatter_s1<T, BIN, 3, 2, true>(start, chan, col, val, wt, acc, g);
+      case 4: return escatter_s1<T, BIN, 3, 4, true>(start, chan, col, val, wt, acc, g);
+      case 8: return escatter_s1<T, BIN, 3, 8, true>(start, chan, col, val, wt, acc, g);
       default: break;
     }
   }
@@ -674,9 +732,12 @@ static void store_transposed(const T* __restrict acc, const T* __restrict bias, 
 // is made (econv_impl with ife): membranes u and previous spikes prev (B, N) updated in
 // place, spikes to s (k, B, N), batch sums of the spikes to steps (rows 1 or k, N) as in
 // if_scan. The currents are acc + bias, the values the convolution alone would store.
+// With pool (nullptr: none), the spikes are not stored but summed over the windows of that
+// non-overlapping average pool, which alone reads the IF layer: s is then (k, B, Co, Ho', Wo')
+// (the pool's output), as if_avgpool writes it.
 template <typename T>
 struct IFEpilogue {
-  T* u; T* prev; T* s; double* steps; int64_t rows, k, B; T theta; bool subtract;
+  T* u; T* prev; T* s; double* steps; int64_t rows, k, B; T theta; bool subtract; const PoolGeom* pool;
 };
 
 // path: 1 gather, 2 row scatter, 0 per sample the one expected faster: per event and tap,
@@ -704,7 +765,8 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
   const int64_t L = 64 / (int64_t)sizeof(T), visits = HWo * g.kh * g.kw;
   const int64_t nvec = g.CoP / L, blocks = (nvec + NVMAX - 1) / NVMAX;
   const double taps = (double)(g.kh * g.kw) / (double)(g.sh * g.sw);
-  const bool s1 = g.sw == 1 && g.dw == 1 && g.kw == 3 && (nvec == 1 || nvec == 2 || nvec == 4);  // escatter_s1
+  const bool s1 = g.sw == 1 && g.dw == 1 && g.kw == 3 && (nvec == 1 || nvec == 2 || nvec == 4 || nvec == 8);
+  const bool win = s1 && nvec > 1;  // escatter_s1 with its register window: faster than the gather at any density
   struct Scratch {
     std::vector<int32_t> ev, chan, col;
     std::vector<int64_t> cbound, start, cursor;
@@ -743,8 +805,8 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
         if (!bin) val[k] = xm[c * HW + ev[q]];
       }
     const double evt = taps * (double)start[P], vb = (double)(visits * blocks);
-    const bool gather = path == 1 || (path == 0 && (s1 ? 5.6 * vb < (0.7 * (double)nvec - 0.78) * evt
-                                                       : 20.0 * vb < (double)(5 * nvec - 1) * evt));
+    const bool gather = path == 1 || (path == 0 && !win && (s1 ? 5.6 * vb < (0.7 * (double)nvec - 0.78) * evt
+                                                               : 20.0 * vb < (double)(5 * nvec - 1) * evt));
     if (gather && bin) egather_all<T, true>(start.data(), chan.data(), nullptr, wt, acc.data(), g);
     else if (gather) egather_all<T, false>(start.data(), chan.data(), val.data(), wt, acc.data(), g);
     else if (bin) escatter_any<T, true>(start.data(), chan.data(), col.data(), nullptr, wt, acc.data(), g, reach.data());
@@ -764,9 +826,11 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
   // each thread sums its samples' spikes in its own buffer, added to steps at the end
   const int64_t B = ife->B, N = Co * HWo, r = ife->steps && ife->rows != 1 ? ife->k : 1;
   std::vector<std::vector<T>> cnts(at::get_num_threads());
+  const PoolGeom* pg = ife->pool;
+  const int64_t No = pg ? pg->Ho * pg->Wo : 0;  // one channel's pooled outputs
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     Scratch sc = scratch();
-    std::vector<T> cur(N);
+    std::vector<T> cur(N), spk(pg ? N : 0);
     std::vector<T>& cnt = cnts[at::get_thread_num()];
     if (ife->steps && cnt.empty()) cnt.assign(r * N, T(0));
     for (int64_t b = b0; b < b1; ++b)
@@ -776,10 +840,11 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
         T* cn = ife->steps ? cnt.data() + (r == 1 ? 0 : t * N) : nullptr;
         T* ub = ife->u + b * N;
         T* pb = ife->prev + b * N;
-        T* st = ife->s + (t * B + b) * N;
+        T* st = pg ? spk.data() : ife->s + (t * B + b) * N;
         if (ife->subtract) if_step_count<T, true, false>(cur.data(), cur.data(), nullptr, nullptr, ub, pb, st, cn, N,
                                                           ife->theta);
         else if_step_count<T, false, false>(cur.data(), cur.data(), nullptr, nullptr, ub, pb, st, cn, N, ife->theta);
+        for (int64_t c = 0; pg && c < Co; ++c) pool_sum<T>(st + c * HWo, ife->s + ((t * B + b) * Co + c) * No, *pg);
       }
   });
   for (const auto& cnt : cnts)
@@ -835,28 +900,53 @@ torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torc
   return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, nullptr, path);
 }
 
-torch::Tensor event_conv2d_if(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
+// event_conv2d_if and event_conv2d_if_avgpool: the pool's geometry pg, or nullptr.
+static torch::Tensor econv_if(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
                               int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
                               std::vector<int64_t> dilation, int64_t path, torch::Tensor u, torch::Tensor prev,
-                              double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps) {
-  const ConvGeom g = conv_geom(x, wt, Co, Ho, Wo, stride, padding, dilation, nullptr, path, "event_conv2d_if");
+                              double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps,
+                              const PoolGeom* pg, const char* fn) {
+  const ConvGeom g = conv_geom(x, wt, Co, Ho, Wo, stride, padding, dilation, nullptr, path, fn);
   TORCH_CHECK(u.is_contiguous() && prev.is_contiguous() && u.sizes() == prev.sizes() && k >= 1 &&
               x.size(0) == k * u.size(0) && u.numel() == u.size(0) * Co * Ho * Wo &&
-              u.scalar_type() == x.scalar_type(), "event_conv2d_if: x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
+              u.scalar_type() == x.scalar_type(), fn, ": x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
   const int64_t B = u.size(0), H = x.size(2), W = x.size(3), rows = steps.has_value() ? steps->size(0) : 0;
-  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "event_conv2d_if: steps must have 1 or k rows");
+  TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, fn, ": steps must have 1 or k rows");
   std::vector<int64_t> shape = {k};
   for (auto d : u.sizes()) shape.push_back(d);
+  if (pg) shape = {k, B, Co, pg->Ho, pg->Wo};
   auto s = torch::empty(shape, u.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d_if", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
     const IFEpilogue<scalar_t> ife{u.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                                    steps.has_value() ? steps->data_ptr<double>() : nullptr, rows, k, B,
-                                   (scalar_t)theta, subtract};
+                                   (scalar_t)theta, subtract, pg};
     econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, nullptr, k * B, H, W, Co, g, nullptr,
                          path, &ife);
   });
   return s;
+}
+
+torch::Tensor event_conv2d_if(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
+                              int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                              std::vector<int64_t> dilation, int64_t path, torch::Tensor u, torch::Tensor prev,
+                              double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps) {
+  return econv_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps,
+                  nullptr, "event_conv2d_if");
+}
+
+torch::Tensor event_conv2d_if_avgpool(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias,
+                                      int64_t Co, int64_t Ho, int64_t Wo, std::vector<int64_t> stride,
+                                      std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path,
+                                      torch::Tensor u, torch::Tensor prev, double theta, bool subtract, int64_t k,
+                                      c10::optional<torch::Tensor> steps, std::vector<int64_t> kernel,
+                                      std::vector<int64_t> pstride, std::vector<int64_t> ppadding, int64_t Hp,
+                                      int64_t Wp) {
+  TORCH_CHECK(kernel.size() == 2 && pstride.size() == 2 && ppadding.size() == 2 && kernel[0] <= pstride[0] &&
+              kernel[1] <= pstride[1], "event_conv2d_if_avgpool: a non-overlapping 2-D pool");
+  const PoolGeom pg{Ho, Wo, Hp, Wp, kernel[0], kernel[1], pstride[0], pstride[1], ppadding[0], ppadding[1], 1, 1};
+  return econv_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps, &pg,
+                  "event_conv2d_if_avgpool");
 }
 
 torch::Tensor event_pool_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
@@ -881,6 +971,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("event_conv2d", torch::wrap_pybind_function(event_conv2d), "event-driven conv2d (a Linear layer is a 1x1 one)");
   m.def("event_conv2d_if", torch::wrap_pybind_function(event_conv2d_if),
         "event-driven conv2d and the IF layer that alone reads it, fused: the currents are never stored");
+  m.def("event_conv2d_if_avgpool", torch::wrap_pybind_function(event_conv2d_if_avgpool),
+        "event_conv2d_if with the non-overlapping average pool that alone reads the IF layer: its windows' spike sums");
   m.def("event_pool_conv2d", torch::wrap_pybind_function(event_pool_conv2d),
         "event-driven conv2d of a non-overlapping average pool of x, on the events of x");
 }
