@@ -658,6 +658,46 @@ static void escatter_s1(const int64_t* __restrict start, const int32_t* __restri
   }
 }
 
+// escatter_s1 input row by input row, for stride 1 and dilation 1 along both axes: each
+// event adds its kh * KW weight rows to the outputs of every output row it reaches, so its
+// per-event work (its channel, column and weights' address) is done once instead of once
+// per tap row. The accumulators of the whole map (Ho * Wo, CoP) are zeroed first; each output
+// still takes its input rows, then columns, then channels in ascending order: the same sums
+// in the same order as escatter. Faster than escatter_s1 for one vector of output channels.
+template <typename T, bool BIN, int KW, int NV>
+static void escatter_s1_rows(const int64_t* __restrict start, const int32_t* __restrict chan,
+                             const int32_t* __restrict col, const T* __restrict val, const T* __restrict wt,
+                             T* __restrict acc, const ConvGeom& g) {
+  using Vec = typename Vec64<T>::type;
+  const int64_t CoP = g.CoP, tap = g.Cin * CoP, Wo = g.Wo, rowlen = Wo * CoP;
+  std::fill(acc, acc + g.Ho * rowlen, T(0));
+  for (int64_t iy = 0; iy < g.Hp; ++iy) {
+    const int64_t ka0 = std::max<int64_t>(0, iy + g.ph - (g.Ho - 1)), ka1 = std::min<int64_t>(g.kh, iy + g.ph + 1);
+    if (ka0 >= ka1) continue;  // reaches no output row
+    for (int64_t q = start[iy * g.Wp]; q < start[(iy + 1) * g.Wp]; ++q) {
+      const int64_t t0 = col[q] + g.pw;  // the output column of tap column 0; tap e reaches t0 - e
+      const T* __restrict wc = wt + chan[q] * CoP;
+      Vec v{};
+      if constexpr (!BIN) v = v + val[q];
+      const bool inside = t0 >= KW - 1 && t0 < Wo;
+      for (int64_t ka = ka0; ka < ka1; ++ka) {  // output row iy + ph - ka
+        T* __restrict row = acc + (iy + g.ph - ka) * rowlen;
+        const T* __restrict wa = wc + ka * KW * tap;
+        if (inside) {
+#pragma GCC unroll 8
+          for (int e = 0; e < KW; ++e) add_weights<T, BIN>(row + (t0 - e) * CoP, wa + e * tap, v, NV);
+          continue;
+        }
+        for (int e = 0; e < KW; ++e) {
+          const int64_t ox = t0 - e;
+          if (ox < 0) break;
+          if (ox < Wo) add_weights<T, BIN>(row + ox * CoP, wa + e * tap, v, NV);
+        }
+      }
+    }
+  }
+}
+
 // escatter, or escatter_s1 where the geometry allows it (3 tap columns, 1, 2, 4 or 8 vectors).
 template <typename T, bool BIN>
 static void escatter_any(const int64_t* start, const int32_t* chan, const int32_t* col, const T* val, const T* wt,
@@ -665,7 +705,9 @@ static void escatter_any(const int64_t* start, const int32_t* chan, const int32_
   constexpr int64_t L = 64 / sizeof(T);
   if (g.sw == 1 && g.dw == 1 && g.kw == 3) {
     switch (g.CoP / L) {
-      case 1: return escatter_s1<T, BIN, 3, 1, false>(start, chan, col, val, wt, acc, g);
+      case 1:
+        if (g.sh == 1 && g.dh == 1) return escatter_s1_rows<T, BIN, 3, 1>(start, chan, col, val, wt, acc, g);
+        return escatter_s1<T, BIN, 3, 1, false>(start, chan, col, val, wt, acc, g);
       case 2: return escatter_s1<T, BIN, 3, 2, true>(start, chan, col, val, wt, acc, g);
       case 4: return escatter_s1<T, BIN, 3, 4, true>(start, chan, col, val, wt, acc, g);
       case 8: return escatter_s1<T, BIN, 3, 8, true>(start, chan, col, val, wt, acc, g);
