@@ -172,7 +172,7 @@ def test_if_avgpool_equals_if_then_pool(size, K, S, P, dtype):
         state = [torch.rand((B, C) + size, generator=g, dtype=dtype), torch.zeros((B, C) + size, dtype=dtype)]
         ref_u, ref_p, u, p = state[0].clone(), state[1].clone(), state[0].clone(), state[1].clone()
         ref_steps, steps = torch.zeros((k, C) + size, dtype=torch.float64), torch.zeros((k, C) + size, dtype=torch.float64)
-        s = fused.if_scan(x, None, None, ref_u, ref_p, 0.7, subtract, static, k, ref_steps)
+        s = fused.if_scan(x, None, None, ref_u, ref_p, 0.7, subtract, static, k, ref_steps, False)
         ref = F.avg_pool2d(s.reshape((k * B, C) + size), K, S, P) * (K[0] * K[1])
         got = fused.if_avgpool(x, u, p, 0.7, subtract, static, k, steps, list(K), list(S), list(P), Ho, Wo)
         assert got.shape == (k, B, C, Ho, Wo) and float(s.sum()) > 0

@@ -72,13 +72,70 @@ def test_event_conv_if_kernel_equals_conv_then_if_scan(dtype, shape):
         geometry = [[s, s], [p, p], [1, 1]]
         y = fused.event_conv2d(x, wt, b, co, Ho, Ho, *geometry, 0).reshape(k, B, co, Ho, Ho).contiguous()
         u1, p1, u2, p2 = u.clone(), prev.clone(), u.clone(), prev.clone()
-        ref = fused.if_scan(y, None, None, u1, p1, 0.7, subtract, False, k, steps[0])
-        got = fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2, p2, 0.7, subtract, k, steps[1])
+        ref = fused.if_scan(y, None, None, u1, p1, 0.7, subtract, False, k, steps[0], False)
+        got = fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2, p2, 0.7, subtract, k, steps[1], False)
         assert float(ref.sum()) > 0
         for a, e in ((got, ref), (u2, u1), (p2, p1)) + (() if rows is None else ((steps[1], steps[0]),)):
             assert torch.equal(a, e)
     with pytest.raises(RuntimeError, match="membranes"):
-        fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2[:2], p2[:2], 0.7, True, k, None)
+        fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2[:2], p2[:2], 0.7, True, k, None, False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spikes_as_bytes_equal_spikes_as_floats(dtype):
+    """Spikes stored as bytes (uint8 0/1, for readers that are all event-driven layers):
+    ``if_scan`` (plain and residual-sum input) and ``event_conv2d_if`` give the float spikes'
+    values and the same state and counts, and the event kernels read byte spikes into the
+    same currents, bit for bit, on every loop order (64-byte blocks and their remainder)."""
+    fused = kernels.load()
+    g = torch.Generator().manual_seed(3)
+    k, B, C, H = 4, 3, 7, 9  # 567 neurons per sample: 8 blocks of 64 bytes and a remainder
+    x = torch.rand(k, B, C, H, H, generator=g, dtype=dtype)
+    x2, gains = torch.rand(k, B, C, H, H, generator=g, dtype=dtype), torch.rand(2, C, generator=g, dtype=dtype)
+    for second in (None, x2):
+        state = [torch.rand(B, C, H, H, generator=g, dtype=dtype) * 0.5, torch.zeros(B, C, H, H, dtype=dtype)]
+        runs = []
+        for as_bytes in (False, True):
+            u, p, steps = state[0].clone(), state[1].clone(), torch.zeros((k, C, H, H), dtype=torch.float64)
+            s = fused.if_scan(x, second, None if second is None else gains, u, p, 0.7, True, False, k, steps, as_bytes)
+            runs.append((s, u, p, steps))
+        (s, u, p, steps), (sb, ub, pb, stepsb) = runs
+        assert sb.dtype == torch.uint8 and float(s.sum()) > 0 and torch.equal(sb.to(dtype), s)
+        assert torch.equal(u, ub) and torch.equal(p, pb) and torch.equal(steps, stepsb)
+    wt = torch.zeros(3, 3, C, 16, dtype=dtype)
+    wt[..., :11] = torch.randn(3, 3, C, 11, generator=g, dtype=dtype)
+    b = torch.randn(11, generator=g, dtype=dtype)
+    xs, xb = s.reshape(k * B, C, H, H), sb.reshape(k * B, C, H, H)
+    for path in (0, 1, 2):
+        assert torch.equal(fused.event_conv2d(xb, wt, b, 11, H, H, [1, 1], [1, 1], [1, 1], path),
+                           fused.event_conv2d(xs, wt, b, 11, H, H, [1, 1], [1, 1], [1, 1], path))
+    u0 = torch.rand(B, 11, H, H, generator=g, dtype=dtype)
+    outs = []
+    for as_bytes in (False, True):
+        u, p = u0.clone(), torch.zeros_like(u0)
+        outs.append((fused.event_conv2d_if(xb, wt, b, 11, H, H, [1, 1], [1, 1], [1, 1], 0, u, p, 0.7, True, k, None,
+                                           as_bytes), u, p))
+    assert outs[1][0].dtype == torch.uint8 and torch.equal(outs[1][0].to(dtype), outs[0][0])
+    assert torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][2], outs[1][2])
+
+
+@pytest.mark.parametrize("which", ["cnn_net", "resnet_net"])
+def test_spikes_as_bytes_in_the_engine(which, request, digits, monkeypatch):
+    """In a simulation, the IF layers whose readers are all event-driven layers hand their
+    spikes on as bytes (the event kernels were given uint8 inputs), and every layer's spikes
+    and the outputs are the reference torch ops' (float64)."""
+    fused, dtypes = kernels.load(), set()
+    for f in ("event_conv2d", "event_conv2d_if"):
+        run_kernel = getattr(fused, f)
+        monkeypatch.setattr(fused, f, lambda *a, _f=run_kernel: dtypes.add(a[0].dtype) or _f(*a))
+    x = digits[2][:48].reshape(-1, 1, 8, 8)
+    kw = dict(timesteps=24, precision="float64", batch_size=20, chunk=9)
+    ref = snn.simulate(request.getfixturevalue(which), x, impl="torch", **kw)
+    got = snn.simulate(request.getfixturevalue(which), x, impl="fused", event="always", **kw)
+    assert torch.uint8 in dtypes
+    for k in ref.step_sums:
+        np.testing.assert_array_equal(got.step_sums[k], ref.step_sums[k], err_msg=k)
+    np.testing.assert_allclose(got.outputs, ref.outputs, rtol=0, atol=1e-12 * np.abs(ref.outputs).max())
 
 
 @pytest.mark.parametrize("which", ["mlp_net", "cnn_net", "resnet_net"])

@@ -21,6 +21,8 @@ Simulation scheme (results follow the equations in :mod:`snn.ir` exactly):
   one kernel (its currents never stored; where that IF layer's average pool is folded into
   the next layer, the kernel sums its spikes over the pool's windows and the spikes are
   never stored either), and a residual ``Add`` is summed inside the IF kernel that consumes it;
+  an IF layer whose readers are all event-driven layers hands its spikes on as bytes (uint8
+  0/1, a quarter of float32's memory traffic; as floats to a tile the cost model runs dense);
 * only tile-sized tensors exist at any time, so peak memory does not grow with T
   (per-step spike counts, which are per neuron and summed over the batch, do).
 
@@ -76,18 +78,20 @@ class _IFState:
         self.fused = fused if node.plain else None  # burst/signed spikes: the torch ops
 
     def scan(self, current: torch.Tensor | _Sum, k: int, static: bool, rows: slice,
-             steps: torch.Tensor | None = None) -> torch.Tensor:
+             steps: torch.Tensor | None = None, as_bytes: bool = False) -> torch.Tensor:
         """Run ``k`` steps of the samples ``rows`` of the batch; ``current`` is (k, b, ...), or
         (b, ...) if ``static``, or a pending two-input :class:`_Sum` (summed inside the fused
-        kernel). Returns (k, b, ...) spikes; adds the per-step spikes summed over the samples
-        to ``steps`` (k, *shape) if given, or their sum over the k steps to a (1, *shape) ``steps``."""
+        kernel). Returns (k, b, ...) spikes (with the fused kernels and ``as_bytes``, as uint8);
+        adds the per-step spikes summed over the samples to ``steps`` (k, *shape) if given, or
+        their sum over the k steps to a (1, *shape) ``steps``."""
         th, subtract = self.node.threshold, self.node.reset == "subtract"
         u, prev = self.u[rows], self.prev[rows]  # contiguous views: the batch axis is the outermost
         if isinstance(current, _Sum):  # made only when the fused kernels are in use
             return self.fused.if_scan(current.xs[0].contiguous(), current.xs[1].contiguous(), current.gains, u,
-                                      prev, th, subtract, False, k, steps)
+                                      prev, th, subtract, False, k, steps, as_bytes)
         if self.fused is not None:
-            return self.fused.if_scan(current.contiguous(), None, None, u, prev, th, subtract, static, k, steps)
+            return self.fused.if_scan(current.contiguous(), None, None, u, prev, th, subtract, static, k, steps,
+                                      as_bytes)
         out = torch_ops.if_scan(current, u, prev, th, subtract, static, k, burst=self.node.burst,
                                 count=None if self.count is None else self.count[rows])  # views, updated in place
         if steps is not None:  # events: a burst of n spikes is n, a negative spike one
@@ -342,6 +346,9 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                    if isinstance(node, ir.IF) and node.plain and len(graph.consumers_of(n)) == 1
                    and graph.consumers_of(n)[0] in fold_of and inputs_of[n][0] not in pending_sums}
     only_reader = {n: cs[0] for n in event_nodes if len(cs := graph.consumers_of(n)) == 1}
+    byte_ifs = {n for n, node in graph.nodes.items()  # spikes as bytes: every reader an event-driven layer
+                if isinstance(node, ir.IF) and node.plain and fused is not None and event != "never"
+                and graph.consumers_of(n) and all(c in event_nodes for c in graph.consumers_of(n))}
     conv_ifs = {n: c for n, c in only_reader.items()  # event-driven layer + its IF layer (+ its pool): one kernel
                 if isinstance(graph.nodes[c], ir.IF) and graph.nodes[c].plain and c not in if_pools
                 and (c not in if_avgpools or isinstance(graph.nodes[if_avgpools[c]], ir.AvgPool2d))
@@ -351,6 +358,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
         """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""
         y = _event_forward(fused, node, params.t[name], v, graph.shapes[name], event) \
             if name in event_nodes and event != "never" else None
+        if y is None and v.dtype == torch.uint8:  # spikes as bytes, for the dense op: as floats
+            v = v.to(dtype)
         return torch_ops.forward(node, params.t[name], [v]) if y is None else y
 
     def with_if(name: str, k: int, b: int, c0: int, sl: slice) -> IFArgs | None:
@@ -364,7 +373,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
         if c in if_avgpools:
             g = ir.spatial(graph.nodes[if_avgpools[c]])
             pool = (list(g["kernel"]), list(g["stride"]), list(g["padding"]), *graph.shapes[if_avgpools[c]][1:])
-        return ifs.u[sl], ifs.prev[sl], ifs.node.threshold, ifs.node.reset == "subtract", k, rec_buffer(c, c0, k), pool
+        return ifs.u[sl], ifs.prev[sl], ifs.node.threshold, ifs.node.reset == "subtract", k, rec_buffer(c, c0, k), \
+            pool, c in byte_ifs
 
     def folded(name: str, node: ir.Node, v: _Pooled, k: int, b: int, c0: int, sl: slice) -> torch.Tensor | _Spiked:
         """``name`` after its average pool (and flatten) of spikes (k, b, ...), ``v``: event-driven
@@ -427,7 +437,8 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                         vals[name] = (_Pooled(counts=counts), False)  # read by the pool only, which passes it on
                     elif isinstance(node, ir.IF):
                         cur, st = ins[0]
-                        vals[name] = (if_state[name].scan(cur, k, st, sl, rec_buffer(name, c0, k)), False)
+                        vals[name] = (if_state[name].scan(cur, k, st, sl, rec_buffer(name, c0, k), name in byte_ifs),
+                                      False)
                     elif isinstance(node, ir.Readout):
                         cur, st = ins[0]
                         cur = cur.reshape((b, n_out)) if st else cur.reshape((k, b, n_out))

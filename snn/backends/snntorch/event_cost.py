@@ -111,12 +111,13 @@ def _event_layout(w: torch.Tensor) -> torch.Tensor:
     return wt
 
 
-IFArgs = tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None, tuple | None]
-"""``(u, prev, theta, subtract, k, steps, pool)`` of the plain IF layer that alone reads an
-event-driven layer, for the kernel that runs both (``event_conv2d_if``); ``pool``: None, or
-``(kernel, stride, padding, Hp, Wp)`` of the non-overlapping 2-D average pool that alone
-reads that IF layer, whose windows' spike sums the kernel then returns instead of the
-spikes (``event_conv2d_if_avgpool``)."""
+IFArgs = tuple[torch.Tensor, torch.Tensor, float, bool, int, torch.Tensor | None, tuple | None, bool]
+"""``(u, prev, theta, subtract, k, steps, pool, bytes)`` of the plain IF layer that alone
+reads an event-driven layer, for the kernel that runs both (``event_conv2d_if``); ``pool``:
+None, or ``(kernel, stride, padding, Hp, Wp)`` of the non-overlapping 2-D average pool that
+alone reads that IF layer, whose windows' spike sums the kernel then returns instead of the
+spikes (``event_conv2d_if_avgpool``); ``bytes``: the spikes as uint8 (0 or 1), for readers
+that are all event-driven layers (a quarter of float32's memory traffic)."""
 
 
 def _run_event(fused: Any, x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor | None,
@@ -127,20 +128,22 @@ def _run_event(fused: Any, x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor
     ``ifs`` the spikes (k, b, *out_shape) of the IF layer after it (``event_conv2d_if``), or
     with its pool the windows' spike sums (k * b, Co, Hp, Wp) (``event_conv2d_if_avgpool``)."""
     if ifs is not None:
-        u, prev, theta, subtract, k, steps, pool = ifs
+        u, prev, theta, subtract, k, steps, pool, as_bytes = ifs
         if pool is not None:
             counts = fused.event_conv2d_if_avgpool(x, wt, bias, *out2, *geometry, path, u, prev, theta, subtract, k,
                                                    steps, *pool)
             return counts.reshape((-1,) + tuple(counts.shape[2:]))
-        return fused.event_conv2d_if(x, wt, bias, *out2, *geometry, path, u, prev, theta, subtract, k, steps)
+        return fused.event_conv2d_if(x, wt, bias, *out2, *geometry, path, u, prev, theta, subtract, k, steps,
+                                     as_bytes)
     return fused.event_conv2d(x, wt, bias, *out2, *geometry, path).reshape((len(x),) + tuple(out_shape))
 
 
 def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
                    out_shape: tuple[int, ...], mode: str, path: int = 0, ifs: IFArgs | None = None
                    ) -> torch.Tensor | None:
-    """``node`` applied to ``x`` (M, *input shape) by the event-driven kernel (work in
-    proportion to the nonzero inputs), or None if ``mode`` is "auto" and :func:`event_wins`
+    """``node`` applied to ``x`` (M, *input shape; float, or spikes as uint8) by the
+    event-driven kernel (work in proportion to the nonzero inputs), or None if ``mode`` is
+    "auto" and :func:`event_wins`
     (on the nonzeros of every 8th sample) expects the dense op to be faster. ``path``: the
     kernel's loop order, 0 chosen per sample (fewer visits), 1 output-stationary gather, 2
     row scatter (same sums in another order; the tests run each). ``ifs``: the

@@ -18,7 +18,7 @@ The IF and pooling kernels compute exactly what the reference torch ops in
 multiply-adds, so the spikes are bit-identical; tests check it), in one pass over memory
 instead of several:
 
-``if_scan(I, I2, gains, u, prev, theta, subtract, static, k, steps)``
+``if_scan(I, I2, gains, u, prev, theta, subtract, static, k, steps, bytes)``
     IF layer over ``k`` steps. ``I`` is (k, B, N) or, if ``static``, (B, N); with ``I2``
     (k, B, N) and ``gains`` (2, C), the input is the residual sum
     ``gains[0, c] * I + gains[1, c] * I2`` of an ``Add`` node (channel ``c`` of neuron
@@ -30,7 +30,9 @@ instead of several:
         subtract:    u = u - theta * prev
         s[t] = u > theta;  prev = s[t]
 
-    Returns the spikes (k, B, N). If ``steps`` (k, N) float64 is given, adds the spikes
+    Returns the spikes (k, B, N), of the membranes' type or, with ``bytes``, as uint8 0/1
+    (for readers that are all event-driven layers: a quarter of the memory traffic). If
+    ``steps`` (k, N) float64 is given, adds the spikes
     summed over the batch to it; a (1, N) ``steps`` receives the sum over all k steps.
     Neurons are walked in blocks of 512 whose ``u`` and ``prev`` stay in L1 over the steps.
 
@@ -53,7 +55,7 @@ instead of several:
 
 ``event_conv2d(x, wt, bias, Co, Ho, Wo, stride, padding, dilation)``
     Event-driven ``conv2d`` (a Linear layer is a 1x1 one) of a sparse input ``x``
-    (M, Cin, H, W), output-stationary: per sample, the nonzero inputs are listed plane by
+    (M, Cin, H, W; of the weights' type, or spikes as uint8), output-stationary: per sample, the nonzero inputs are listed plane by
     plane (branch-free, 16 at a time with AVX-512, 8 with AVX2) and bucketed by input
     position (a counting sort that keeps channel order); then each output position sums in
     registers, block of output channels by block, the weight rows ``wt[a, e, c, :]`` of the
@@ -67,13 +69,13 @@ instead of several:
     the dense op's (last-bit differences in the currents; the bound is in
     :mod:`snn.backends.snntorch.event_cost`).
 
-``event_conv2d_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps)``
+``event_conv2d_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps, bytes)``
     ``event_conv2d`` of ``x`` (k * B, Cin, H, W), rows t * B + b, followed by ``if_scan``
     of its output for the IF layer that alone reads it, as one kernel parallel over the B
     samples: each sample's rows are integrated step by step as they are made, so the
     currents are never stored. ``u``, ``prev`` (B, Co, Ho, Wo) and ``steps`` as in
-    ``if_scan``; returns the spikes (k, B, Co, Ho, Wo), bit for bit those of the two
-    kernels in turn (each thread sums its samples' spikes apart, added to ``steps`` at the
+    ``if_scan``; returns the spikes (k, B, Co, Ho, Wo) (as uint8 with ``bytes``), bit for
+    bit those of the two kernels in turn (each thread sums its samples' spikes apart, added to ``steps`` at the
     end).
 
 ``event_conv2d_if_avgpool(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps, kernel, pstride, ppadding, Hp, Wp)``

@@ -38,27 +38,27 @@ static inline T if_update(T& u, T p, T cur, T theta) {
 }
 
 // One IF step of m neurons: input xa (ADD2: ga * xa + gb * xb), membranes ub, previous
-// spikes pb (both updated), spikes to st.
-template <typename T, bool SUB, bool ADD2>
+// spikes pb (both updated), spikes to st (as T, or as bytes 0/1 for an event-driven reader).
+template <typename T, bool SUB, bool ADD2, typename S>
 static inline void if_step(const T* __restrict xa, const T* __restrict xb, const T* __restrict ga,
-                           const T* __restrict gb, T* __restrict ub, T* __restrict pb, T* __restrict st, int64_t m,
+                           const T* __restrict gb, T* __restrict ub, T* __restrict pb, S* __restrict st, int64_t m,
                            T theta) {
   for (int64_t i = 0; i < m; ++i) {
     T cur;
     if constexpr (ADD2) cur = xa[i] * ga[i] + xb[i] * gb[i];
     else cur = xa[i];
     const T spk = if_update<T, SUB>(ub[i], pb[i], cur, theta);
-    pb[i] = spk; st[i] = spk;
+    pb[i] = spk; st[i] = (S)spk;
   }
 }
 
 // if_step, then its spikes added to cn (the batch sums; nullptr: not counted).
-template <typename T, bool SUB, bool ADD2>
+template <typename T, bool SUB, bool ADD2, typename S>
 static inline void if_step_count(const T* __restrict xa, const T* __restrict xb, const T* __restrict ga,
-                                 const T* __restrict gb, T* __restrict ub, T* __restrict pb, T* __restrict st,
+                                 const T* __restrict gb, T* __restrict ub, T* __restrict pb, S* __restrict st,
                                  T* __restrict cn, int64_t m, T theta) {
-  if_step<T, SUB, ADD2>(xa, xb, ga, gb, ub, pb, st, m, theta);
-  if (cn) for (int64_t i = 0; i < m; ++i) cn[i] += st[i];
+  if_step<T, SUB, ADD2, S>(xa, xb, ga, gb, ub, pb, st, m, theta);
+  if (cn) for (int64_t i = 0; i < m; ++i) cn[i] += pb[i];
 }
 
 // Calls f(sub, st) with std::bool_constant arguments for the IF kernels' compile-time
@@ -83,8 +83,8 @@ static inline void if_step_counted(const T* __restrict xa, T* __restrict ub, T* 
   }
 }
 
-template <typename T, bool SUB, bool STATIC, bool ADD2>
-static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, int64_t C, T* u, T* prev, T* s,
+template <typename T, bool SUB, bool STATIC, bool ADD2, typename S>
+static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, int64_t C, T* u, T* prev, S* s,
                          double* steps, int64_t rows, int64_t k, int64_t B, int64_t N, T theta) {
   at::parallel_for(0, (N + V - 1) / V, 1, [&](int64_t q0, int64_t q1) {
     const int64_t n0 = q0 * V, n1 = std::min(N, q1 * V), len = n1 - n0;
@@ -106,9 +106,9 @@ static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, i
           const int64_t r = STATIC ? b * N + nb : (t * B + b) * N + nb;
           const T* __restrict xa = x0 + r;
           const T* __restrict xb = (ADD2 ? x1 : x0) + r;
-          T* __restrict st = s + (t * B + b) * N + nb;
+          S* __restrict st = s + (t * B + b) * N + nb;
           T* __restrict cn = steps ? cnt.data() + (per_step ? t * len : 0) + off : nullptr;
-          if_step_count<T, SUB, ADD2>(xa, xb, g0, g1, ub, pb, st, cn, m, theta);
+          if_step_count<T, SUB, ADD2, S>(xa, xb, g0, g1, ub, pb, st, cn, m, theta);
         }
       }
     if (steps) add_counts(steps, cnt.data(), per_step ? k : 1, len, N, n0);
@@ -117,7 +117,7 @@ static void if_scan_impl(const T* x0, const T* x1, const T* gains, int64_t HW, i
 
 torch::Tensor if_scan(torch::Tensor I, c10::optional<torch::Tensor> I2, c10::optional<torch::Tensor> gains,
                       torch::Tensor u, torch::Tensor prev, double theta, bool subtract, bool is_static, int64_t k,
-                      c10::optional<torch::Tensor> steps) {
+                      c10::optional<torch::Tensor> steps, bool bytes) {
   TORCH_CHECK(I.is_contiguous() && u.is_contiguous() && prev.is_contiguous(), "if_scan: contiguous tensors");
   const bool add2 = I2.has_value();
   TORCH_CHECK(!add2 || (!is_static && gains.has_value() && I2->is_contiguous() && I2->sizes() == I.sizes() &&
@@ -126,7 +126,7 @@ torch::Tensor if_scan(torch::Tensor I, c10::optional<torch::Tensor> I2, c10::opt
   int64_t C = add2 ? gains->size(1) : 1, HW = add2 ? N / C : 1;
   std::vector<int64_t> shape = {k};
   for (auto d : u.sizes()) shape.push_back(d);
-  auto s = torch::empty(shape, u.options());
+  auto s = torch::empty(shape, bytes ? u.options().dtype(torch::kUInt8) : u.options());
   double* st = steps.has_value() ? steps->data_ptr<double>() : nullptr;
   int64_t rows = steps.has_value() ? steps->size(0) : 0;
   TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, "if_scan: steps must have 1 or k rows");
@@ -135,11 +135,16 @@ torch::Tensor if_scan(torch::Tensor I, c10::optional<torch::Tensor> I2, c10::opt
     const scalar_t* x1 = add2 ? I2->data_ptr<scalar_t>() : nullptr;
     const scalar_t* g = add2 ? gains->data_ptr<scalar_t>() : nullptr;
     auto* uu = u.data_ptr<scalar_t>(); auto* pp = prev.data_ptr<scalar_t>();
-    auto* ss = s.data_ptr<scalar_t>(); auto th = (scalar_t)theta;
-    with_if_modes(subtract, is_static && !add2, [&](auto sub, auto stat) {
-      if (add2) if_scan_impl<scalar_t, sub(), false, true>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th);
-      else if_scan_impl<scalar_t, sub(), stat(), false>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th);
-    });
+    auto th = (scalar_t)theta;
+    auto run = [&](auto* ss) {  // spikes as scalar_t or as bytes
+      using S = std::remove_pointer_t<decltype(ss)>;
+      with_if_modes(subtract, is_static && !add2, [&](auto sub, auto stat) {
+        if (add2) if_scan_impl<scalar_t, sub(), false, true, S>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th);
+        else if_scan_impl<scalar_t, sub(), stat(), false, S>(x0, x1, g, HW, C, uu, pp, ss, st, rows, k, B, N, th);
+      });
+    };
+    if (bytes) run(s.data_ptr<uint8_t>());
+    else run(s.data_ptr<scalar_t>());
   });
   return s;
 }
@@ -368,6 +373,24 @@ template <typename T>
 static inline int64_t compact_row(const T* __restrict r, int64_t len, int32_t* __restrict ev, int64_t n,
                                   int64_t& ones) {
   int64_t ix = 0;
+#if defined(__AVX512BW__)
+  if constexpr (std::is_same_v<T, uint8_t>) {  // spikes as bytes (0 or 1): 64 at a time, compressed 16 by 16
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; ix + 64 <= len; ix += 64) {
+      const __m512i v = _mm512_loadu_si512(reinterpret_cast<const void*>(r + ix));
+      uint64_t m = _mm512_test_epi8_mask(v, v);
+      if (!m) continue;
+      ones += __builtin_popcountll(_mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(1)));
+      for (int64_t j = 0; m; j += 16, m >>= 16) {
+        const __mmask16 h = (__mmask16)(m & 0xFFFF);
+        if (!h) continue;
+        const __m512i e = _mm512_maskz_compress_epi32(h, _mm512_add_epi32(_mm512_set1_epi32((int32_t)(ix + j)), iota));
+        _mm512_storeu_si512(reinterpret_cast<void*>(ev + n), e);
+        n += __builtin_popcount(h);
+      }
+    }
+  }
+#endif
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {  // 16 at a time: compare to masks, compress the indices in a register
     const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f);
@@ -779,7 +802,7 @@ static void store_transposed(const T* __restrict acc, const T* __restrict bias, 
 // (the pool's output), as if_avgpool writes it.
 template <typename T>
 struct IFEpilogue {
-  T* u; T* prev; T* s; double* steps; int64_t rows, k, B; T theta; bool subtract; const PoolGeom* pool;
+  T* u; T* prev; T* s; uint8_t* sb; double* steps; int64_t rows, k, B; T theta; bool subtract; const PoolGeom* pool;
 };
 
 // path: 1 gather, 2 row scatter, 0 per sample the one expected faster: per event and tap,
@@ -790,8 +813,9 @@ struct IFEpilogue {
 // the scatter ~0.7 ns more per event, tap and vector (fitted on 40 cases: 3x3 stride-1
 // layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread).
 template <typename T>
-static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, int64_t H, int64_t W, int64_t Co,
-                       const ConvGeom& g, const int64_t* pl, int64_t path, const IFEpilogue<T>* ife = nullptr) {
+static void econv_impl(const T* x, const uint8_t* xb, const T* wt, const T* bias, T* y, int64_t M, int64_t H,
+                       int64_t W, int64_t Co, const ConvGeom& g, const int64_t* pl, int64_t path,
+                       const IFEpilogue<T>* ife = nullptr) {
   const int64_t HW = H * W, HWo = g.Ho * g.Wo, P = g.Hp * g.Wp;
   std::vector<int32_t> pos(pl ? HW : 0);  // input position -> position of the pooled map, or -1
   for (int64_t iy = 0; pl && iy < H; ++iy)
@@ -822,11 +846,13 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
   auto conv_row = [&](int64_t m, Scratch& sc) {  // row m of x -> sc.acc (HWo, CoP)
     auto &ev = sc.ev, &chan = sc.chan, &col = sc.col, &val = sc.val, &acc = sc.acc;
     auto &cbound = sc.cbound, &start = sc.start, &cursor = sc.cursor;
-    const T* __restrict xm = x + m * g.Cin * HW;
+    const T* __restrict xm = xb ? nullptr : x + m * g.Cin * HW;
+    const uint8_t* __restrict xbm = xb ? xb + m * g.Cin * HW : nullptr;
     int64_t n = 0, ones = 0;
     for (int64_t c = 0; c < g.Cin; ++c) {  // the nonzero inputs, plane by plane
       cbound[c] = n;
-      n = compact_row<T>(xm + c * HW, HW, ev.data(), n, ones);
+      n = xb ? compact_row<uint8_t>(xbm + c * HW, HW, ev.data(), n, ones)
+             : compact_row<T>(xm + c * HW, HW, ev.data(), n, ones);
     }
     cbound[g.Cin] = n;
     std::fill(start.begin(), start.end(), 0);  // counting sort of the events by (pooled) position
@@ -844,7 +870,7 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
         const int64_t k = cursor[p]++;
         chan[k] = (int32_t)c;
         col[k] = colof[p];
-        if (!bin) val[k] = xm[c * HW + ev[q]];
+        if (!bin) val[k] = xb ? (T)xbm[c * HW + ev[q]] : xm[c * HW + ev[q]];
       }
     const double evt = taps * (double)start[P], vb = (double)(visits * blocks);
     const bool gather = path == 1 || (path == 0 && !win && (s1 ? 5.6 * vb < (0.7 * (double)nvec - 0.78) * evt
@@ -882,11 +908,20 @@ static void econv_impl(const T* x, const T* wt, const T* bias, T* y, int64_t M, 
         T* cn = ife->steps ? cnt.data() + (r == 1 ? 0 : t * N) : nullptr;
         T* ub = ife->u + b * N;
         T* pb = ife->prev + b * N;
-        T* st = pg ? spk.data() : ife->s + (t * B + b) * N;
-        if (ife->subtract) if_step_count<T, true, false>(cur.data(), cur.data(), nullptr, nullptr, ub, pb, st, cn, N,
-                                                          ife->theta);
-        else if_step_count<T, false, false>(cur.data(), cur.data(), nullptr, nullptr, ub, pb, st, cn, N, ife->theta);
-        for (int64_t c = 0; pg && c < Co; ++c) pool_sum<T>(st + c * HWo, ife->s + ((t * B + b) * Co + c) * No, *pg);
+        auto step = [&](auto* st) {  // spikes as T or as bytes
+          using S = std::remove_pointer_t<decltype(st)>;
+          if (ife->subtract) if_step_count<T, true, false, S>(cur.data(), nullptr, nullptr, nullptr, ub, pb, st, cn, N,
+                                                               ife->theta);
+          else if_step_count<T, false, false, S>(cur.data(), nullptr, nullptr, nullptr, ub, pb, st, cn, N, ife->theta);
+        };
+        if (pg) {
+          step(spk.data());
+          for (int64_t c = 0; c < Co; ++c) pool_sum<T>(spk.data() + c * HWo, ife->s + ((t * B + b) * Co + c) * No, *pg);
+        } else if (ife->sb) {
+          step(ife->sb + (t * B + b) * N);
+        } else {
+          step(ife->s + (t * B + b) * N);
+        }
       }
   });
   for (const auto& cnt : cnts)
@@ -897,7 +932,7 @@ double sampled_nonzeros(torch::Tensor x, int64_t every) {
   TORCH_CHECK(x.is_contiguous() && x.dim() >= 1 && every >= 1, "sampled_nonzeros: contiguous tensor");
   const int64_t M = x.size(0), per = M ? x.numel() / M : 0;
   int64_t nz = 0, seen = 0;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sampled_nonzeros", [&] {
+  AT_DISPATCH_ALL_TYPES(x.scalar_type(), "sampled_nonzeros", [&] {
     const scalar_t* p = x.data_ptr<scalar_t>();
     for (int64_t m = 0; m < M; m += every, ++seen)
       for (int64_t i = 0; i < per; ++i) nz += p[m * per + i] != scalar_t(0);
@@ -906,7 +941,8 @@ double sampled_nonzeros(torch::Tensor x, int64_t every) {
 }
 
 // The checked geometry of an event convolution of x (M, Cin, H, W) with wt (kh, kw, Cin, CoP)
-// (on the pooled map of pl, if given); errors are prefixed with the kernel's name fn.
+// (on the pooled map of pl, if given); x has wt's type, or holds spikes as bytes (uint8);
+// errors are prefixed with the kernel's name fn.
 static ConvGeom conv_geom(const torch::Tensor& x, const torch::Tensor& wt, int64_t Co, int64_t Ho, int64_t Wo,
                           const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
                           const std::vector<int64_t>& dilation, const int64_t* pl, int64_t path, const char* fn) {
@@ -914,9 +950,11 @@ static ConvGeom conv_geom(const torch::Tensor& x, const torch::Tensor& wt, int64
   TORCH_CHECK(x.dim() == 4 && wt.dim() == 4 && x.is_contiguous() && wt.is_contiguous(), fn, ": layout");
   int64_t Cin = x.size(1), H = x.size(2), W = x.size(3);
   int64_t kh = wt.size(0), kw = wt.size(1), CoP = wt.size(3);
-  const int64_t L = 64 / (int64_t)x.element_size();
-  TORCH_CHECK(wt.size(2) == Cin && CoP >= Co && CoP % L == 0 && wt.scalar_type() == x.scalar_type(),
-              fn, ": weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
+  const int64_t L = 64 / (int64_t)wt.element_size();
+  TORCH_CHECK(wt.size(2) == Cin && CoP >= Co && CoP % L == 0, fn,
+              ": weight shape (kh, kw, Cin, Co rounded up to 64 bytes)");
+  TORCH_CHECK(x.scalar_type() == wt.scalar_type() || x.scalar_type() == torch::kUInt8, fn,
+              ": x of the weights' type, or spikes as bytes (uint8)");
   TORCH_CHECK(H * W < (int64_t(1) << 31), fn, ": an input plane must have fewer than 2**31 positions");
   const int64_t Hp = pl ? pl[6] : H, Wp = pl ? pl[7] : W;
   return {Cin, Hp, Wp, CoP, Ho, Wo, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
@@ -927,11 +965,12 @@ static torch::Tensor econv(torch::Tensor x, torch::Tensor wt, c10::optional<torc
                            std::vector<int64_t> dilation, const int64_t* pl, int64_t path) {
   const ConvGeom g = conv_geom(x, wt, Co, Ho, Wo, stride, padding, dilation, pl, path, "event_conv2d");
   const int64_t M = x.size(0), H = x.size(2), W = x.size(3);
-  auto y = torch::empty({M, Co, Ho, Wo}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d", [&] {
+  auto y = torch::empty({M, Co, Ho, Wo}, wt.options());
+  const bool xb = x.scalar_type() == torch::kUInt8;
+  AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "event_conv2d", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
-    econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), M, H, W, Co, g,
-                         pl, path);
+    econv_impl<scalar_t>(xb ? nullptr : x.data_ptr<scalar_t>(), xb ? x.data_ptr<uint8_t>() : nullptr,
+                         wt.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), M, H, W, Co, g, pl, path);
   });
   return y;
 }
@@ -942,29 +981,33 @@ torch::Tensor event_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torc
   return econv(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, nullptr, path);
 }
 
-// event_conv2d_if and event_conv2d_if_avgpool: the pool's geometry pg, or nullptr.
+// event_conv2d_if and event_conv2d_if_avgpool: the pool's geometry pg, or nullptr; bytes:
+// the spikes as uint8 (without a pool).
 static torch::Tensor econv_if(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
                               int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
                               std::vector<int64_t> dilation, int64_t path, torch::Tensor u, torch::Tensor prev,
                               double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps,
-                              const PoolGeom* pg, const char* fn) {
+                              const PoolGeom* pg, bool bytes, const char* fn) {
   const ConvGeom g = conv_geom(x, wt, Co, Ho, Wo, stride, padding, dilation, nullptr, path, fn);
   TORCH_CHECK(u.is_contiguous() && prev.is_contiguous() && u.sizes() == prev.sizes() && k >= 1 &&
               x.size(0) == k * u.size(0) && u.numel() == u.size(0) * Co * Ho * Wo &&
-              u.scalar_type() == x.scalar_type(), fn, ": x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
+              u.scalar_type() == wt.scalar_type(), fn, ": x (k * B, Cin, H, W), membranes (B, Co, Ho, Wo)");
   const int64_t B = u.size(0), H = x.size(2), W = x.size(3), rows = steps.has_value() ? steps->size(0) : 0;
   TORCH_CHECK(!steps.has_value() || rows == 1 || rows == k, fn, ": steps must have 1 or k rows");
   std::vector<int64_t> shape = {k};
   for (auto d : u.sizes()) shape.push_back(d);
   if (pg) shape = {k, B, Co, pg->Ho, pg->Wo};
-  auto s = torch::empty(shape, u.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "event_conv2d_if", [&] {
+  bytes = bytes && !pg;
+  auto s = torch::empty(shape, bytes ? u.options().dtype(torch::kUInt8) : u.options());
+  const bool xb = x.scalar_type() == torch::kUInt8;
+  AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "event_conv2d_if", [&] {
     const scalar_t* b = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
-    const IFEpilogue<scalar_t> ife{u.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+    const IFEpilogue<scalar_t> ife{u.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(),
+                                   bytes ? nullptr : s.data_ptr<scalar_t>(), bytes ? s.data_ptr<uint8_t>() : nullptr,
                                    steps.has_value() ? steps->data_ptr<double>() : nullptr, rows, k, B,
                                    (scalar_t)theta, subtract, pg};
-    econv_impl<scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b, nullptr, k * B, H, W, Co, g, nullptr,
-                         path, &ife);
+    econv_impl<scalar_t>(xb ? nullptr : x.data_ptr<scalar_t>(), xb ? x.data_ptr<uint8_t>() : nullptr,
+                         wt.data_ptr<scalar_t>(), b, nullptr, k * B, H, W, Co, g, nullptr, path, &ife);
   });
   return s;
 }
@@ -972,9 +1015,9 @@ static torch::Tensor econv_if(torch::Tensor x, torch::Tensor wt, c10::optional<t
 torch::Tensor event_conv2d_if(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
                               int64_t Ho, int64_t Wo, std::vector<int64_t> stride, std::vector<int64_t> padding,
                               std::vector<int64_t> dilation, int64_t path, torch::Tensor u, torch::Tensor prev,
-                              double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps) {
+                              double theta, bool subtract, int64_t k, c10::optional<torch::Tensor> steps, bool bytes) {
   return econv_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps,
-                  nullptr, "event_conv2d_if");
+                  nullptr, bytes, "event_conv2d_if");
 }
 
 torch::Tensor event_conv2d_if_avgpool(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias,
@@ -988,7 +1031,7 @@ torch::Tensor event_conv2d_if_avgpool(torch::Tensor x, torch::Tensor wt, c10::op
               kernel[1] <= pstride[1], "event_conv2d_if_avgpool: a non-overlapping 2-D pool");
   const PoolGeom pg{Ho, Wo, Hp, Wp, kernel[0], kernel[1], pstride[0], pstride[1], ppadding[0], ppadding[1], 1, 1};
   return econv_if(x, wt, bias, Co, Ho, Wo, stride, padding, dilation, path, u, prev, theta, subtract, k, steps, &pg,
-                  "event_conv2d_if_avgpool");
+                  false, "event_conv2d_if_avgpool");
 }
 
 torch::Tensor event_pool_conv2d(torch::Tensor x, torch::Tensor wt, c10::optional<torch::Tensor> bias, int64_t Co,
