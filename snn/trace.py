@@ -182,8 +182,8 @@ def _reshape_rule(b: "_Builder", n: torch.fx.Node, _m: Any = None) -> ir.Node | 
 
 
 def _flatten_module(b: "_Builder", n: torch.fx.Node, m: nn.Flatten) -> ir.Node | None:
-    if m.start_dim not in (1,) or m.end_dim != -1:
-        b.fail(n, f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) (only flattening a whole sample)")
+    """``nn.Flatten(start_dim, end_dim)``: a reshape (a partial flatten, e.g. (C, H, W) -> (C * H, W),
+    included); one that takes in the batch axis is refused by :func:`_reshape_rule`."""
     return _reshape_rule(b, n)
 
 

@@ -104,6 +104,9 @@ CASES = {
                                      nn.Conv1d(6, 8, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool1d(1),
                                      nn.Flatten(), nn.Linear(8, 10)), lambda x: x.reshape(-1, 4, 16)),
     "clip_upsample_pad": (_ClipUpsamplePad, _image),
+    "rows_as_sequence": (lambda: nn.Sequential(nn.Flatten(1, 2), nn.Conv1d(8, 6, 3, padding=1), nn.ReLU(),
+                                               nn.AvgPool1d(2), nn.Conv1d(6, 6, 3, padding=1), nn.ReLU(),
+                                               nn.Flatten(), nn.Linear(6 * 4, 10)), _image),
 }
 
 

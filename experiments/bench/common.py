@@ -77,13 +77,13 @@ def sync(device: str) -> None:
 
 
 def dense_macs(graph) -> int:
-    """Dense multiply-accumulates of one forward pass of an IR graph (Linear/Conv2d/Affine/Add)."""
+    """Dense multiply-accumulates of one forward pass of an IR graph (Linear/Conv1d/Conv2d/Affine/Add)."""
     from snn import ir
 
     total = 0
     for name, node in graph.nodes.items():
         out = int(np.prod(graph.shapes[name]))
-        if isinstance(node, (ir.Linear, ir.Conv2d)):
+        if isinstance(node, (ir.Linear, ir.Conv1d, ir.Conv2d)):
             total += out * int(np.prod(node.weight.shape[1:]))
         elif isinstance(node, (ir.Affine, ir.Add)):
             total += out * (len(node.gains) if isinstance(node, ir.Add) else 1)

@@ -57,7 +57,54 @@ VGG_AVG = {"cfg": [16, 16, "A", 32, 32, "A", 64, 64, "A"], "hidden": [128]}
 stage ending in AvgPool2d(2), then Linear(1024, 128)-ReLU-Linear(128, 10)."""
 VGG_AVG_TRAIN = {"epochs": 1, "lr": 0.003, "batch_size": 128, "seed": 0, "optimizer": "adam", "schedule": "onecycle",
                  "limit": 10000}
-MODELS = "lenet5,resnet20,avgcnn,vgg_avg"
+EXTRA_TRAIN = {"epochs": 1, "lr": 0.003, "batch_size": 128, "seed": 0, "optimizer": "adam", "schedule": "onecycle"}
+"""Training of the two networks below (a short run: their speed, not their accuracy, is measured)."""
+
+
+def strided_cnn() -> torch.nn.Module:
+    """A CIFAR-10 CNN of strided convolutions and no pooling: conv3x3(32), conv3x3(64, stride 2),
+    conv3x3(64), conv3x3(128, stride 2), each with BN and ReLU, then Linear(8192, 10)."""
+    nn = torch.nn
+    layers, c = [], 3
+    for co, s in ((32, 1), (64, 2), (64, 1), (128, 2)):
+        layers += [nn.Conv2d(c, co, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
+        c = co
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 8 * 8, 10))
+
+
+def conv1d_net() -> torch.nn.Module:
+    """A 1-D CNN on MNIST's rows as a sequence: the (1, 28, 28) image reshaped to 28 channels x
+    28 steps, conv1d(64)-BN-ReLU-AvgPool1d(2), conv1d(128)-BN-ReLU-AvgPool1d(2), Linear(896, 10)."""
+    nn = torch.nn
+    return nn.Sequential(nn.Flatten(1, 2), nn.Conv1d(28, 64, 3, padding=1, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
+                         nn.AvgPool1d(2), nn.Conv1d(64, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128),
+                         nn.ReLU(), nn.AvgPool1d(2), nn.Flatten(), nn.Linear(128 * 7, 10))
+
+
+EXTRA = {"strided": (strided_cnn, "cifar10", 10000), "conv1d": (conv1d_net, "mnist", 20000)}
+"""Networks not designed for this benchmark's kernels: (builder, dataset, training images)."""
+MODELS = "lenet5,resnet20,avgcnn,vgg_avg,strided,conv1d"
+
+
+def _trained_extra(name: str) -> torch.nn.Module:
+    """One of :data:`EXTRA`, trained with :data:`EXTRA_TRAIN` once and then loaded from the cache."""
+    from snn import data, train
+
+    build, ds, limit = EXTRA[name]
+    torch.manual_seed(EXTRA_TRAIN["seed"])
+    model = build()
+    path = common.CACHE / f"speed-{name}-{limit}.safetensors"
+    if path.exists():
+        train.load_checkpoint(model, path)
+        return model.eval()
+    x, y = data.load_dataset(ds, "train", limit=limit)
+    train.train(model, x, y, progress=False, **EXTRA_TRAIN)
+    xt, yt = data.load_dataset(ds, "test", limit=2000)
+    print(f"# {name}: trained on {limit} {ds} images, test accuracy {100 * train.evaluate(model, xt, yt):.1f} % "
+          "(first 2,000)")
+    common.CACHE.mkdir(parents=True, exist_ok=True)
+    train.save_checkpoint(model, path)
+    return model.eval()
 
 
 def load_model(name: str):
@@ -77,6 +124,8 @@ def load_model(name: str):
         ds = "mnist" if name == "avgcnn" else "cifar10"
         kwargs, cfg = (AVG_CNN, AVG_CNN_TRAIN) if name == "avgcnn" else (VGG_AVG, VGG_AVG_TRAIN)
         model, _ = train.train_cached("vgg", kwargs, ds, cfg, common.CACHE, progress=False)
+    elif name in EXTRA:
+        model, ds = _trained_extra(name), EXTRA[name][1]
     else:
         raise SystemExit(f"unknown model {name}")
     x, _ = data.load_dataset(ds, "test", limit=512)

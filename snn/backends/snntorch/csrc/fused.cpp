@@ -228,6 +228,16 @@ static inline void pool_sum(const T* __restrict sp, T* __restrict op, const Pool
     }
     return;
   }
+  if (g.ph == 0 && g.pw == 0 && g.kh == g.sh && g.kw == g.sw && g.Ho * g.kh <= g.H && g.Wo * g.kw <= g.W) {
+    for (int64_t oy = 0; oy < g.Ho; ++oy)  // windows that tile the map from its corner: no bounds checks
+      for (int64_t ox = 0; ox < g.Wo; ++ox) {
+        T sum = T(0);
+        for (int64_t a = 0; a < g.kh; ++a)
+          for (int64_t e = 0; e < g.kw; ++e) sum += sp[(oy * g.kh + a) * g.W + ox * g.kw + e];
+        op[oy * g.Wo + ox] = sum;
+      }
+    return;
+  }
   for (int64_t oy = 0; oy < g.Ho; ++oy)
     for (int64_t ox = 0; ox < g.Wo; ++ox) {
       T sum = T(0);
@@ -248,31 +258,39 @@ static inline void pool_sum(const T* __restrict sp, T* __restrict op, const Pool
 // made, never stored. MAX: the cumulative-count max pool (out: pooled spikes, their batch
 // sums to psteps); else a non-overlapping average pool (out: the windows' spike sums; the
 // consumer divides by the window's area; cum, pooled and psteps unused). Parallel over
-// channels, so the IF's batch sums need no atomics.
+// groups of channels of up to V neurons (small planes, such as 1-D pools' rows, share one IF
+// step; at least 4 groups per thread), so the IF's batch sums need no atomics.
 template <typename T, bool SUB, bool STATIC, bool MAX>
 static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows,
                          double* psteps, int64_t prows, int64_t k, int64_t B, int64_t C, const PoolGeom& g, T theta) {
   const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
-  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+  // channels per group: at least V neurons where there are enough groups to share among the threads evenly
+  const int64_t G = std::max<int64_t>(1, std::min<int64_t>(V / std::max<int64_t>(HW, 1),
+                                                           C / (4 * (int64_t)at::get_num_threads())));
+  at::parallel_for(0, (C + G - 1) / G, 1, [&](int64_t q0, int64_t q1) {
     const int64_t r = steps && rows != 1 ? k : 1, pr = psteps && prows != 1 ? k : 1;
-    std::vector<T> cnt(r * HW), pcnt(MAX ? pr * HWo : 0);  // batch sums of this channel (scratch rows if not asked)
-    for (int64_t c = c0; c < c1; ++c) {
+    std::vector<T> cnt(r * G * HW), pcnt(MAX ? pr * G * HWo : 0);  // batch sums of a group (scratch if not asked)
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t c0 = q * G, nc = std::min(G, C - c0), len = nc * HW, leno = nc * HWo;
       std::fill(cnt.begin(), cnt.end(), T(0));
       std::fill(pcnt.begin(), pcnt.end(), T(0));
       for (int64_t b = 0; b < B; ++b) {
-        T* __restrict ub = u + b * N + c * HW;
-        T* __restrict pb = prev + b * N + c * HW;
-        T* __restrict cp = MAX ? cum + b * N + c * HW : nullptr;
+        T* __restrict ub = u + b * N + c0 * HW;
+        T* __restrict pb = prev + b * N + c0 * HW;
+        T* __restrict cp = MAX ? cum + b * N + c0 * HW : nullptr;
         for (int64_t t = 0; t < k; ++t) {
-          if_step_counted<T, SUB, MAX>(x + (STATIC ? b * N : (t * B + b) * N) + c * HW, ub, pb,
-                                       cnt.data() + (r == 1 ? 0 : t * HW), cp, HW, theta);
-          T* __restrict op = out + (t * B + b) * No + c * HWo;
-          if constexpr (MAX) pool_max<T>(cp, pooled + b * No + c * HWo, op, pcnt.data() + (pr == 1 ? 0 : t * HWo), g);
-          else pool_sum<T>(pb, op, g);  // pb: this step's spikes
+          if_step_counted<T, SUB, MAX>(x + (STATIC ? b * N : (t * B + b) * N) + c0 * HW, ub, pb,
+                                       cnt.data() + (r == 1 ? 0 : t * len), cp, len, theta);
+          for (int64_t c = 0; c < nc; ++c) {
+            T* __restrict op = out + (t * B + b) * No + (c0 + c) * HWo;
+            if constexpr (MAX) pool_max<T>(cp + c * HW, pooled + b * No + (c0 + c) * HWo, op,
+                                           pcnt.data() + (pr == 1 ? 0 : t * leno) + c * HWo, g);
+            else pool_sum<T>(pb + c * HW, op, g);  // pb: this step's spikes
+          }
         }
       }
-      if (steps) add_counts(steps, cnt.data(), r, HW, N, c * HW);
-      if (MAX && psteps) add_counts(psteps, pcnt.data(), pr, HWo, No, c * HWo);
+      if (steps) add_counts(steps, cnt.data(), r, len, N, c0 * HW);
+      if (MAX && psteps) add_counts(psteps, pcnt.data(), pr, leno, No, c0 * HWo);
     }
   });
 }
