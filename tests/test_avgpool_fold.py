@@ -157,17 +157,19 @@ def test_avgpool_cnn_folded_equals_reference(which, precision, digits, monkeypat
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("size,K,S,P", [((12, 12), (2, 2), (2, 2), (0, 0)), ((13, 11), (2, 2), (2, 2), (1, 0)),
-                                         ((17, 16), (2, 3), (3, 3), (1, 1)), ((1, 15), (1, 2), (1, 2), (0, 1))])
+                                         ((17, 16), (2, 3), (3, 3), (1, 1)), ((1, 15), (1, 2), (1, 2), (0, 1)),
+                                         ((1, 16), (1, 2), (1, 2), (0, 0)), ((9, 9), (3, 3), (3, 3), (0, 0))])
 def test_if_avgpool_equals_if_then_pool(size, K, S, P, dtype):
     """The fused IF + average pool kernel: the same membranes, previous spikes and spike
     counts as ``if_scan``, and as its output the windows' spike sums (pool * area), for the
-    fast 2 x 2 path, padded and partial windows, a 1-D pool (height 1), static and varying
-    input, both resets."""
+    fast 2 x 2 path, windows that tile the map, padded and partial windows, 1-D pools (height
+    1; rows that the windows tile), 4 channels and 40 (small planes stepped in groups),
+    static and varying input, both resets."""
     fused = kernels.load()
     g = torch.Generator().manual_seed(1)
-    k, B, C = 5, 3, 4
+    k, B = 5, 3
     Ho, Wo = ((n + 2 * p - kk) // s + 1 for n, kk, s, p in zip(size, K, S, P))
-    for static, subtract in itertools.product((False, True), (False, True)):
+    for static, subtract, C in itertools.product((False, True), (False, True), (4, 40)):
         x = torch.rand(((B,) if static else (k, B)) + (C,) + size, generator=g, dtype=dtype) * 0.9
         state = [torch.rand((B, C) + size, generator=g, dtype=dtype), torch.zeros((B, C) + size, dtype=dtype)]
         ref_u, ref_p, u, p = state[0].clone(), state[1].clone(), state[0].clone(), state[1].clone()

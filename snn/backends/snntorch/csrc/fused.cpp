@@ -264,6 +264,7 @@ template <typename T, bool SUB, bool STATIC, bool MAX>
 static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, double* steps, int64_t rows,
                          double* psteps, int64_t prows, int64_t k, int64_t B, int64_t C, const PoolGeom& g, T theta) {
   const int64_t HW = g.H * g.W, HWo = g.Ho * g.Wo, N = C * HW, No = C * HWo;
+  const bool rows1d = g.H == 1 && g.Ho == 1 && g.ph == 0 && g.pw == 0 && g.kw == g.sw && g.W == g.Wo * g.kw;
   // channels per group: at least V neurons where there are enough groups to share among the threads evenly
   const int64_t G = std::max<int64_t>(1, std::min<int64_t>(V / std::max<int64_t>(HW, 1),
                                                            C / (4 * (int64_t)at::get_num_threads())));
@@ -281,11 +282,19 @@ static void if_pool_impl(const T* x, T* u, T* prev, T* cum, T* pooled, T* out, d
         for (int64_t t = 0; t < k; ++t) {
           if_step_counted<T, SUB, MAX>(x + (STATIC ? b * N : (t * B + b) * N) + c0 * HW, ub, pb,
                                        cnt.data() + (r == 1 ? 0 : t * len), cp, len, theta);
+          T* __restrict og = out + (t * B + b) * No + c0 * HWo;
+          if (!MAX && rows1d) {  // 1-D windows that tile each row: the group's rows as one row of windows
+            for (int64_t j = 0; j < leno; ++j) {
+              T sum = T(0);
+              for (int64_t e = 0; e < g.kw; ++e) sum += pb[j * g.kw + e];
+              og[j] = sum;
+            }
+            continue;
+          }
           for (int64_t c = 0; c < nc; ++c) {
-            T* __restrict op = out + (t * B + b) * No + (c0 + c) * HWo;
-            if constexpr (MAX) pool_max<T>(cp + c * HW, pooled + b * No + (c0 + c) * HWo, op,
+            if constexpr (MAX) pool_max<T>(cp + c * HW, pooled + b * No + (c0 + c) * HWo, og + c * HWo,
                                            pcnt.data() + (pr == 1 ? 0 : t * leno) + c * HWo, g);
-            else pool_sum<T>(pb + c * HW, op, g);  // pb: this step's spikes
+            else pool_sum<T>(pb + c * HW, og + c * HWo, g);  // pb: this step's spikes
           }
         }
       }
