@@ -197,6 +197,8 @@ def test_event_conv_if_avgpool_equals_conv_then_if_avgpool(size, conv, K, S, P, 
     ``event_conv2d`` then ``if_avgpool``: window sums, membranes, previous spikes and the IF's
     batch sums (none, per chunk, per step), for stride 1 and 2, padded and partial windows,
     a 1 x 1 convolution, binary and graded inputs, both resets."""
+    from tests.test_fused import event_if_case
+
     fused = kernels.load()
     g = torch.Generator().manual_seed(2)
     kk, s, p = conv
@@ -205,16 +207,7 @@ def test_event_conv_if_avgpool_equals_conv_then_if_avgpool(size, conv, K, S, P, 
     Hp, Wp = ((n + 2 * q - a) // b + 1 for n, a, b, q in zip((Ho, Wo), K, S, P))
     pool = [list(K), list(S), list(P), Hp, Wp]
     for (subtract, rows), graded in itertools.product([(True, None), (True, 1), (False, k), (True, k)], (False, True)):
-        x = (torch.rand((k * B, ci) + size, generator=g) < 0.25).to(dtype)
-        if graded:
-            x = x * torch.randint(1, 4, x.shape, generator=g).to(dtype)
-        wt = torch.zeros(kk, kk, ci, 32, dtype=dtype)
-        wt[..., :co] = torch.randn(kk, kk, ci, co, generator=g, dtype=dtype) * 0.4
-        b = torch.randn(co, generator=g, dtype=dtype) * 0.1
-        u, prev = torch.rand(B, co, Ho, Wo, generator=g, dtype=dtype), torch.zeros(B, co, Ho, Wo, dtype=dtype)
-        steps = [None if rows is None else torch.zeros((rows, co, Ho, Wo), dtype=torch.float64) for _ in range(2)]
-        geometry = [[s, s], [p, p], [1, 1]]
-        y = fused.event_conv2d(x, wt, b, co, Ho, Wo, *geometry, 0).reshape(k, B, co, Ho, Wo).contiguous()
+        x, wt, b, u, prev, steps, geometry, y = event_if_case(g, (ci, co, kk, s, p), size, k, B, rows, dtype, graded)
         u1, p1, u2, p2 = u.clone(), prev.clone(), u.clone(), prev.clone()
         ref = fused.if_avgpool(y, u1, p1, 0.7, subtract, False, k, steps[0], *pool)
         got = fused.event_conv2d_if_avgpool(x, wt, b, co, Ho, Wo, *geometry, 0, u2, p2, 0.7, subtract, k, steps[1],

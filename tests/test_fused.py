@@ -51,6 +51,27 @@ def test_fused_equals_reference(which, encoding, precision, request, digits):
         assert (event.predictions[-1] == ref.predictions[-1]).mean() >= 0.95
 
 
+def event_if_case(g: torch.Generator, conv: tuple, size: tuple, k: int, B: int, rows: int | None,
+                  dtype: torch.dtype, graded: bool = False) -> tuple:
+    """A random event layer + IF layer case: ``conv`` = (Cin, Co, kernel, stride, padding) on
+    ``size`` maps, k steps of B samples of 20-25 % dense spikes (or graded: counts 1-3):
+    ``(x, wt, b, u, prev, steps, geometry, y)``, ``steps`` two batch-sum buffers of ``rows``
+    rows (or None) and ``y`` the layer's currents (k, B, Co, Ho, Wo) by ``event_conv2d``."""
+    ci, co, kk, s, p = conv
+    Ho, Wo = ((n + 2 * p - kk) // s + 1 for n in size)
+    x = (torch.rand((k * B, ci) + tuple(size), generator=g) < (0.25 if graded else 0.2)).to(dtype)
+    if graded:
+        x = x * torch.randint(1, 4, x.shape, generator=g).to(dtype)
+    wt = torch.zeros(kk, kk, ci, -(-co // 16) * 16, dtype=dtype)
+    wt[..., :co] = torch.randn(kk, kk, ci, co, generator=g, dtype=dtype) * 0.5
+    b = torch.randn(co, generator=g, dtype=dtype) * 0.1
+    u, prev = torch.rand(B, co, Ho, Wo, generator=g, dtype=dtype), torch.zeros(B, co, Ho, Wo, dtype=dtype)
+    steps = [None if rows is None else torch.zeros((rows, co, Ho, Wo), dtype=torch.float64) for _ in range(2)]
+    geometry = [[s, s], [p, p], [1, 1]]
+    y = kernels.load().event_conv2d(x, wt, b, co, Ho, Wo, *geometry, 0).reshape(k, B, co, Ho, Wo).contiguous()
+    return x, wt, b, u, prev, steps, geometry, y
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(8, 20, 9, 3, 1, 1), (6, 32, 10, 3, 2, 1), (40, 24, 1, 1, 1, 0)])
 def test_event_conv_if_kernel_equals_conv_then_if_scan(dtype, shape):
@@ -63,14 +84,7 @@ def test_event_conv_if_kernel_equals_conv_then_if_scan(dtype, shape):
     ci, co, H, kk, s, p = shape
     k, B, Ho = 5, 3, (H + 2 * p - kk) // s + 1
     for subtract, rows in [(True, None), (True, 1), (False, 5), (True, 5)]:
-        x = (torch.rand(k * B, ci, H, H, generator=g) < 0.2).to(dtype)
-        wt = torch.zeros(kk, kk, ci, -(-co // 16) * 16, dtype=dtype)
-        wt[..., :co] = torch.randn(kk, kk, ci, co, generator=g, dtype=dtype) * 0.5
-        b = torch.randn(co, generator=g, dtype=dtype) * 0.1
-        u, prev = torch.rand(B, co, Ho, Ho, generator=g, dtype=dtype), torch.zeros(B, co, Ho, Ho, dtype=dtype)
-        steps = [None if rows is None else torch.zeros((rows, co, Ho, Ho), dtype=torch.float64) for _ in range(2)]
-        geometry = [[s, s], [p, p], [1, 1]]
-        y = fused.event_conv2d(x, wt, b, co, Ho, Ho, *geometry, 0).reshape(k, B, co, Ho, Ho).contiguous()
+        x, wt, b, u, prev, steps, geometry, y = event_if_case(g, (ci, co, kk, s, p), (H, H), k, B, rows, dtype)
         u1, p1, u2, p2 = u.clone(), prev.clone(), u.clone(), prev.clone()
         ref = fused.if_scan(y, None, None, u1, p1, 0.7, subtract, False, k, steps[0], False)
         got = fused.event_conv2d_if(x, wt, b, co, Ho, Ho, *geometry, 0, u2, p2, 0.7, subtract, k, steps[1], False)
