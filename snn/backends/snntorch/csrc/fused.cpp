@@ -838,7 +838,10 @@ struct IFEpilogue {
 // (measured on AVX-512, experiments/bench/event_cost.py shapes); where the scatter runs
 // escatter_s1, the gather costs ~0.78 ns more per event and tap, 5.6 ns more per visit and
 // the scatter ~0.7 ns more per event, tap and vector (fitted on 40 cases: 3x3 stride-1
-// layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread).
+// layers of 16-128 channels on 8x8 to 32x32 maps at 1-30 % density, one thread); where it
+// runs escatter_s1 with its register window (2 to 8 vectors), the scatter, which was faster
+// in every case measured (16-128 channels, 8x8 to 32x32, 5-50 % density, binary and graded).
+// x holds the input in T, or xb as bytes (spikes 0/1).
 template <typename T>
 static void econv_impl(const T* x, const uint8_t* xb, const T* wt, const T* bias, T* y, int64_t M, int64_t H,
                        int64_t W, int64_t Co, const ConvGeom& g, const int64_t* pl, int64_t path,
