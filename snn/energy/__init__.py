@@ -171,8 +171,9 @@ def energy_report(net: Any, res: Any, hardware: Any = ("45nm-fp32", "loihi", "gp
     if counts.per_step is not None:
         T = counts.totals.timesteps
         curves: dict[str, dict[str, list[float | None]]] = {"snn_dynamic_j": {}, "snn_total_j": {}}
+        at = [counts_at(counts, t) for t in range(1, T + 1)]  # the totals after each step, for every profile
         for p in profs:
-            prices = [price(counts_at(counts, t), p, batch) for t in range(1, T + 1)]
+            prices = [price(tot, p, batch) for tot in at]
             curves["snn_dynamic_j"][p.name] = [e.snn_dynamic_j for e in prices]
             curves["snn_total_j"][p.name] = [e.snn_total_j for e in prices]
         per_step = {"timesteps": list(range(1, T + 1)), "accuracy": acc, **curves,

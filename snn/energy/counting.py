@@ -626,6 +626,48 @@ def _loads(graph: ir.Graph, rows: dict[str, dict[str, Any]]) -> tuple[LayerLoad,
     return tuple(LayerLoad(n, int(np.prod(graph.shapes[n])), a[0], a[1], int(a[2])) for n, a in acc.items())
 
 
+@dataclass(frozen=True)
+class _Structure:
+    """What counting needs of a graph that no simulation result changes: the fan-out maps of
+    every spike source (and of the input), each synaptic node's structural connections and
+    (zero, all) weights, and the fused kernels of one step."""
+
+    fans: dict[str, _SourceFan]
+    flat: dict[str, list[tuple[str, np.ndarray, int]]]  # per source: (node, flat int64 map, structural total)
+    connections: dict[str, int]
+    zero_weights: dict[str, tuple[int, int]]
+    kernels: list[Kernel]
+
+
+_STRUCTURES: dict[int, tuple[ir.Graph, _Structure]] = {}
+STRUCTURES_KEPT = 4
+"""Graphs whose :class:`_Structure` is kept for the next count (the most recent ones)."""
+
+
+def _structure(graph: ir.Graph) -> _Structure:
+    """The graph's :class:`_Structure`, made once per graph object and reused while it is among
+    the last :data:`STRUCTURES_KEPT` counted (energy reports of several results, profiles or
+    timesteps of one network). Like the snntorch backend's weights, it assumes the graph's
+    arrays are not changed in place: a changed network is a new graph (``snn.quantize``, a
+    new ``snn.convert``)."""
+    hit = _STRUCTURES.get(id(graph))
+    if hit is not None and hit[0] is graph:
+        return hit[1]
+    stop = set(graph.recorded_nodes())
+    fans = {s: source_fanout(graph, s, stop) for s in dict.fromkeys(graph.recorded_nodes() + [graph.input])}
+    syn = {n: v for n, v in graph.nodes.items() if _rule(v, Synapse)}
+    flat = {s: [(w, np.ascontiguousarray(m, dtype=np.int64).reshape(-1), int(f.dense[w].sum()))
+                for w, m in f.maps.items()] for s, f in fans.items()}
+    st = _Structure(fans=fans, flat=flat,
+                    connections={n: connections(v, [graph.shapes[i] for i in graph.inputs_of(n)], graph.shapes[n])
+                                 for n, v in syn.items()},
+                    zero_weights={n: _zero_weights(v) for n, v in syn.items()}, kernels=fused_kernels(graph))
+    if len(_STRUCTURES) >= STRUCTURES_KEPT:
+        _STRUCTURES.pop(next(iter(_STRUCTURES)))
+    _STRUCTURES[id(graph)] = (graph, st)
+    return st
+
+
 def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dict[str, np.ndarray] | None,
               n_samples: int, timesteps: int, encoding: str, ann: ir.Graph | None = None,
               x: np.ndarray | None = None, max_samples: int = 2000) -> Counts:
@@ -653,28 +695,34 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
     N, T = int(n_samples), int(timesteps)
     stop = set(graph.recorded_nodes())
     statics = _static_nodes(graph, static_input)
+    struct = _structure(graph)
     notes: list[str] = []
 
     syn: dict[str, float] = {}
     syn_t: dict[str, np.ndarray] = {}
     conn_spk: dict[str, int] = {}
     routed: dict[str, float] = {}
-    for s in sources:
-        fan = source_fanout(graph, s, stop)
-        for w, m in fan.maps.items():
-            syn[w] = syn.get(w, 0.0) + float((spike_sums[s] * m).sum()) / N
-            conn_spk[w] = conn_spk.get(w, 0) + int(fan.dense[w].sum())
-            if step_sums is not None:
-                st = (step_sums[s].reshape(-1, m.size) @ m.reshape(-1)).astype(np.float64) / N
-                syn_t[w] = syn_t.get(w, 0.0) + st
-        for p in fan.routed_to:
-            routed[p] = routed.get(p, 0.0) + float(spike_sums[s].sum()) / N
+    by_step = {n: step_sums[n].reshape(T, -1).sum(axis=1) for n in stop if n in step_sums} \
+        if step_sums is not None else {}  # per node, its spikes at each step (summed once)
+    total = {n: float(by_step[n].sum()) if n in by_step else float(v.sum()) for n, v in spike_sums.items()}
+    for s in sources:  # integer products: exact
+        per_step = step_sums[s].reshape(T, -1) if step_sums is not None else None
+        for w, m, dense in struct.flat[s]:
+            conn_spk[w] = conn_spk.get(w, 0) + dense
+            if per_step is None:
+                syn[w] = syn.get(w, 0.0) + float(spike_sums[s].reshape(-1) @ m) / N
+                continue
+            st = per_step @ m  # the per-step events; their sum is the total's
+            syn[w] = syn.get(w, 0.0) + float(st.sum()) / N
+            syn_t[w] = syn_t.get(w, 0.0) + st.astype(np.float64) / N
+        for p in struct.fans[s].routed_to:
+            routed[p] = routed.get(p, 0.0) + total[s] / N
 
     # analog input (constant encoding): first synaptic layers, once per inference
     in_macs: dict[str, float] = {}
     in_macs_eff: dict[str, float | None] = {}
     if static_input:
-        fan = source_fanout(graph, graph.input, stop)
+        fan = struct.fans[graph.input]
         nz = None
         if x is not None:
             xs = np.asarray(x)[:max_samples]
@@ -696,11 +744,11 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
     cur_macs_static = 0.0
     n_neurons = 0
     n_if = 0
+    zero_weights = struct.zero_weights
     for n, node in graph.nodes.items():
-        ins = graph.inputs_of(n)
         rule = ENERGY[type(node)] if not isinstance(node, ir.Input) else None
         if isinstance(rule, Synapse):
-            conns = connections(node, [graph.shapes[i] for i in ins], graph.shapes[n])
+            conns = struct.connections[n]
             c_macs = 0.0
             if n not in spike_fed and rule.current_mac:
                 c_macs = float(conns) * (1 if n in statics else T)
@@ -708,7 +756,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
                              f"{'once' if n in statics else 'per step'}.")
             cur_macs += c_macs
             cur_macs_static += c_macs if n in statics else 0.0
-            zero_w, n_w = _zero_weights(node)
+            zero_w, n_w = zero_weights[n]
             a = ann_rows.get(n, {})
             syn_rows[n] = {
                 "node": n, "kind": node.kind, "synops": syn.get(n, 0.0), "input_macs": in_macs.get(n, 0.0),
@@ -722,7 +770,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
         elif isinstance(rule, Neuron) or n in stop or (n == graph.input and not static_input):
             k = int(np.prod(graph.shapes[n]))
             is_neuron = isinstance(rule, Neuron)
-            spikes = float(spike_sums[n].sum()) / N if n in spike_sums else 0.0
+            spikes = total[n] / N if n in spike_sums else 0.0
             n_neurons += k if is_neuron else 0
             n_if += k if isinstance(node, ir.IF) else 0
             layers.append({
@@ -734,12 +782,12 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
                 "activation_sparsity": ann_rows.get(n, {}).get("activation_sparsity"),
                 "routed_spikes": routed.get(n, 0.0) if node.spike_route == "pool" else 0.0})
 
-    if_spikes = sum(float(spike_sums[n].sum()) / N for n in graph.nodes if isinstance(graph.nodes[n], ir.IF))
+    if_spikes = sum(total[n] / N for n in graph.nodes if isinstance(graph.nodes[n], ir.IF))
     synops = sum(syn.values())
     input_macs = sum(in_macs.values())
     eff_vals = list(in_macs_eff.values())
-    zw = [_zero_weights(v) for v in graph.nodes.values() if _rule(v, Synapse) and _rule(v, Synapse).ann_mac]
-    kernels = fused_kernels(graph)
+    zw = [zero_weights[n] for n, v in graph.nodes.items() if _rule(v, Synapse) and _rule(v, Synapse).ann_mac]
+    kernels = struct.kernels
     per_step = [k for k in kernels if not set(k.nodes) <= statics]
     once = [k for k in kernels if set(k.nodes) <= statics]
     totals = Totals(
@@ -748,7 +796,7 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
         else 0.0,
         current_macs=cur_macs, current_macs_static=cur_macs_static, neurons=n_neurons, if_neurons=n_if,
         neuron_updates=n_neurons * T, active_updates=if_spikes,
-        spikes=sum(float(spike_sums[n].sum()) / N for n in stop), routed_spikes=sum(routed.values()),
+        spikes=sum(total[n] / N for n in stop), routed_spikes=sum(routed.values()),
         firing_rate=if_spikes / (n_if * T) if n_if else 0.0, spike_connections=sum(conn_spk.values()),
         macs_dense=ann_tot["macs_dense"], macs_effective=ann_tot["macs_effective"],
         ann_neurons=ann_tot["ann_neurons"], activation_sparsity=ann_tot["activation_sparsity"],
@@ -768,9 +816,9 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
         if missing:
             raise SnnError(f"per-step spike counts missing for {', '.join(missing)}")
         syn_steps = sum(syn_t.values()) if syn_t else np.zeros(T)
-        if_t = sum(step_sums[n].reshape(T, -1).sum(axis=1) for n in graph.nodes
+        if_t = sum(by_step[n] if n in by_step else step_sums[n].reshape(T, -1).sum(axis=1) for n in graph.nodes
                    if isinstance(graph.nodes[n], ir.IF)) / N
-        em_t = sum(step_sums[n].reshape(T, -1).sum(axis=1) for n in stop) / N
+        em_t = sum(by_step[n] for n in stop) / N
         steps = {"synops": np.cumsum(np.broadcast_to(syn_steps, (T,))),
                  "active_updates": np.cumsum(np.broadcast_to(if_t, (T,))),
                  "spikes": np.cumsum(np.broadcast_to(em_t, (T,)))}
