@@ -52,6 +52,26 @@ def test_232_poisson_by_hand():
     np.testing.assert_allclose(c.per_step["synops"], np.cumsum([3 + 1 * 2, 2 * 3 + 3 * 2, 0 + 2 * 2, 1 * 3 + 1 * 2]) / 2)
 
 
+def test_network_structure_is_made_once_per_graph(monkeypatch):
+    """The fan-out maps are made at a graph's first count and reused by its later counts (of
+    other results: the same numbers as counted afresh); another graph object gets its own."""
+    from snn.energy import counting
+
+    calls = []
+    real = counting.source_fanout
+    monkeypatch.setattr(counting, "source_fanout", lambda g, s, stop: calls.append(s) or real(g, s, stop))
+    monkeypatch.setattr(counting, "_STRUCTURES", {})
+    g, ann = _net_232()
+    steps = [{"x": np.array([[1, 0], [1, 1]]), "h": np.array([[0, 0, 1], [1, 0, 2]])},
+             {"x": np.array([[0, 2], [1, 0]]), "h": np.array([[1, 1, 0], [0, 0, 3]])}]
+    counts = [count_ops(g, {k: v.sum(0) for k, v in st.items()}, st, 2, 2, "poisson", ann=ann) for st in steps]
+    assert len(calls) == 2  # sources x and h, once
+    g2, _ = _net_232()
+    fresh = count_ops(g2, {k: v.sum(0) for k, v in steps[1].items()}, steps[1], 2, 2, "poisson", ann=ann)
+    assert len(calls) == 4 and fresh.totals == counts[1].totals and fresh.totals != counts[0].totals
+    np.testing.assert_array_equal(fresh.per_step["synops"], counts[1].per_step["synops"])
+
+
 def test_232_constant_input_is_macs_once():
     g, ann = _net_232()
     sums = {"h": np.array([2, 0, 5])}
