@@ -3,7 +3,9 @@
 In one run, on the same machine and threads, for each network (the MNIST LeNet-5 of the
 core issue, a CIFAR ResNet-20 with its pretrained weights, an MNIST CNN of
 conv-BN-ReLU-AvgPool2d(2) blocks and two linear layers, a VGG-style CIFAR-10 net with
-average pooling, optionally an MNIST MLP) both libraries convert the same trained ANN
+average pooling, two networks the kernels were not designed for: a CIFAR CNN of strided
+convolutions without pooling and a 1-D CNN on MNIST's rows, optionally an MNIST MLP) both
+libraries convert the same trained ANN
 (snn: ``snn.convert``; SpikingJelly: ``RateCodingRecipe``, mode "99.9%") and simulate it
 (default T = 32 at batch 256 and 1). Each case is timed in ``--rounds`` (default 5)
 rounds; a round measures the matmul rate, then runs ours and SpikingJelly one after the
@@ -16,7 +18,7 @@ Peak memory is measured in fresh subprocesses (batch 256, T = 8 and 128): the gr
 the resident set during the simulation (``--no-memory``: not measured; the JSON then
 carries the previous run's memory entries, labelled as such).
 
-    python experiments/bench/speed.py [--rounds 5] [--models lenet5,resnet20,avgcnn,vgg_avg]
+    python experiments/bench/speed.py [--rounds 5] [--models lenet5,resnet20,avgcnn,vgg_avg,strided,conv1d]
         [--timesteps 32] [--batches 256,1] [--no-memory] [--device cuda] [--out speed.json]
     python experiments/bench/speed.py --merge a.json b.json [--out speed.json]   # runs made apart, one file
 
