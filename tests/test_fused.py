@@ -152,6 +152,36 @@ def test_spikes_as_bytes_in_the_engine(which, request, digits, monkeypatch):
     np.testing.assert_allclose(got.outputs, ref.outputs, rtol=0, atol=1e-12 * np.abs(ref.outputs).max())
 
 
+@pytest.mark.parametrize("fuse", [False, True])
+def test_conv1d_layers_run_event_driven(fuse, digits, monkeypatch):
+    """1-D convolutions that read spikes (stride, dilation, padding) run on the event kernel as
+    convolutions of height 1, alone or with their IF layer as one kernel, with the reference
+    spikes in every layer and step and its outputs (float64)."""
+    import torch.nn as nn
+
+    from snn.backends.snntorch import engine
+
+    fused, shapes = kernels.load(), []
+    for f in ("event_conv2d", "event_conv2d_if"):
+        run_kernel = getattr(fused, f)
+        monkeypatch.setattr(fused, f, lambda *a, _f=run_kernel: shapes.append(tuple(a[1].shape)) or _f(*a))
+    if fuse:
+        monkeypatch.setattr(engine, "FUSE_IF_NEURONS", 1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 8, 3, stride=2, padding=2, dilation=2),
+                          nn.ReLU(), nn.Conv1d(8, 6, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8, 10)).eval()
+    x = digits[0][:120].reshape(-1, 4, 16)
+    net = snn.convert(model, x[:100])
+    kw = dict(timesteps=16, precision="float64", batch_size=10, chunk=6)
+    ref = snn.simulate(net, x[100:], impl="torch", **kw)
+    got = snn.simulate(net, x[100:], impl="fused", event="always", **kw)
+    assert (1, 3, 8, 16) in shapes and (1, 5, 8, 16) in shapes  # both spike-reading convolutions, as 1 x k kernels
+    assert all(int(v.sum()) > 0 for v in ref.spike_sums.values())
+    for k in ref.step_sums:
+        np.testing.assert_array_equal(got.step_sums[k], ref.step_sums[k], err_msg=k)
+    np.testing.assert_allclose(got.outputs, ref.outputs, rtol=0, atol=1e-12 * np.abs(ref.outputs).max())
+
+
 @pytest.mark.parametrize("which", ["mlp_net", "cnn_net", "resnet_net"])
 @pytest.mark.parametrize("record", ["steps", "totals"])
 def test_layer_and_if_fused_equal_reference(which, record, request, digits, monkeypatch):

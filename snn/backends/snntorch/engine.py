@@ -266,7 +266,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     :mod:`snn.backends.snntorch.kernels`, ``"torch"`` the reference torch ops (same
     spikes), ``"auto"`` the kernels on CPU when they compile here and torch ops otherwise
     (and on CUDA). ``chunk``: steps per chunk. ``event``: with the fused kernels, a
-    Linear/Conv2d layer whose input changes over time runs event-driven ("always"),
+    Linear/Conv1d/Conv2d layer whose input changes over time runs event-driven ("always"),
     densely ("never"), or as the measured cost model
     :func:`~snn.backends.snntorch.event_cost.event_wins` expects to be faster for each
     tile's input density ("auto"); a layer after an average pool of spikes then takes the
@@ -330,7 +330,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
     event_nodes, pending_sums, if_pools = set(), set(), {}
     if fused is not None:
         event_nodes = {n for n, node in graph.nodes.items()
-                       if (isinstance(node, ir.Linear) or (isinstance(node, ir.Conv2d) and node.groups == 1))
+                       if (isinstance(node, ir.Linear) or (isinstance(node, (ir.Conv1d, ir.Conv2d)) and node.groups == 1))
                        and _packs(graph.shapes[inputs_of[n][0]])}
         pending_sums = {n for n, node in graph.nodes.items() if isinstance(node, ir.Add) and len(inputs_of[n]) == 2
                         and [type(graph.nodes[c]) for c in graph.consumers_of(n)] == [ir.IF]

@@ -47,7 +47,7 @@ from snn import ir
 
 EVENT_COST = {"linear": {"F": 14.0, "IO": 1.1, "EV": 5.2, "ADD": 0.017, "MAC": 0.0084, "DIO": 0.28},
               "conv": {"F": 89.0, "IO": 0.24, "EV": 1.0, "ADD": 0.0047, "MAC": 0.0092, "DIO": 0.34}}
-"""Per-sample costs (ns) with which a Linear/Conv2d layer chooses between the event-driven
+"""Per-sample costs (ns) with which a Linear/Conv1d/Conv2d layer chooses between the event-driven
 kernel and the dense torch op, fitted by ``experiments/bench/event_cost.py`` on 2 CPU
 cores (17 layer shapes, 2-40 % density; ``results/reference/event_cost.json``): ``F + IO *
 (inputs + outputs) + EV * nonzeros * taps + ADD * nonzeros * taps * Co_padded`` (``taps`` =
@@ -89,10 +89,13 @@ def _packs(in_shape: tuple[int, ...]) -> bool:
     return int(np.prod(in_shape[1:])) < 2**31 if len(in_shape) == 3 else True
 
 
-def _event_weights(node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The weights in the event kernel's layout (:func:`_event_layout`), made once (cached in ``p``)."""
+def _event_weights(node: ir.Linear | ir.Conv1d | ir.Conv2d, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The weights in the event kernel's layout (:func:`_event_layout`), made once (cached in
+    ``p``); a Linear layer's as a 1 x 1 convolution's, a Conv1d's as a convolution of height 1."""
     if "event_wt" not in p:
-        p["event_wt"] = _event_layout(p["weight"] if isinstance(node, ir.Conv2d) else p["weight"][:, :, None, None])
+        w = p["weight"]
+        p["event_wt"] = _event_layout(w if isinstance(node, ir.Conv2d) else w[:, :, None] if isinstance(node, ir.Conv1d)
+                                      else w[:, :, None, None])
     return p["event_wt"]
 
 
@@ -138,7 +141,7 @@ def _run_event(fused: Any, x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor
     return fused.event_conv2d(x, wt, bias, *out2, *geometry, path).reshape((len(x),) + tuple(out_shape))
 
 
-def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
+def _event_forward(fused: Any, node: ir.Linear | ir.Conv1d | ir.Conv2d, p: dict[str, torch.Tensor], x: torch.Tensor,
                    out_shape: tuple[int, ...], mode: str, path: int = 0, ifs: IFArgs | None = None
                    ) -> torch.Tensor | None:
     """``node`` applied to ``x`` (M, *input shape; float, or spikes as uint8) by the
@@ -155,14 +158,16 @@ def _event_forward(fused: Any, node: ir.Linear | ir.Conv2d, p: dict[str, torch.T
     with the IF layer's average pool, that pool's window sums (k * b, Co, Hp, Wp), the same
     as the layer then ``if_avgpool``."""
     wt = _event_weights(node, p)
-    linear = isinstance(node, ir.Linear)
-    x = x.reshape(len(x), -1, 1, 1).contiguous() if linear else x.contiguous()
+    linear, flat = isinstance(node, ir.Linear), isinstance(node, ir.Conv1d)
+    x = (x.reshape(len(x), -1, 1, 1) if linear else x.unsqueeze(2) if flat else x).contiguous()
     if mode == "auto":
         inputs, outputs = int(np.prod(x.shape[1:])), int(np.prod(out_shape))
         if not event_wins(inputs, outputs, fused.sampled_nonzeros(x, 8), _taps(node), wt.shape[3],
                           int(np.prod(node.weight.shape[1:])) * outputs, linear):
             return None
-    geometry = [[1, 1], [0, 0], [1, 1]] if linear else [list(node.stride), list(node.padding), list(node.dilation)]
+    geometry = ([[1, 1], [0, 0], [1, 1]] if linear else  # stride, padding, dilation of the 2-D kernel
+                [[1, *node.stride], [0, *node.padding], [1, *node.dilation]] if flat else
+                [list(node.stride), list(node.padding), list(node.dilation)])
     return _run_event(fused, x, wt, p.get("bias"), _out_2d(node, out_shape), geometry, path, ifs, out_shape)
 
 
