@@ -628,12 +628,13 @@ def _loads(graph: ir.Graph, rows: dict[str, dict[str, Any]]) -> tuple[LayerLoad,
 
 @dataclass(frozen=True)
 class _Structure:
-    """What counting needs of a graph that no simulation result changes: the fan-out maps of
-    every spike source (and of the input), each synaptic node's structural connections and
-    (zero, all) weights, and the fused kernels of one step."""
+    """What counting needs of a graph that no simulation result changes: per spike source (and
+    the input), each synaptic node it reaches with its fan-out map through non-zero weights
+    (flat, int64) and its structural total, and the spiking max-pools it feeds; per synaptic
+    node, its structural connections and (zero, all) weights; the fused kernels of one step."""
 
-    fans: dict[str, _SourceFan]
     flat: dict[str, list[tuple[str, np.ndarray, int]]]  # per source: (node, flat int64 map, structural total)
+    routed: dict[str, list[str]]
     connections: dict[str, int]
     zero_weights: dict[str, tuple[int, int]]
     kernels: list[Kernel]
@@ -658,7 +659,7 @@ def _structure(graph: ir.Graph) -> _Structure:
     syn = {n: v for n, v in graph.nodes.items() if _rule(v, Synapse)}
     flat = {s: [(w, np.ascontiguousarray(m, dtype=np.int64).reshape(-1), int(f.dense[w].sum()))
                 for w, m in f.maps.items()] for s, f in fans.items()}
-    st = _Structure(fans=fans, flat=flat,
+    st = _Structure(flat=flat, routed={s: f.routed_to for s, f in fans.items()},
                     connections={n: connections(v, [graph.shapes[i] for i in graph.inputs_of(n)], graph.shapes[n])
                                  for n, v in syn.items()},
                     zero_weights={n: _zero_weights(v) for n, v in syn.items()}, kernels=fused_kernels(graph))
@@ -715,21 +716,20 @@ def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dic
             st = per_step @ m  # the per-step events; their sum is the total's
             syn[w] = syn.get(w, 0.0) + float(st.sum()) / N
             syn_t[w] = syn_t.get(w, 0.0) + st.astype(np.float64) / N
-        for p in struct.fans[s].routed_to:
+        for p in struct.routed[s]:
             routed[p] = routed.get(p, 0.0) + total[s] / N
 
     # analog input (constant encoding): first synaptic layers, once per inference
     in_macs: dict[str, float] = {}
     in_macs_eff: dict[str, float | None] = {}
     if static_input:
-        fan = struct.fans[graph.input]
         nz = None
         if x is not None:
             xs = np.asarray(x)[:max_samples]
-            nz = (xs != 0).mean(axis=0)
-        for w, m in fan.maps.items():
-            in_macs[w] = float(fan.dense[w].sum())
-            in_macs_eff[w] = float((nz * m).sum()) if nz is not None else None
+            nz = (xs != 0).mean(axis=0).reshape(-1)
+        for w, m, dense in struct.flat[graph.input]:
+            in_macs[w] = float(dense)
+            in_macs_eff[w] = float(nz @ m) if nz is not None else None
         notes.append("Constant (analog) input: the first synaptic layer(s) "
                      f"({', '.join(in_macs) or 'none'}) see the same input at every step; the backend computes "
                      "them once, so they are counted as MACs once per inference, not as SynOps.")
