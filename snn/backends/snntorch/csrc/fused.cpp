@@ -928,7 +928,7 @@ static void econv_impl(const T* x, const uint8_t* xb, const T* wt, const T* bias
   const int64_t No = pg ? pg->Ho * pg->Wo : 0;  // one channel's pooled outputs
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     Scratch sc = scratch();
-    std::vector<T> cur(N), spk(pg ? N : 0);
+    std::vector<T> cur(N), sink(pg && !ife->steps ? N : 0);  // spike counts nobody asked for (pool only)
     std::vector<T>& cnt = cnts[at::get_thread_num()];
     if (ife->steps && cnt.empty()) cnt.assign(r * N, T(0));
     for (int64_t b = b0; b < b1; ++b)
@@ -944,9 +944,11 @@ static void econv_impl(const T* x, const uint8_t* xb, const T* wt, const T* bias
                                                                ife->theta);
           else if_step_count<T, false, false, S>(cur.data(), nullptr, nullptr, nullptr, ub, pb, st, cn, N, ife->theta);
         };
-        if (pg) {
-          step(spk.data());
-          for (int64_t c = 0; c < Co; ++c) pool_sum<T>(spk.data() + c * HWo, ife->s + ((t * B + b) * Co + c) * No, *pg);
+        if (pg) {  // as if_pool_impl: the spikes only counted, then pooled from pb (this step's spikes)
+          T* c = cn ? cn : sink.data();
+          if (ife->subtract) if_step_counted<T, true, false>(cur.data(), ub, pb, c, nullptr, N, ife->theta);
+          else if_step_counted<T, false, false>(cur.data(), ub, pb, c, nullptr, N, ife->theta);
+          for (int64_t ch = 0; ch < Co; ++ch) pool_sum<T>(pb + ch * HWo, ife->s + ((t * B + b) * Co + ch) * No, *pg);
         } else if (ife->sb) {
           step(ife->sb + (t * B + b) * N);
         } else {
