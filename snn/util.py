@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic file writes, an exclusive file lock, progress on stderr."""
+"""Small shared helpers: atomic file writes, an exclusive file lock, progress on stderr, a
+cache of what is made once per network."""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +9,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Sized, TypeVar
+from typing import IO, Callable, Hashable, Iterable, Iterator, Sized, TypeVar
 
 T = TypeVar("T")
+
+
+def made_once(cache: dict, key: Hashable, owner: object, make: Callable[[], T], keep: int = 4) -> T:
+    """``make()``'s value for ``owner`` (a network's graph) under ``key`` in ``cache``: made once
+    and reused while it is among the last ``keep`` entries. The entry holds ``owner``, so its
+    ``id`` (part of a key) cannot be reused by another object meanwhile. Like everything made
+    from a graph, it assumes the graph's arrays are not changed in place."""
+    hit = cache.get(key)
+    if hit is None or hit[0] is not owner:
+        if len(cache) >= keep:
+            cache.pop(next(iter(cache)))
+        hit = cache[key] = (owner, make())
+    return hit[1]
 
 
 @contextlib.contextmanager

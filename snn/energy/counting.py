@@ -75,6 +75,7 @@ import numpy as np
 from snn import ir
 from snn.energy.totals import LayerLoad, Totals
 from snn.errors import SnnError
+from snn.util import made_once
 
 Shape = tuple[int, ...]
 
@@ -648,25 +649,23 @@ STRUCTURES_KEPT = 4
 def _structure(graph: ir.Graph) -> _Structure:
     """The graph's :class:`_Structure`, made once per graph object and reused while it is among
     the last :data:`STRUCTURES_KEPT` counted (energy reports of several results, profiles or
-    timesteps of one network). Like the snntorch backend's weights, it assumes the graph's
-    arrays are not changed in place: a changed network is a new graph (``snn.quantize``, a
-    new ``snn.convert``)."""
-    hit = _STRUCTURES.get(id(graph))
-    if hit is not None and hit[0] is graph:
-        return hit[1]
+    timesteps of one network; :func:`snn.util.made_once`). Like the snntorch backend's
+    weights, it assumes the graph's arrays are not changed in place: a changed network is a
+    new graph (``snn.quantize``, a new ``snn.convert``)."""
+    return made_once(_STRUCTURES, id(graph), graph, lambda: _make_structure(graph), STRUCTURES_KEPT)
+
+
+def _make_structure(graph: ir.Graph) -> _Structure:
+    """:class:`_Structure` of ``graph``, made afresh."""
     stop = set(graph.recorded_nodes())
     fans = {s: source_fanout(graph, s, stop) for s in dict.fromkeys(graph.recorded_nodes() + [graph.input])}
     syn = {n: v for n, v in graph.nodes.items() if _rule(v, Synapse)}
     flat = {s: [(w, np.ascontiguousarray(m, dtype=np.int64).reshape(-1), int(f.dense[w].sum()))
                 for w, m in f.maps.items()] for s, f in fans.items()}
-    st = _Structure(flat=flat, routed={s: f.routed_to for s, f in fans.items()},
-                    connections={n: connections(v, [graph.shapes[i] for i in graph.inputs_of(n)], graph.shapes[n])
-                                 for n, v in syn.items()},
-                    zero_weights={n: _zero_weights(v) for n, v in syn.items()}, kernels=fused_kernels(graph))
-    if len(_STRUCTURES) >= STRUCTURES_KEPT:
-        _STRUCTURES.pop(next(iter(_STRUCTURES)))
-    _STRUCTURES[id(graph)] = (graph, st)
-    return st
+    return _Structure(flat=flat, routed={s: f.routed_to for s, f in fans.items()},
+                      connections={n: connections(v, [graph.shapes[i] for i in graph.inputs_of(n)], graph.shapes[n])
+                                   for n, v in syn.items()},
+                      zero_weights={n: _zero_weights(v) for n, v in syn.items()}, kernels=fused_kernels(graph))
 
 
 def count_ops(graph: ir.Graph, spike_sums: dict[str, np.ndarray], step_sums: dict[str, np.ndarray] | None,

@@ -50,6 +50,7 @@ from snn.backends import BatchRecord
 from snn.backends.snntorch.event_cost import (IFArgs, _event_forward, _packs, _pool_counts_event_forward,
                                               _pooled_event_forward, foldable)
 from snn.errors import SnnError
+from snn.util import made_once
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -106,17 +107,21 @@ class _IFState:
         returns the spike counts of the pool's windows (k * b, C, Hp, Wp) (a 1-D pool's
         (k * b, C, 1, Lp)); the pool's value is ``counts / area``. ``pooled_shape``: the
         pool's output shape (C, Hp, Wp) or (C, Lp)."""
-        g = ir.spatial(pool)
-        two = len(pooled_shape) == 3
         u, prev = self.u[rows], self.prev[rows]
-        if not two:  # (b, C, L) as (b, C, 1, L)
+        if len(pooled_shape) == 2:  # (b, C, L) as (b, C, 1, L)
             u, prev = u.unsqueeze(-2), prev.unsqueeze(-2)
-        kernel, stride, padding = ([list(g[a]) if two else [1, *g[a]] for a in ("kernel", "stride")]
-                                   + [list(g["padding"]) if two else [0, *g["padding"]]])
-        ho, wo = pooled_shape[1:] if two else (1, pooled_shape[1])
         out = self.fused.if_avgpool(current.contiguous(), u, prev, self.node.threshold, self.node.reset == "subtract",
-                                    static, k, steps, kernel, stride, padding, ho, wo)
+                                    static, k, steps, *_pool_2d(pool, pooled_shape))
         return out.reshape((-1,) + tuple(out.shape[2:]))
+
+
+def _pool_2d(pool: ir.AvgPool1d | ir.AvgPool2d, pooled_shape: tuple[int, ...]) -> tuple:
+    """A non-overlapping average pool as the fused kernels take it, ``(kernel, stride, padding,
+    Ho, Wo)``, from its output shape (C, Ho, Wo); a 1-D pool's (C, L) as a 2-D pool of height 1."""
+    g = ir.spatial(pool)
+    if len(pooled_shape) == 3:
+        return list(g["kernel"]), list(g["stride"]), list(g["padding"]), *pooled_shape[1:]
+    return [1, *g["kernel"]], [1, *g["stride"]], [0, *g["padding"]], 1, pooled_shape[1]
 
 
 class _Sum:
@@ -238,13 +243,7 @@ _PARAMS: dict[tuple[int, str, torch.dtype], tuple[ir.Graph, torch_ops.Params]] =
 def _params(graph: ir.Graph, dev: torch.device, dtype: torch.dtype) -> torch_ops.Params:
     """The graph's weights as tensors, made once per (graph, device, dtype) and reused by
     the following batches of a simulation (the last few graphs are kept)."""
-    key = (id(graph), str(dev), dtype)
-    hit = _PARAMS.get(key)
-    if hit is None or hit[0] is not graph:
-        if len(_PARAMS) >= 4:
-            _PARAMS.pop(next(iter(_PARAMS)))
-        hit = _PARAMS[key] = (graph, torch_ops.Params(graph, dev, dtype))
-    return hit[1]
+    return made_once(_PARAMS, (id(graph), str(dev), dtype), graph, lambda: torch_ops.Params(graph, dev, dtype))
 
 
 def prepare(*, device: str, impl: str = "auto", **options: Any) -> None:
@@ -354,13 +353,15 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                 and (c not in if_avgpools or isinstance(graph.nodes[if_avgpools[c]], ir.AvgPool2d))
                 and int(np.prod(graph.shapes[n])) >= FUSE_IF_NEURONS}
 
+    def dense(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
+        """The node's torch op on ``v`` (spikes as bytes: as floats)."""
+        return torch_ops.forward(node, params.t[name], [v.to(dtype) if v.dtype == torch.uint8 else v])
+
     def synaptic(name: str, node: ir.Node, v: torch.Tensor) -> torch.Tensor:
         """A stateless node on a time-varying (k * b, ...) input: event-driven if chosen, else its torch op."""
         y = _event_forward(fused, node, params.t[name], v, graph.shapes[name], event) \
             if name in event_nodes and event != "never" else None
-        if y is None and v.dtype == torch.uint8:  # spikes as bytes, for the dense op: as floats
-            v = v.to(dtype)
-        return torch_ops.forward(node, params.t[name], [v]) if y is None else y
+        return dense(name, node, v) if y is None else y
 
     def with_if(name: str, k: int, b: int, c0: int, sl: slice) -> IFArgs | None:
         """The ``ifs`` argument of the event kernels for ``name`` and the IF layer that alone
@@ -371,8 +372,7 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
         c = conv_ifs[name]
         ifs, pool = if_state[c], None
         if c in if_avgpools:
-            g = ir.spatial(graph.nodes[if_avgpools[c]])
-            pool = (list(g["kernel"]), list(g["stride"]), list(g["padding"]), *graph.shapes[if_avgpools[c]][1:])
+            pool = _pool_2d(graph.nodes[if_avgpools[c]], graph.shapes[if_avgpools[c]])
         return ifs.u[sl], ifs.prev[sl], ifs.node.threshold, ifs.node.reset == "subtract", k, rec_buffer(c, c0, k), \
             pool, c in byte_ifs
 
@@ -460,12 +460,11 @@ def run(graph: ir.Graph, x: np.ndarray, *, timesteps: int, encoding: str, seed: 
                     elif name in event_nodes and event != "never" and not ins[0][1]:
                         v = ins[0][0].reshape((k * b,) + tuple(ins[0][0].shape[2:]))
                         ifs = with_if(name, k, b, c0, sl)
-                        spikes = None if ifs is None else _event_forward(fused, node, params.t[name], v,
-                                                                         graph.shapes[name], event, ifs=ifs)
-                        if spikes is not None:
-                            vals[name] = (_Spiked(spikes), False)
-                        else:
-                            y = synaptic(name, node, v)
+                        y = _event_forward(fused, node, params.t[name], v, graph.shapes[name], event, ifs=ifs)
+                        if y is not None and ifs is not None:
+                            vals[name] = (_Spiked(y), False)
+                        else:  # the cost model's choice decided once: dense, or event-driven without the IF layer
+                            y = dense(name, node, v) if y is None else y
                             vals[name] = (y.reshape((k, b) + tuple(y.shape[1:])), False)
                     elif all(st for _, st in ins):  # constant over time: computed once, for the whole batch
                         if name not in static_full:
